@@ -1,0 +1,225 @@
+"""Fetching a feed over HTTP: a thin trio/httpx shell with hard limits.
+
+:func:`fetch` does one conditional GET, following redirects itself so that every hop is checked
+(http/https only, a bounded number, no loops) and permanent redirects are reported. The body is
+streamed and counted *after* decompression, so a gzip bomb stops at ``max_bytes``; the whole
+fetch, connect to last byte, runs under one deadline, so a server that dribbles a byte a second
+is cut off. :class:`HostGate` keeps the crawler polite: a global cap on concurrent fetches, a
+per-host cap, a minimum gap between requests to one host, and host-wide pauses (Retry-After).
+
+Exceptions::
+
+    FetchError            anything that kept us from getting a response body
+    ├── FetchTimeout      connect, read or total deadline passed
+    ├── NetworkError      DNS, refused, reset, TLS, broken compression
+    ├── TooLarge          the decompressed body passed max_bytes
+    └── RedirectError     too many hops, a loop, a non-http(s) target, no Location
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+import trio
+
+from .config import FetchLimits
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "ACCEPT",
+    "FetchError",
+    "FetchResult",
+    "FetchTimeout",
+    "HostGate",
+    "NetworkError",
+    "RedirectError",
+    "TooLarge",
+    "fetch",
+    "host_of",
+]
+
+ACCEPT = (
+    "application/atom+xml, application/rss+xml, application/feed+json, application/rdf+xml;q=0.9, "
+    "application/json;q=0.8, application/xml;q=0.8, text/xml;q=0.8, */*;q=0.1"
+)
+_REDIRECTS = {301, 302, 303, 307, 308}
+_PERMANENT = {301, 308}
+
+
+class FetchError(Exception):
+    """A fetch failed before a complete response body was in hand."""
+
+
+class FetchTimeout(FetchError):
+    pass
+
+
+class NetworkError(FetchError):
+    pass
+
+
+class TooLarge(FetchError):
+    pass
+
+
+class RedirectError(FetchError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class FetchResult:
+    status: int
+    url: str  # the URL that answered, after redirects
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    permanent_url: str | None = None  # where the leading permanent redirects (301/308) lead
+    redirects: tuple[int, ...] = field(default=())
+
+    @property
+    def content_type(self) -> str | None:
+        return self.headers.get("content-type")
+
+
+def host_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname or ''}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
+
+
+def _check_scheme(url: str) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise RedirectError(f"refusing to fetch {url[:200]!r}: only http and https URLs")
+
+
+async def fetch(
+    client: httpx.AsyncClient,
+    url: str,
+    limits: FetchLimits,
+    *,
+    etag: str | None = None,
+    last_modified: str | None = None,
+) -> FetchResult:
+    """GET *url* once (conditionally when *etag* / *last_modified* are given)."""
+    headers = {"User-Agent": limits.user_agent, "Accept": ACCEPT}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
+    try:
+        with trio.fail_after(limits.timeout):
+            return await _follow(client, url, headers, limits)
+    except trio.TooSlowError:
+        raise FetchTimeout(f"no complete answer within {limits.timeout:g} s") from None
+    except httpx.TimeoutException as exc:
+        raise FetchTimeout(f"timed out ({type(exc).__name__})") from None
+    except httpx.DecodingError as exc:
+        raise NetworkError(f"broken content encoding: {exc}") from None
+    except httpx.TransportError as exc:
+        raise NetworkError(
+            f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        ) from None
+    except httpx.InvalidURL as exc:
+        raise RedirectError(f"invalid URL: {exc}") from None
+
+
+async def _follow(
+    client: httpx.AsyncClient,
+    url: str,
+    headers: dict[str, str],
+    limits: FetchLimits,
+) -> FetchResult:
+    timeout = httpx.Timeout(limits.timeout, connect=limits.connect_timeout)
+    seen = {url}
+    hops: list[int] = []
+    permanent_url: str | None = None
+    while True:
+        _check_scheme(url)
+        request = client.build_request("GET", url, headers=headers, timeout=timeout)
+        response = await client.send(request, stream=True, follow_redirects=False)
+        try:
+            if response.status_code in _REDIRECTS:
+                location = response.headers.get("location")
+                if not location:
+                    raise RedirectError(f"{response.status_code} without a Location header")
+                target = urljoin(url, location.strip())
+                if len(hops) >= limits.max_redirects:
+                    raise RedirectError(f"more than {limits.max_redirects} redirects")
+                if target in seen:
+                    raise RedirectError(f"redirect loop at {target[:200]}")
+                _check_scheme(target)
+                if response.status_code in _PERMANENT and all(h in _PERMANENT for h in hops):
+                    permanent_url = target
+                hops.append(response.status_code)
+                seen.add(target)
+                url = target
+                continue
+            body = await _read_capped(response, limits.max_bytes)
+        finally:
+            await response.aclose()
+        return FetchResult(
+            status=response.status_code,
+            url=url,
+            headers={k.lower(): v for k, v in response.headers.items()},
+            body=body,
+            permanent_url=permanent_url,
+            redirects=tuple(hops),
+        )
+
+
+async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:  # compressed or not, it is too big
+        raise TooLarge(f"body of {int(declared)} bytes is over the {max_bytes}-byte limit")
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in response.aiter_bytes():
+        total += len(chunk)
+        if total > max_bytes:
+            raise TooLarge(f"body is over the {max_bytes}-byte limit (after decompression)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class HostGate:
+    """Politeness: global and per-host concurrency, a gap between requests, host pauses."""
+
+    def __init__(self, *, total: int, per_host: int, gap: float) -> None:
+        self._total = trio.CapacityLimiter(total)
+        self._per_host = per_host
+        self._gap = gap
+        self._hosts: dict[str, trio.Semaphore] = {}
+        self._next_start: dict[str, float] = {}
+        self._paused_until: dict[str, float] = {}
+
+    def pause(self, url: str, seconds: float) -> None:
+        """No request to *url*'s host for *seconds* (Retry-After), for every feed there."""
+        host = host_of(url)
+        until = trio.current_time() + seconds
+        self._paused_until[host] = max(self._paused_until.get(host, -math.inf), until)
+        logger.info("host %s paused for %.0f s", host, seconds)
+
+    def paused_until(self, url: str) -> float | None:
+        """The trio time before which *url*'s host gets no request, if it is paused now."""
+        until = self._paused_until.get(host_of(url))
+        return until if until is not None and until > trio.current_time() else None
+
+    @asynccontextmanager
+    async def slot(self, url: str) -> AsyncIterator[None]:
+        host = host_of(url)
+        semaphore = self._hosts.setdefault(host, trio.Semaphore(self._per_host))
+        async with semaphore, self._total:
+            while True:
+                now = trio.current_time()
+                start = max(self._next_start.get(host, now), self._paused_until.get(host, now))
+                if start <= now:
+                    break
+                await trio.sleep_until(start)
+            self._next_start[host] = now + self._gap
+            yield

@@ -1,0 +1,158 @@
+"""The cursor log over a real SQLite store: cursors, dedup, filters, waiting, restarts."""
+
+from __future__ import annotations
+
+import json
+from functools import partial
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from feedstream.cursorlog import Page, SQLiteCursorLog
+from feedstream.store import Store
+
+from .helpers import entry, inline
+
+
+def open_log(path: Path, backlog: int = 100) -> SQLiteCursorLog:
+    store = Store(path / "db.sqlite3")
+    snapshot = store.snapshot(backlog)
+    return SQLiteCursorLog(store, snapshot, backlog=backlog, offload=inline, clock=lambda: 0.0)
+
+
+def titles(page: Page) -> list[str]:
+    return [json.loads(e.json)["title"] for e in page.entries]
+
+
+async def test_append_assigns_cursors_and_reads_after(tmp_path: Path) -> None:
+    log = open_log(tmp_path)
+    start = log.cursor
+    new = await log.append([entry("a", "one"), entry("a", "two")])
+    assert [e["title"] for e in new] == ["one", "two"]
+    assert new[0]["cursor"] != new[1]["cursor"]
+    assert new[0]["received"] == "1970-01-01T00:00:00Z"
+    page = log.read(start, feeds=None, limit=50)
+    assert titles(page) == ["one", "two"] and page.cursor == new[1]["cursor"] and not page.reset
+    page = log.read(new[0]["cursor"], feeds=None, limit=50)
+    assert titles(page) == ["two"]
+    assert log.read(new[1]["cursor"], feeds=None, limit=50).entries == ()
+
+
+async def test_duplicates_are_not_stored_twice(tmp_path: Path) -> None:
+    log = open_log(tmp_path)
+    assert len(await log.append([entry("a", "x"), entry("a", "x")])) == 1
+    assert await log.append([entry("a", "x", title="changed")]) == []
+    assert log.counts() == {"a": 1}
+
+
+async def test_no_after_gives_newest_oldest_first(tmp_path: Path) -> None:
+    log = open_log(tmp_path)
+    await log.append([entry("a", str(i)) for i in range(10)])
+    page = log.read(None, feeds=None, limit=3)
+    assert titles(page) == ["7", "8", "9"] and page.cursor == log.cursor
+
+
+async def test_limit_pages_through(tmp_path: Path) -> None:
+    log = open_log(tmp_path)
+    start = log.cursor
+    await log.append([entry("a", str(i)) for i in range(5)])
+    first = log.read(start, feeds=None, limit=2)
+    second = log.read(first.cursor, feeds=None, limit=2)
+    third = log.read(second.cursor, feeds=None, limit=2)
+    assert titles(first) + titles(second) + titles(third) == ["0", "1", "2", "3", "4"]
+    assert third.cursor == log.cursor
+
+
+async def test_filter_skips_other_feeds_and_advances(tmp_path: Path) -> None:
+    log = open_log(tmp_path)
+    start = log.cursor
+    await log.append([entry("a", "a1"), entry("b", "b1"), entry("a", "a2"), entry("b", "b2")])
+    page = log.read(start, feeds={"a"}, limit=50)
+    assert titles(page) == ["a1", "a2"]
+    assert page.cursor == log.cursor  # the b entries after a2 were looked at too
+    page = log.read(start, feeds={"b"}, limit=1)
+    assert titles(page) == ["b1"]
+    assert titles(log.read(page.cursor, feeds={"b"}, limit=1)) == ["b2"]
+
+
+async def test_reset_for_foreign_old_and_future_cursors(tmp_path: Path) -> None:
+    log = open_log(tmp_path, backlog=3)
+    start = log.cursor
+    new = await log.append([entry("a", str(i)) for i in range(6)])
+    old = log.read(start, feeds=None, limit=50)
+    assert old.reset and titles(old) == ["3", "4", "5"]
+    for foreign in ("garbage", "ffffffff-1", log.cursor.rsplit("-", 1)[0] + "-99"):
+        page = log.read(foreign, feeds=None, limit=2)
+        assert page.reset and titles(page) == ["4", "5"] and page.cursor == log.cursor
+    # Right before the oldest entry still held is fine; one further back is a reset.
+    assert titles(log.read(new[2]["cursor"], feeds=None, limit=50)) == ["3", "4", "5"]
+    assert log.read(new[1]["cursor"], feeds=None, limit=50).reset
+
+
+async def test_wait_wakes_on_append_and_respects_filter(tmp_path: Path) -> None:
+    log = open_log(tmp_path)
+    cursor = log.cursor
+    woke_at: list[float] = []
+
+    async def listener() -> None:
+        await log.wait(cursor, feeds={"b"})
+        woke_at.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(listener)
+        await trio.testing.wait_all_tasks_blocked()
+        await log.append([entry("a", "not for b")])
+        await trio.testing.wait_all_tasks_blocked()
+        assert woke_at == []
+        await log.append([entry("b", "for b")])
+    assert len(woke_at) == 1
+    assert titles(log.read(cursor, feeds={"b"}, limit=50)) == ["for b"]
+
+
+async def test_close_releases_waiters(tmp_path: Path) -> None:
+    log = open_log(tmp_path)
+    with trio.fail_after(1):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(partial(log.wait, log.cursor, feeds=None))
+            await trio.testing.wait_all_tasks_blocked()
+            log.close()
+    await log.wait(log.cursor, feeds=None)  # closed: returns at once
+
+
+async def test_restart_keeps_cursors_and_dedup(tmp_path: Path) -> None:
+    log = open_log(tmp_path)
+    await log.append([entry("a", "one"), entry("a", "two")])
+    middle = log.read(None, feeds=None, limit=2).entries[0]
+    cursor = json.loads(middle.json)["cursor"]
+    reopened = open_log(tmp_path)
+    assert reopened.cursor == log.cursor
+    assert titles(reopened.read(cursor, feeds=None, limit=50)) == ["two"]
+    assert await reopened.append([entry("a", "two"), entry("a", "three")]) != []
+    assert titles(reopened.read(cursor, feeds=None, limit=50)) == ["two", "three"]
+
+
+async def test_backlog_prunes_data_but_keeps_ids(tmp_path: Path) -> None:
+    log = open_log(tmp_path, backlog=4)
+    await log.append([entry("a", str(i)) for i in range(20)])
+    store = Store(tmp_path / "db.sqlite3")
+    assert len(store.recent(100)) <= 8  # pruned in steps of backlog/4
+    assert await log.append([entry("a", "0")]) == []  # long gone from the ring, still deduped
+
+
+def test_page_json_is_valid() -> None:
+    page = Page("abc-1", (), reset=True)
+    assert json.loads(page.to_json()) == {"cursor": "abc-1", "entries": [], "reset": True}
+
+
+@pytest.mark.parametrize("backlog", [1, 2, 5])
+async def test_ring_stays_consistent_over_many_appends(tmp_path: Path, backlog: int) -> None:
+    log = open_log(tmp_path, backlog=backlog)
+    cursors = []
+    for i in range(30):
+        cursors.append((await log.append([entry("a", str(i))]))[0]["cursor"])
+        assert titles(log.read(None, feeds=None, limit=backlog))[-1] == str(i)
+    # The cursor just before the newest `backlog` entries is still good, one older is a reset.
+    assert not log.read(cursors[-backlog - 1], feeds=None, limit=50).reset
+    assert log.read(cursors[-backlog - 2], feeds=None, limit=50).reset

@@ -1,0 +1,178 @@
+"""The Quart-Trio application: routes, headers and the lifespan that runs the service.
+
+Routes are thin: they hand request data to :mod:`feedstream.api` (validation) and
+:class:`~feedstream.runtime.Runtime` (the log, push ingest) and turn the results into responses.
+Every error is a JSON body ``{"error": "..."}`` with a 4xx/5xx status, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import trio
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from .api import (
+    ApiError,
+    check_push_auth,
+    cors_headers,
+    parse_entries_query,
+    push_media_type,
+)
+from .config import Config
+from .runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CONTENT_SECURITY_POLICY", "create_app"]
+
+BUNDLED_STATIC = Path(__file__).resolve().parent.parent / "static"
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: http:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+_SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+_PREFLIGHT_HEADERS = {
+    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, Last-Event-ID, X-Hub-Signature",
+    "Access-Control-Max-Age": "86400",
+}
+
+
+def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+    return Response(body, status=status, headers=headers, content_type="application/json")
+
+
+def create_app(config: Config, runtime: Runtime | None = None) -> QuartTrio:
+    """Build the app for *config*; the lifespan starts *runtime* (a new one by default)."""
+    runtime = runtime or Runtime(config)
+    static_dir = config.server.static_dir or BUNDLED_STATIC
+    app = QuartTrio(__name__, static_folder=str(static_dir), static_url_path="/static")
+    app.config["MAX_CONTENT_LENGTH"] = config.server.max_push_bytes
+    app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = 5
+    app.extensions["feedstream"] = runtime
+    known_feeds = frozenset(feed.id for feed in config.feeds)
+
+    @app.before_serving
+    async def start_runtime() -> None:
+        await app.nursery.start(runtime.run)
+
+    @app.after_serving
+    async def stop_runtime() -> None:
+        runtime.stop()
+
+    @app.after_request
+    async def add_headers(response: Response) -> Response:
+        response.headers.update(_SECURITY_HEADERS)
+        if request.path.startswith(("/api/", "/static/")):
+            response.headers.update(
+                cors_headers(request.headers.get("Origin"), config.server.cors_origins)
+            )
+        if request.path.startswith("/api/"):
+            response.headers["Cache-Control"] = "no-store"
+            if request.method == "OPTIONS":  # CORS preflight (Quart answers OPTIONS itself)
+                response.headers.update(_PREFLIGHT_HEADERS)
+        return response
+
+    @app.errorhandler(ApiError)
+    async def api_error(error: ApiError) -> Response:
+        return _json({"error": error.reason}, error.status)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        reason = (error.description or error.name or "error").split("\n")[0]
+        if error.code == 413:
+            reason = f"body over the {config.server.max_push_bytes}-byte limit"
+        return _json({"error": reason}, error.code or 500)
+
+    @app.errorhandler(Exception)
+    async def internal_error(error: Exception) -> Response:
+        logger.exception("unhandled error on %s %s", request.method, request.path)
+        return _json({"error": "internal error"}, 500)
+
+    @app.get("/")
+    async def index() -> Response:
+        response = await app.send_static_file("index.html")
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return _json({"ok": True})
+
+    @app.get("/api/feeds")
+    async def feeds() -> Response:
+        return _json(runtime.feeds_status())
+
+    @app.get("/api/status")
+    async def status() -> Response:
+        return _json(runtime.status())
+
+    @app.get("/api/entries")
+    async def entries() -> Response:
+        query = parse_entries_query(request.args, known_feeds)
+        log = runtime.log
+        if query.after is not None and query.timeout > 0:
+            # Our own deadline: hypercorn's trio worker does not tell us when a client leaves.
+            runtime.waiting += 1
+            try:
+                with trio.move_on_after(query.timeout):
+                    await log.wait(query.after, feeds=query.feeds)
+            finally:
+                runtime.waiting -= 1
+        page = log.read(query.after, feeds=query.feeds, limit=query.limit)
+        return Response(page.to_json(), content_type="application/json")
+
+    @app.post("/api/push/<feed_id>")
+    async def push(feed_id: str) -> Response:
+        feed = config.feed(feed_id)
+        if feed is None:
+            raise ApiError(404, f"unknown feed {feed_id[:64]!r}")
+        if not feed.accepts_push:
+            raise ApiError(403, f"feed {feed.id!r} takes no pushes (it has no token or secret)")
+        length = request.content_length
+        if length is not None and length > config.server.max_push_bytes:
+            raise ApiError(413, f"body over the {config.server.max_push_bytes}-byte limit")
+        media_type = push_media_type(request.headers.get("Content-Type"))
+        body = await request.get_data(cache=False, as_text=False)
+        assert isinstance(body, bytes)
+        check_push_auth(
+            feed, request.headers.get("Authorization"), request.headers.get("X-Hub-Signature"), body
+        )
+        result = await runtime.push(feed, body, media_type)
+        if result.accepted is None:
+            raise ApiError(422, f"unparseable body: {result.error}")
+        return _json({"accepted": result.accepted}, 202)
+
+    @app.get("/websub/<token>")
+    async def websub_verify(token: str) -> Response:
+        if runtime.websub is None:
+            raise ApiError(404, "WebSub is off (server.public_url is not set)")
+        decision = await runtime.websub.verify(token, request.args)
+        return Response(decision.body, status=decision.status, headers=dict(decision.headers))
+
+    @app.post("/websub/<token>")
+    async def websub_deliver(token: str) -> Response:
+        if runtime.websub is None:
+            raise ApiError(404, "WebSub is off (server.public_url is not set)")
+        body = await request.get_data(cache=False, as_text=False)
+        assert isinstance(body, bytes)
+        result = await runtime.websub.deliver(
+            token, request.headers.get("X-Hub-Signature"), body, request.headers.get("Content-Type")
+        )
+        return _json({"status": result.reason}, result.status)
+
+    return app

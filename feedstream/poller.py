@@ -1,0 +1,169 @@
+"""One trio task per polled feed: fetch, parse off the event loop, append, sleep, repeat.
+
+The decisions (when to poll next, what counts as a failure) belong to :mod:`feedstream.schedule`;
+this module only carries them out. The loop is drift-free: the next poll is due ``delay``
+seconds after the *start* of the previous one, awaited with ``trio.sleep_until``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import trio
+
+from . import websub
+from .config import FeedConfig
+from .cursorlog import CursorLog, Offload
+from .fetch import FetchError, FetchResult, HostGate, fetch
+from .normalize import ParsedFeed, parse_feed
+from .schedule import plan
+from .store import FeedState, Store
+from .subscriber import Subscriber
+from .websub import Discovery
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PollContext", "feed_entries", "poll_once", "run_feed"]
+
+
+@dataclass(slots=True)
+class PollContext:
+    """What every feed task shares."""
+
+    client: httpx.AsyncClient
+    log: CursorLog
+    store: Store
+    gate: HostGate
+    offload: Offload = trio.to_thread.run_sync
+    wall_clock: Callable[[], float] = time.time
+    jitter: Callable[[], float] = random.random
+    states: dict[str, FeedState] = field(default_factory=dict)
+    websub: Subscriber | None = None
+
+
+async def run_feed(
+    feed: FeedConfig,
+    ctx: PollContext,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Poll *feed* until cancelled, or until it answers 410 Gone."""
+    state = ctx.states.setdefault(feed.id, FeedState(id=feed.id))
+    if state.source_url != feed.url:  # new feed, or its configured URL changed: start afresh
+        state = ctx.states[feed.id] = FeedState(id=feed.id, source_url=feed.url, url=feed.url)
+    task_status.started()
+    if state.status == "gone":
+        logger.info("feed %s: gone (410) at %s, not polling", feed.id, state.url)
+        return
+    # Resume the schedule a previous run left, so restarts do not hammer anyone.
+    wait = 0.0 if state.next_poll is None else state.next_poll - ctx.wall_clock()
+    next_at = trio.current_time() + min(max(wait, 0.0), feed.interval)
+    while True:
+        await trio.sleep_until(next_at)
+        started = trio.current_time()
+        try:
+            delay = await poll_once(feed, state, ctx)
+        except Exception:  # a bug must not end polling for this feed, nor crash the others
+            logger.exception("feed %s: unexpected error while polling", feed.id)
+            state.status, state.error = "error", "internal error (see the server log)"
+            state.failures += 1
+            delay = feed.interval
+        if delay is None:
+            return
+        next_at = started + delay
+
+
+async def poll_once(feed: FeedConfig, state: FeedState, ctx: PollContext) -> float | None:
+    """Fetch and ingest *feed* once; update *state*; return the delay until the next poll."""
+    url = state.url or feed.url
+    assert url is not None, "only polled feeds have a task"
+    status: int | None = None
+    headers: dict[str, str] = {}
+    usable, ttl, error = True, None, None
+    try:
+        async with ctx.gate.slot(url):
+            result = await fetch(
+                ctx.client, url, feed.limits, etag=state.etag, last_modified=state.last_modified
+            )
+    except FetchError as exc:
+        error = str(exc)
+    else:
+        status, headers = result.status, result.headers
+        if result.permanent_url and result.permanent_url != state.url:
+            logger.info("feed %s: moved permanently to %s", feed.id, result.permanent_url)
+            state.url = result.permanent_url
+        if status == 200:
+            discover = ctx.websub is not None and ctx.websub.wants(feed)
+            parsed, discovery = await ctx.offload(_examine, result, feed, discover)
+            if ctx.websub is not None and discovery is not None:
+                ctx.websub.discovered(feed, discovery, result.url)
+            ttl = parsed.ttl_seconds
+            if parsed.error:
+                usable, error = False, parsed.error
+            else:
+                state.title = parsed.title or state.title
+                state.etag = headers.get("etag")
+                state.last_modified = headers.get("last-modified")
+                new = await ctx.log.append(feed_entries(feed, parsed))
+                if new:
+                    logger.info("feed %s: %d new entries", feed.id, len(new))
+                if ctx.websub is not None:
+                    await ctx.websub.polled(feed, len(new))
+        elif status != 304:
+            error = f"HTTP {status}"
+    outcome = plan(
+        status,
+        headers,
+        interval=ctx.websub.interval(feed) if ctx.websub is not None else feed.interval,
+        failures=state.failures,
+        now=ctx.wall_clock(),
+        jitter=ctx.jitter(),
+        usable=usable,
+        ttl=ttl,
+    )
+    if outcome.host_pause:
+        ctx.gate.pause(url, outcome.host_pause)
+    state.last_fetch = ctx.wall_clock()
+    state.http_status = status
+    state.status = outcome.kind
+    state.error = error if outcome.kind in ("error", "gone") else None
+    state.failures = outcome.failures
+    state.next_poll = None if outcome.delay is None else state.last_fetch + outcome.delay
+    if error:
+        logger.warning("feed %s: %s (failure %d)", feed.id, error, state.failures)
+    await ctx.offload(ctx.store.save_feed_state, state)
+    return outcome.delay
+
+
+def _examine(
+    result: FetchResult, feed: FeedConfig, discover: bool
+) -> tuple[ParsedFeed, Discovery | None]:
+    """Parse a fetched body and, for WebSub, look for its hub: one trip to a worker thread.
+
+    Discovery runs whether or not the body is a feed (a topic may be an HTML page).
+    """
+    parsed = parse_feed(
+        result.body,
+        feed_id=feed.id,
+        base_url=result.url,
+        content_type=result.content_type,
+        via="poll",
+        max_entries=feed.limits.max_entries,
+    )
+    if not discover:
+        return parsed, None
+    return parsed, websub.discover(result.headers, result.body, result.content_type, result.url)
+
+
+def feed_entries(feed: FeedConfig, parsed: ParsedFeed) -> list[dict[str, Any]]:
+    """The parsed entries as they go into the log: a configured feed title wins."""
+    title = feed.title or parsed.title or feed.id
+    if all(entry["feed_title"] == title for entry in parsed.entries):
+        return parsed.entries
+    return [dict(entry, feed_title=title) for entry in parsed.entries]

@@ -1,0 +1,206 @@
+"""The running service behind the HTTP routes: store, cursor log, HTTP client and feed tasks.
+
+:meth:`Runtime.run` is a long-lived task (started with ``nursery.start``) that owns everything
+with a lifetime: it opens the SQLite store, builds the cursor log, opens the fetch client, starts
+one task per polled feed and reports itself started; cancelling it stops the feed tasks and
+closes the store. The routes in :mod:`feedstream.app` use :attr:`Runtime.log` and the push
+ingest here, and never touch SQLite or httpx themselves.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import trio
+
+from . import __version__
+from .config import Config, FeedConfig
+from .cursorlog import CursorLog, Offload, SQLiteCursorLog, format_time
+from .fetch import HostGate
+from .monitor import LagMonitor
+from .normalize import ParsedFeed, parse_feed
+from .poller import PollContext, feed_entries, run_feed
+from .store import FeedState, Store
+from .subscriber import Subscriber
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["PushResult", "Runtime"]
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    accepted: int | None  # new entries, or None when the body was rejected
+    error: str | None = None
+
+
+class Runtime:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        offload: Offload = trio.to_thread.run_sync,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.config = config
+        self.offload = offload
+        self._transport = transport
+        self._log: CursorLog | None = None
+        self._poll: PollContext | None = None
+        self.websub: Subscriber | None = None
+        self._cancel = trio.CancelScope()
+        self.lag = LagMonitor()
+        self.waiting = 0  # long-polls parked right now
+
+    @property
+    def log(self) -> CursorLog:
+        if self._log is None:
+            raise RuntimeError("the runtime is not running")
+        return self._log
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run until cancelled (or :meth:`stop`): the long-lived part of the server."""
+        server = self.config.server
+        store: Store = await self.offload(Store, server.data_dir / "feedstream.sqlite3")
+        try:
+            snapshot = await self.offload(store.snapshot, server.backlog)
+            log: CursorLog = SQLiteCursorLog(
+                store, snapshot, backlog=server.backlog, offload=self.offload
+            )
+            async with httpx.AsyncClient(transport=self._transport) as client:
+                states = await self.offload(store.feed_states)
+                ctx = PollContext(
+                    client=client,
+                    log=log,
+                    store=store,
+                    gate=HostGate(
+                        total=server.max_fetches,
+                        per_host=server.per_host_fetches,
+                        gap=server.host_gap,
+                    ),
+                    offload=self.offload,
+                    states=states,
+                )
+                self._log = log
+                with self._cancel:
+                    async with trio.open_nursery() as nursery:
+                        await nursery.start(self.lag.run)
+                        if server.public_url:
+                            ctx.websub = Subscriber(
+                                public_url=server.public_url,
+                                store=store,
+                                client=client,
+                                ingest=self._ingest_delivery,
+                                offload=self.offload,
+                            )
+                            await nursery.start(ctx.websub.run, self.config.feeds)
+                            self.websub = ctx.websub
+                        for feed in self.config.feeds:
+                            if feed.url:
+                                await nursery.start(run_feed, feed, ctx)
+                        self._poll = ctx
+                        logger.info(
+                            "running: %d feeds, log head %s, data in %s",
+                            len(self.config.feeds),
+                            log.cursor,
+                            server.data_dir,
+                        )
+                        task_status.started()
+                        await trio.sleep_forever()
+        finally:
+            if self._log is not None:
+                self._log.close()
+            self._log = None
+            store.close()
+
+    def drain(self) -> None:
+        """Answer every waiting listener now, and every later one at once (shutting down)."""
+        if self._log is not None:
+            self._log.close()
+
+    def stop(self) -> None:
+        """Stop the feed tasks and close the store."""
+        self.drain()
+        self._cancel.cancel()
+
+    # -- push ingest -------------------------------------------------------------------------
+
+    async def ingest(self, feed: FeedConfig, parsed: ParsedFeed) -> list[dict[str, Any]]:
+        """Append what *parsed* holds for *feed* to the log; return the new entries."""
+        return await self.log.append(feed_entries(feed, parsed))
+
+    async def push(self, feed: FeedConfig, body: bytes, content_type: str | None) -> PushResult:
+        """Parse a pushed document (off the event loop) and ingest it with ``via: push``."""
+        parsed: ParsedFeed = await self.offload(_parse_pushed, body, feed, content_type, "push")
+        if parsed.error:
+            return PushResult(None, parsed.error)
+        new = await self.ingest(feed, parsed)
+        logger.info("feed %s: push accepted, %d new of %d", feed.id, len(new), len(parsed.entries))
+        return PushResult(len(new))
+
+    async def _ingest_delivery(
+        self, feed: FeedConfig, body: bytes, content_type: str | None
+    ) -> int:
+        """Ingest a WebSub content distribution with ``via: websub``."""
+        parsed: ParsedFeed = await self.offload(_parse_pushed, body, feed, content_type, "websub")
+        if parsed.error:
+            logger.warning("feed %s: WebSub delivery is not a feed: %s", feed.id, parsed.error)
+            return 0
+        return len(await self.ingest(feed, parsed))
+
+    # -- status ------------------------------------------------------------------------------
+
+    def feeds_status(self) -> list[dict[str, Any]]:
+        """One object per configured feed, for ``/api/feeds``."""
+        states = self._poll.states if self._poll is not None else {}
+        counts = self.log.counts() if self._log is not None else {}
+        out = []
+        for feed in self.config.feeds:
+            state = states.get(feed.id) or FeedState(id=feed.id)
+            out.append(
+                {
+                    "id": feed.id,
+                    "title": feed.title or state.title or feed.id,
+                    "url": state.url or feed.url,
+                    "kind": feed.kind,
+                    "accepts_push": feed.accepts_push,
+                    "interval": feed.interval if feed.url else None,
+                    "status": state.status if feed.url else "push",
+                    "last_fetch": _time(state.last_fetch),
+                    "last_status": state.http_status,
+                    "last_error": state.error,
+                    "failures": state.failures,
+                    "next_poll": _time(state.next_poll) if state.status != "gone" else None,
+                    "entries_seen": counts.get(feed.id, 0),
+                    "websub": self.websub.status(feed.id) if self.websub else None,
+                }
+            )
+        return out
+
+    def status(self) -> dict[str, Any]:
+        """Process-wide figures for ``/api/status``."""
+        return {
+            "version": __version__,
+            "cursor": self.log.cursor,
+            "feeds": len(self.config.feeds),
+            "waiting": self.waiting,
+            "loop_lag": self.lag.stats(),
+        }
+
+
+def _time(value: float | None) -> str | None:
+    return None if value is None else format_time(value)
+
+
+def _parse_pushed(body: bytes, feed: FeedConfig, content_type: str | None, via: str) -> ParsedFeed:
+    return parse_feed(
+        body,
+        feed_id=feed.id,
+        base_url=feed.url,
+        content_type=content_type,
+        via=via,
+        max_entries=feed.limits.max_entries,
+    )

@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run serve test lint typecheck unit browser-deps bench clean
+.PHONY: run serve test lint typecheck unit browser-deps bench clean screenshots
 
 run: $(STAMP)
 	$(BIN)/feedstream demo
@@ -45,3 +45,7 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+# Regenerate docs/screenshot-{light,dark}.png with the real server and Debian's Chromium.
+screenshots: $(STAMP) browser-deps
+	FEEDSTREAM_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/browser/test_screenshots.py

@@ -81,6 +81,8 @@ def create_app(config: Config, runtime: Runtime | None = None) -> QuartTrio:
             response.headers.update(
                 cors_headers(request.headers.get("Origin"), config.server.cors_origins)
             )
+        if request.path.startswith("/static/"):
+            response.headers["Cache-Control"] = "no-cache"  # revalidate: names carry no version
         if request.path.startswith("/api/"):
             response.headers["Cache-Control"] = "no-store"
             if request.method == "OPTIONS":  # CORS preflight (Quart answers OPTIONS itself)

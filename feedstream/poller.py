@@ -83,6 +83,7 @@ async def poll_once(feed: FeedConfig, state: FeedState, ctx: PollContext) -> flo
     """Fetch and ingest *feed* once; update *state*; return the delay until the next poll."""
     url = state.url or feed.url
     assert url is not None, "only polled feeds have a task"
+    started = ctx.wall_clock()
     status: int | None = None
     headers: dict[str, str] = {}
     usable, ttl, error = True, None, None
@@ -114,7 +115,7 @@ async def poll_once(feed: FeedConfig, state: FeedState, ctx: PollContext) -> flo
                 if new:
                     logger.info("feed %s: %d new entries", feed.id, len(new))
                 if ctx.websub is not None:
-                    await ctx.websub.polled(feed, len(new))
+                    await ctx.websub.polled(feed, len(new), started)
         elif status != 304:
             error = f"HTTP {status}"
     outcome = plan(

@@ -18,6 +18,7 @@ subscription that failed, sends the feed back to its normal interval until a pus
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -368,10 +369,15 @@ class Subscriber:
         """The poll interval for *feed*: a slow safety net while push works."""
         return max(feed.interval, feed.websub_poll) if self.push_is_live(feed.id) else feed.interval
 
-    async def polled(self, feed: FeedConfig, new_entries: int) -> None:
-        """A poll found *new_entries*: if push should have brought them, push is unhealthy."""
+    async def polled(self, feed: FeedConfig, new_entries: int, fetched_at: float) -> None:
+        """A poll started at *fetched_at* found *new_entries*: should push have brought them?
+
+        Only if the subscription was verified before that fetch: the poll that discovers the
+        hub finds entries that were published before anyone subscribed.
+        """
         sub = self.subs.get(feed.id)
-        if new_entries and sub is not None and self.push_is_live(feed.id):
+        verified_before = sub is not None and (sub.verified_at or math.inf) < fetched_at
+        if new_entries and sub is not None and verified_before and self.push_is_live(feed.id):
             logger.warning(
                 "feed %s: a poll found %d entries the hub never pushed; polling at the "
                 "normal interval until a push arrives",

@@ -199,9 +199,9 @@ async def test_push_health_moves_the_poll_interval(
         sub.discovered(FEED, discovery(), TOPIC)
         await trio.sleep(1)
         assert sub.interval(FEED) == 6 * 3600  # push works: poll as a safety net only
-        await sub.polled(FEED, 0)
+        await sub.polled(FEED, 0, now())
         assert sub.interval(FEED) == 6 * 3600
-        await sub.polled(FEED, 3)  # a poll found entries the hub never delivered
+        await sub.polled(FEED, 3, now())  # a poll found entries the hub never delivered
         assert sub.interval(FEED) == FEED.interval and sub.status("f")["push_healthy"] is False  # type: ignore[index]
         state = sub.subs["f"]
         body = b"<feed/>"
@@ -277,3 +277,54 @@ async def test_deliveries_beyond_the_queue_get_503(
         ]
         assert statuses.count(200) >= 64 and statuses[-1] == 503
         blocker.set()
+
+
+async def test_poller_slows_down_while_push_works_and_falls_back(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    from feedstream.cursorlog import SQLiteCursorLog
+    from feedstream.fetch import HostGate
+    from feedstream.poller import PollContext, run_feed
+
+    store = Store(tmp_path / "db")
+    hub = MockHub()
+    polls: list[float] = []
+    entries = ["a"]
+
+    def publisher(request: httpx.Request) -> httpx.Response:
+        polls.append(trio.current_time())
+        items = "".join(f"<entry><id>urn:{k}</id><title>{k}</title></entry>" for k in entries)
+        body = f'<feed xmlns="http://www.w3.org/2005/Atom"><title>T</title>{items}</feed>'
+        link = f'<{HUB}>; rel="hub", <{TOPIC}>; rel="self"'
+        return httpx.Response(200, content=body.encode(), headers={"Link": link})
+
+    async def route(request: httpx.Request) -> httpx.Response:
+        return await hub(request) if request.url.host == "hub.test" else publisher(request)
+
+    async def ingest(feed: FeedConfig, body: bytes, content_type: str | None) -> int:
+        return 0
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(route)) as client:
+        sub = Subscriber(public_url="http://me.test", store=store, client=client, ingest=ingest,
+                         offload=inline, wall_clock=now, jitter=lambda: 0.5)  # fmt: skip
+        hub.subscriber = sub
+        log = SQLiteCursorLog(store, store.snapshot(10), backlog=10, offload=inline)
+        ctx = PollContext(client, log, store, HostGate(total=2, per_host=2, gap=0), inline, now,
+                          lambda: 0.5, websub=sub)  # fmt: skip
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(sub.run, [FEED]))
+            await nursery.start(run_feed, FEED, ctx)
+            await trio.sleep(1)
+            assert sub.subs["f"].state == "active"
+            await trio.sleep(2 * 3600)
+            # The poll that found the hub may end before or after the hub verified (trio does
+            # not order tasks woken at the same instant): its successor is at 300 s or 6 h.
+            assert polls in ([0], [0, 300])
+            last = polls[-1]
+            entries.append("b")  # published, but the hub never pushes it
+            await trio.sleep(last + 6 * 3600 + 1 - trio.current_time())
+            assert polls[-1] == last + 6 * 3600  # the safety net finds it
+            assert sub.subs["f"].push_healthy is False
+            await trio.sleep(300)
+            assert polls[-1] == last + 6 * 3600 + 300  # back to the feed's own interval
+            nursery.cancel_scope.cancel()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import AsyncIterator, Callable
 
+import brotli
 import httpx
 import pytest
 import trio
@@ -126,11 +128,17 @@ async def test_size_cap_on_declared_and_streamed_bodies() -> None:
             await fetch(c, "https://a.test/f", LIMITS)
 
 
-async def test_size_cap_counts_decompressed_bytes() -> None:
-    bomb = gzip.compress(b"\0" * 1_000_000)
+@pytest.mark.parametrize(
+    ("encoding", "compress"),
+    [("gzip", gzip.compress), ("deflate", zlib.compress), ("br", brotli.compress)],
+)
+async def test_size_cap_counts_decompressed_bytes(
+    encoding: str, compress: Callable[[bytes], bytes]
+) -> None:
+    bomb = compress(b"\0" * 1_000_000)
     assert len(bomb) < LIMITS.max_bytes
     async with client(
-        lambda r: httpx.Response(200, content=bomb, headers={"Content-Encoding": "gzip"})
+        lambda r: httpx.Response(200, content=bomb, headers={"Content-Encoding": encoding})
     ) as c:
         with pytest.raises(TooLarge):
             await fetch(c, "https://a.test/f", LIMITS)

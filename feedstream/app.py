@@ -136,7 +136,7 @@ def create_app(config: Config, runtime: Runtime | None = None) -> QuartTrio:
             finally:
                 runtime.waiting -= 1
         page = log.read(query.after, feeds=query.feeds, limit=query.limit)
-        return Response(page.to_json(), content_type="application/json")
+        return Response(page.body, content_type="application/json")
 
     @app.post("/api/push/<feed_id>")
     async def push(feed_id: str) -> Response:

@@ -62,6 +62,7 @@ class ServerConfig:
     per_host_fetches: int = 2  # concurrent fetches to one host
     host_gap: float = 1.0  # seconds between two requests to one host
     static_dir: Path | None = None  # None: the bundled static/ folder
+    coalesce_ms: int = 5  # entries appended within this window reach listeners in one answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +130,7 @@ _T = TypeVar("_T")
 
 _SERVER_KEYS = {
     "host", "port", "public_url", "data_dir", "backlog", "cors_origins", "max_push_bytes",
-    "max_fetches", "per_host_fetches", "host_gap", "static_dir",
+    "max_fetches", "per_host_fetches", "host_gap", "static_dir", "coalesce_ms",
 }  # fmt: skip
 _LIMIT_KEYS = {
     "timeout", "connect_timeout", "max_bytes", "max_redirects", "max_entries", "user_agent",
@@ -256,6 +257,7 @@ class _Validator:
             ),
             host_gap=g(raw, "host_gap", _float_range(0, 3600), d.host_gap, "server"),
             static_dir=static_dir,
+            coalesce_ms=g(raw, "coalesce_ms", _int_range(0, 1000), d.coalesce_ms, "server"),
         )
 
     def limits(

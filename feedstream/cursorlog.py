@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any, Protocol
 
 import trio
@@ -26,6 +27,8 @@ from .store import Snapshot, Store, StoredEntry
 
 logger = logging.getLogger(__name__)
 
+PAGE_CACHE = 4096  # distinct questions answered per head before the cache starts over
+
 __all__ = ["CursorLog", "Offload", "Page", "SQLiteCursorLog", "format_time"]
 
 #: Runs a blocking function away from the event loop: ``trio.to_thread.run_sync`` or, in tests on
@@ -33,7 +36,7 @@ __all__ = ["CursorLog", "Offload", "Page", "SQLiteCursorLog", "format_time"]
 Offload = Callable[..., Awaitable[Any]]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Page:
     """One answer of the log: entries after a cursor, and where to resume."""
 
@@ -41,8 +44,13 @@ class Page:
     entries: Sequence[StoredEntry]
     reset: bool = False
 
-    def to_json(self) -> bytes:
-        """The ``/api/entries`` body, joining the entries' stored JSON without re-encoding."""
+    @cached_property
+    def body(self) -> bytes:
+        """The ``/api/entries`` body, joining the entries' stored JSON without re-encoding.
+
+        Built once per page; the log hands the same page to every listener that asks the same
+        question, so a fan-out serializes each answer once.
+        """
         items = ",".join(entry.json for entry in self.entries)
         reset = "true" if self.reset else "false"
         return (
@@ -137,6 +145,7 @@ class SQLiteCursorLog:
         backlog: int,
         offload: Offload = trio.to_thread.run_sync,
         clock: Callable[[], float] | None = None,
+        coalesce: float = 0.0,
     ) -> None:
         self._store = store
         self._backlog = backlog
@@ -151,6 +160,10 @@ class SQLiteCursorLog:
         self._changed = trio.Event()
         self._closed = False
         self._pruned_at = 0
+        self._coalesce = coalesce
+        self._wake_pending = False
+        # Answers for the current head, by question: listeners asking the same share one page.
+        self._pages: dict[tuple[str | None, frozenset[str] | None, int], Page] = {}
 
     # -- cursors -----------------------------------------------------------------------------
 
@@ -173,6 +186,15 @@ class SQLiteCursorLog:
     # -- reading -----------------------------------------------------------------------------
 
     def read(self, after: str | None, *, feeds: Collection[str] | None, limit: int) -> Page:
+        key = (after, feeds if feeds is None else frozenset(feeds), limit)
+        page = self._pages.get(key)
+        if page is None:
+            if len(self._pages) >= PAGE_CACHE:
+                self._pages.clear()
+            page = self._pages[key] = self._read(after, feeds, limit)
+        return page
+
+    def _read(self, after: str | None, feeds: Collection[str] | None, limit: int) -> Page:
         if after is None:
             return Page(self.cursor, self._ring.newest(limit, feeds))
         seq = self._parse(after)
@@ -224,14 +246,27 @@ class SQLiteCursorLog:
             # Committed: only now does anyone get to see them.
             self._ring.extend([row for row, _ in stored])
             self._head = stored[-1][0].seq
+            self._pages.clear()
             for row, _ in stored:
                 self._counts[row.feed] = self._counts.get(row.feed, 0) + 1
-            self._wake()
             if self._head - self._pruned_at >= max(1, self._backlog // 4):
                 await self._offload(self._store.prune, self._backlog)
                 self._pruned_at = self._head
         logger.debug("log: %d new entries, head %s", len(stored), self._head)
+        await self._wake_soon()
         return [entry for _, entry in stored]
+
+    async def _wake_soon(self) -> None:
+        """Wake the waiters, once per burst: what is appended within the window rides along."""
+        if self._wake_pending:
+            return  # an earlier append of this burst will wake them
+        self._wake_pending = True
+        try:
+            if self._coalesce > 0:
+                await trio.sleep(self._coalesce)
+        finally:
+            self._wake_pending = False
+            self._wake()
 
     def _wake(self) -> None:
         changed, self._changed = self._changed, trio.Event()

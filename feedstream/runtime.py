@@ -68,7 +68,11 @@ class Runtime:
         try:
             snapshot = await self.offload(store.snapshot, server.backlog)
             log: CursorLog = SQLiteCursorLog(
-                store, snapshot, backlog=server.backlog, offload=self.offload
+                store,
+                snapshot,
+                backlog=server.backlog,
+                offload=self.offload,
+                coalesce=server.coalesce_ms / 1000,
             )
             async with httpx.AsyncClient(transport=self._transport) as client:
                 states = await self.offload(store.feed_states)

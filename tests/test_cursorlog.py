@@ -143,7 +143,7 @@ async def test_backlog_prunes_data_but_keeps_ids(tmp_path: Path) -> None:
 
 def test_page_json_is_valid() -> None:
     page = Page("abc-1", (), reset=True)
-    assert json.loads(page.to_json()) == {"cursor": "abc-1", "entries": [], "reset": True}
+    assert json.loads(page.body) == {"cursor": "abc-1", "entries": [], "reset": True}
 
 
 @pytest.mark.parametrize("backlog", [1, 2, 5])
@@ -156,3 +156,38 @@ async def test_ring_stays_consistent_over_many_appends(tmp_path: Path, backlog: 
     # The cursor just before the newest `backlog` entries is still good, one older is a reset.
     assert not log.read(cursors[-backlog - 1], feeds=None, limit=50).reset
     assert log.read(cursors[-backlog - 2], feeds=None, limit=50).reset
+
+
+async def test_a_burst_reaches_a_listener_in_one_answer(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    store = Store(tmp_path / "db.sqlite3")
+    log = SQLiteCursorLog(store, store.snapshot(10), backlog=10, offload=inline, coalesce=0.005)
+    cursor = log.cursor
+    answers: list[Page] = []
+
+    async def listener() -> None:
+        await log.wait(cursor, feeds=None)
+        answers.append(log.read(cursor, feeds=None, limit=50))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(listener)
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        nursery.start_soon(log.append, [entry("a", "first")])
+        await trio.sleep(0.002)
+        assert answers == []  # the first entry of the burst waits for the window
+        await log.append([entry("a", "second")])  # rides along, returns at once
+        assert trio.current_time() - start == pytest.approx(0.002)
+    assert [titles(page) for page in answers] == [["first", "second"]]
+
+
+async def test_listeners_asking_the_same_share_one_serialized_page(tmp_path: Path) -> None:
+    log = open_log(tmp_path)
+    cursor = log.cursor
+    await log.append([entry("a", "x")])
+    first = log.read(cursor, feeds={"a"}, limit=50)
+    assert log.read(cursor, feeds=["a"], limit=50) is first
+    assert first.body is first.body
+    await log.append([entry("a", "y")])
+    assert log.read(cursor, feeds={"a"}, limit=50) is not first  # a new head, a new answer

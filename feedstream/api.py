@@ -15,15 +15,19 @@ from .config import FEED_ID_RE, FeedConfig
 from .websub import SignatureStatus, verify_signature
 
 __all__ = [
+    "CONTENT_SECURITY_POLICY",
     "DEFAULT_LIMIT",
     "DEFAULT_TIMEOUT",
     "MAX_LIMIT",
     "MAX_TIMEOUT",
+    "SECURITY_HEADERS",
     "ApiError",
     "EntriesQuery",
+    "api_headers",
     "check_push_auth",
     "cors_headers",
     "parse_entries_query",
+    "preflight_headers",
     "push_media_type",
 ]
 
@@ -137,6 +141,34 @@ def check_push_auth(
     if not authorization and not signature:
         raise ApiError(401, "missing credentials: send Authorization: Bearer or X-Hub-Signature")
     raise ApiError(401, "wrong credentials")
+
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: http:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+#: Sent with every response: the page's strict CSP and the usual hardening.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+def api_headers(origin: str | None, allowed: Sequence[str]) -> dict[str, str]:
+    """Headers of every ``/api/*`` answer: security, CORS for *origin*, no caching."""
+    return {**SECURITY_HEADERS, **cors_headers(origin, allowed), "Cache-Control": "no-store"}
+
+
+def preflight_headers() -> dict[str, str]:
+    """What a CORS preflight (OPTIONS) on ``/api/*`` answers, besides :func:`api_headers`."""
+    return {
+        "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+        "Access-Control-Allow-Headers": "Authorization, Content-Type, Last-Event-ID, "
+        "X-Hub-Signature",
+        "Access-Control-Max-Age": "86400",
+    }
 
 
 def cors_headers(origin: str | None, allowed: Sequence[str]) -> dict[str, str]:

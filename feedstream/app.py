@@ -2,6 +2,8 @@
 
 Routes are thin: they hand request data to :mod:`feedstream.api` (validation) and
 :class:`~feedstream.runtime.Runtime` (the log, push ingest) and turn the results into responses.
+The two delivery endpoints, which carry nearly all the traffic, live in :mod:`feedstream.stream`
+in front of this app.
 Every error is a JSON body ``{"error": "..."}`` with a 4xx/5xx status, never a traceback.
 """
 
@@ -12,43 +14,28 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import trio
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from .api import (
+    SECURITY_HEADERS,
     ApiError,
+    api_headers,
     check_push_auth,
     cors_headers,
-    parse_entries_query,
+    preflight_headers,
     push_media_type,
 )
 from .config import Config
 from .runtime import Runtime
+from .stream import StreamEndpoints
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CONTENT_SECURITY_POLICY", "create_app"]
+__all__ = ["create_app"]
 
 BUNDLED_STATIC = Path(__file__).resolve().parent.parent / "static"
-
-CONTENT_SECURITY_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' https: http:; "
-    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-)
-_SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cross-Origin-Opener-Policy": "same-origin",
-}
-
-_PREFLIGHT_HEADERS = {
-    "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type, Last-Event-ID, X-Hub-Signature",
-    "Access-Control-Max-Age": "86400",
-}
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -56,15 +43,22 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
     return Response(body, status=status, headers=headers, content_type="application/json")
 
 
-def create_app(config: Config, runtime: Runtime | None = None) -> QuartTrio:
-    """Build the app for *config*; the lifespan starts *runtime* (a new one by default)."""
+def create_app(config: Config, runtime: Runtime | None = None) -> StreamEndpoints:
+    """The ASGI app for *config*: the delivery endpoints in front of the Quart app.
+
+    The Quart app's lifespan starts *runtime* (a new one by default).
+    """
     runtime = runtime or Runtime(config)
+    return StreamEndpoints(_quart_app(config, runtime), config, runtime)
+
+
+def _quart_app(config: Config, runtime: Runtime) -> QuartTrio:
+    """Everything but ``/api/entries`` and ``/api/stream`` (see :mod:`feedstream.stream`)."""
     static_dir = config.server.static_dir or BUNDLED_STATIC
     app = QuartTrio(__name__, static_folder=str(static_dir), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_push_bytes
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = 5
     app.extensions["feedstream"] = runtime
-    known_feeds = frozenset(feed.id for feed in config.feeds)
 
     @app.before_serving
     async def start_runtime() -> None:
@@ -76,17 +70,16 @@ def create_app(config: Config, runtime: Runtime | None = None) -> QuartTrio:
 
     @app.after_request
     async def add_headers(response: Response) -> Response:
-        response.headers.update(_SECURITY_HEADERS)
-        if request.path.startswith(("/api/", "/static/")):
-            response.headers.update(
-                cors_headers(request.headers.get("Origin"), config.server.cors_origins)
-            )
-        if request.path.startswith("/static/"):
-            response.headers["Cache-Control"] = "no-cache"  # revalidate: names carry no version
+        origin = request.headers.get("Origin")
         if request.path.startswith("/api/"):
-            response.headers["Cache-Control"] = "no-store"
+            response.headers.update(api_headers(origin, config.server.cors_origins))
             if request.method == "OPTIONS":  # CORS preflight (Quart answers OPTIONS itself)
-                response.headers.update(_PREFLIGHT_HEADERS)
+                response.headers.update(preflight_headers())
+            return response
+        response.headers.update(SECURITY_HEADERS)
+        if request.path.startswith("/static/"):
+            response.headers.update(cors_headers(origin, config.server.cors_origins))
+            response.headers["Cache-Control"] = "no-cache"  # revalidate: names carry no version
         return response
 
     @app.errorhandler(ApiError)
@@ -122,21 +115,6 @@ def create_app(config: Config, runtime: Runtime | None = None) -> QuartTrio:
     @app.get("/api/status")
     async def status() -> Response:
         return _json(runtime.status())
-
-    @app.get("/api/entries")
-    async def entries() -> Response:
-        query = parse_entries_query(request.args, known_feeds)
-        log = runtime.log
-        if query.after is not None and query.timeout > 0:
-            # Our own deadline: hypercorn's trio worker does not tell us when a client leaves.
-            runtime.waiting += 1
-            try:
-                with trio.move_on_after(query.timeout):
-                    await log.wait(query.after, feeds=query.feeds)
-            finally:
-                runtime.waiting -= 1
-        page = log.read(query.after, feeds=query.feeds, limit=query.limit)
-        return Response(page.body, content_type="application/json")
 
     @app.post("/api/push/<feed_id>")
     async def push(feed_id: str) -> Response:

@@ -63,6 +63,8 @@ class ServerConfig:
     host_gap: float = 1.0  # seconds between two requests to one host
     static_dir: Path | None = None  # None: the bundled static/ folder
     coalesce_ms: int = 5  # entries appended within this window reach listeners in one answer
+    max_listeners: int = 20_000  # parked long-polls + SSE streams; beyond: 503 + Retry-After
+    sse_buffer_bytes: int = 1 << 20  # an SSE client with more than this unsent is dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,7 @@ _T = TypeVar("_T")
 _SERVER_KEYS = {
     "host", "port", "public_url", "data_dir", "backlog", "cors_origins", "max_push_bytes",
     "max_fetches", "per_host_fetches", "host_gap", "static_dir", "coalesce_ms",
+    "max_listeners", "sse_buffer_bytes",
 }  # fmt: skip
 _LIMIT_KEYS = {
     "timeout", "connect_timeout", "max_bytes", "max_redirects", "max_entries", "user_agent",
@@ -258,6 +261,12 @@ class _Validator:
             host_gap=g(raw, "host_gap", _float_range(0, 3600), d.host_gap, "server"),
             static_dir=static_dir,
             coalesce_ms=g(raw, "coalesce_ms", _int_range(0, 1000), d.coalesce_ms, "server"),
+            max_listeners=g(
+                raw, "max_listeners", _int_range(1, 1_000_000), d.max_listeners, "server"
+            ),
+            sse_buffer_bytes=g(
+                raw, "sse_buffer_bytes", _int_range(1024, 1 << 30), d.sse_buffer_bytes, "server"
+            ),
         )
 
     def limits(

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import trio
 
-from .store import Snapshot, Store, StoredEntry
+from .store import Snapshot, Store, StoredEntry, format_cursor
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +57,15 @@ class Page:
             f'{{"cursor":{json.dumps(self.cursor)},"entries":[{items}],"reset":{reset}}}'.encode()
         )
 
+    @cached_property
+    def events(self) -> bytes:
+        """The page as Server-Sent Events: ``reset`` first if it is one, then one per entry."""
+        frames = []
+        if self.reset:
+            frames.append(f"event: reset\ndata: {json.dumps({'cursor': self.cursor})}\n\n")
+        frames.extend(f"id: {e.cursor}\nevent: entry\ndata: {e.json}\n\n" for e in self.entries)
+        return "".join(frames).encode()
+
 
 class CursorLog(Protocol):
     @property
@@ -86,6 +95,9 @@ class CursorLog(Protocol):
     def close(self) -> None:
         """Answer every waiter now (shutdown); later waits return at once."""
         ...
+
+    @property
+    def closed(self) -> bool: ...
 
 
 def format_time(timestamp: float) -> str:
@@ -168,7 +180,7 @@ class SQLiteCursorLog:
     # -- cursors -----------------------------------------------------------------------------
 
     def _format(self, seq: int) -> str:
-        return f"{self._log_id}-{seq}"
+        return format_cursor(self._log_id, seq)
 
     def _parse(self, cursor: str) -> int | None:
         log_id, _, seq = cursor.rpartition("-")
@@ -275,3 +287,7 @@ class SQLiteCursorLog:
     def close(self) -> None:
         self._closed = True
         self._wake()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed

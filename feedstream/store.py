@@ -35,7 +35,7 @@ from typing import TypeVar
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FeedState", "Snapshot", "Store", "StoredEntry", "Subscription"]
+__all__ = ["FeedState", "Snapshot", "Store", "StoredEntry", "Subscription", "format_cursor"]
 
 SCHEMA_VERSION = 1
 
@@ -133,9 +133,15 @@ class Subscription:
 _SUBSCRIPTION_COLUMNS = tuple(f.name for f in fields(Subscription))
 
 
+def format_cursor(log_id: str, seq: int) -> str:
+    """The opaque cursor of entry *seq* in the database named *log_id*."""
+    return f"{log_id}-{seq}"
+
+
 @dataclass(frozen=True, slots=True)
 class StoredEntry:
     seq: int
+    cursor: str
     feed: str
     json: str
 
@@ -201,7 +207,10 @@ class Store:
         start = len(rows)
         while start > 0 and (start == len(rows) or rows[start - 1][0] == rows[start][0] - 1):
             start -= 1
-        return [StoredEntry(int(seq), str(feed), str(data)) for seq, feed, data in rows[start:]]
+        return [
+            StoredEntry(int(seq), format_cursor(self.log_id, int(seq)), str(feed), str(data))
+            for seq, feed, data in rows[start:]
+        ]
 
     def snapshot(self, backlog: int) -> Snapshot:
         return Snapshot(self.recent(backlog), self.last_seq(), self.entry_counts())
@@ -232,7 +241,8 @@ class Store:
                     "INSERT INTO entries(seq, id, feed, data) VALUES (?, ?, ?, ?)",
                     (seq, entry_id, feed, text),
                 )
-                stored.append((StoredEntry(seq, feed, text), item))
+                cursor = format_cursor(self.log_id, seq)
+                stored.append((StoredEntry(seq, cursor, feed, text), item))
         return stored
 
     def prune(self, keep: int) -> None:

@@ -126,3 +126,12 @@ async def running(config: Config) -> AsyncIterator[httpx.AsyncClient]:
 
 def with_port(config: Config, port: int) -> Config:
     return dataclasses.replace(config, server=dataclasses.replace(config.server, port=port))
+
+
+async def status_until(client: httpx.AsyncClient, check: Callable[[dict[str, Any]], bool]) -> None:
+    """Poll ``/api/status`` until *check* holds (bound it with a cancel scope).
+
+    Polling is the point here: this is how an operator would watch the server from outside.
+    """
+    while not check((await client.get("/api/status")).json()):  # noqa: ASYNC110
+        await trio.sleep(0.02)

@@ -1,0 +1,237 @@
+"""The delivery endpoints, as a small ASGI layer in front of the Quart app.
+
+``GET /api/entries`` (the long-poll) and ``GET /api/stream`` (Server-Sent Events) are what every
+open page and embedder hits, thousands at a time, so they skip Quart's request and response
+objects: this module is the one place that defines both endpoints. Each request does the least
+it can: validate the query (:func:`feedstream.api.parse_entries_query`), wait on the cursor log
+under its own deadline (hypercorn's trio worker does not report client disconnects), and send
+the page the log has already serialized for everyone asking the same question.
+
+Everything else goes to the Quart app untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+import trio
+
+from .api import ApiError, api_headers, parse_entries_query, preflight_headers
+from .config import Config
+from .runtime import Runtime
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["StreamEndpoints"]
+
+# ASGI's own types, kept loose: hypercorn and Quart each declare stricter TypedDict unions.
+Scope = Any
+Receive = Callable[[], Awaitable[Any]]
+Send = Callable[[Any], Awaitable[None]]
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
+
+ENTRIES, STREAM = "/api/entries", "/api/stream"
+HEARTBEAT = 15.0  # seconds between SSE comments on a quiet stream
+SSE_BATCH = 500  # entries per SSE write at most
+
+
+def _encode(headers: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(name.lower().encode(), value.encode()) for name, value in headers.items()]
+
+
+class StreamEndpoints:
+    """ASGI app: the two delivery endpoints here, every other request to *app*."""
+
+    def __init__(self, app: ASGIApp, config: Config, runtime: Runtime) -> None:
+        self.app = app
+        self.runtime = runtime
+        self.cors_origins = config.server.cors_origins
+        self.max_listeners = config.server.max_listeners
+        self.buffer_bytes = config.server.sse_buffer_bytes
+        self.known_feeds = frozenset(feed.id for feed in config.feeds)
+        # With a wildcard CORS policy the headers never vary: encode them once.
+        self._fixed_headers = (
+            _encode(api_headers(None, self.cors_origins)) if "*" in self.cors_origins else None
+        )
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = scope.get("path")
+        if scope["type"] != "http" or path not in (ENTRIES, STREAM):
+            await self.app(scope, receive, send)
+            return
+        method = scope["method"]
+        if method == "OPTIONS":
+            await self._respond(send, scope, 204, b"", preflight_headers())
+        elif method not in ("GET", "HEAD"):
+            await self._error(send, scope, ApiError(405, f"{method} is not allowed here"))
+        elif self.runtime.waiting >= self.max_listeners:
+            error = ApiError(503, "too many listeners; retry shortly")
+            await self._error(send, scope, error, {"Retry-After": "5"})
+        elif path == ENTRIES:
+            await self._entries(scope, send)
+        else:
+            await self._stream(scope, send)
+
+    # -- responses ---------------------------------------------------------------------------
+
+    def _headers(
+        self, scope: Scope, extra: dict[str, str] | None = None
+    ) -> list[tuple[bytes, bytes]]:
+        headers = self._fixed_headers
+        if headers is None:
+            origin = _header(scope, b"origin")
+            headers = _encode(api_headers(origin, self.cors_origins))
+        return headers + _encode(extra) if extra else headers
+
+    async def _respond(
+        self,
+        send: Send,
+        scope: Scope,
+        status: int,
+        body: bytes,
+        extra: dict[str, str] | None = None,
+        content_type: bytes = b"application/json",
+    ) -> None:
+        headers = [*self._headers(scope, extra), (b"content-type", content_type)]
+        headers.append((b"content-length", str(len(body)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send(
+            {"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""}
+        )
+
+    async def _error(
+        self, send: Send, scope: Scope, error: ApiError, extra: dict[str, str] | None = None
+    ) -> None:
+        body = json.dumps({"error": error.reason}).encode()
+        await self._respond(send, scope, error.status, body, extra)
+
+    # -- GET /api/entries --------------------------------------------------------------------
+
+    async def _entries(self, scope: Scope, send: Send) -> None:
+        try:
+            query = parse_entries_query(_query(scope), self.known_feeds)
+        except ApiError as error:
+            await self._error(send, scope, error)
+            return
+        log = self.runtime.log
+        if query.after is not None and query.timeout > 0:
+            self.runtime.waiting += 1
+            try:
+                with trio.move_on_after(query.timeout):
+                    await log.wait(query.after, feeds=query.feeds)
+            finally:
+                self.runtime.waiting -= 1
+        page = log.read(query.after, feeds=query.feeds, limit=query.limit)
+        await self._respond(send, scope, 200, page.body)
+
+    # -- GET /api/stream (Server-Sent Events) ------------------------------------------------
+
+    async def _stream(self, scope: Scope, send: Send) -> None:
+        args = _query(scope)
+        last_event_id = _header(scope, b"last-event-id")
+        if last_event_id and "after" not in args:
+            args["after"] = last_event_id
+        try:
+            query = parse_entries_query(args, self.known_feeds)
+        except ApiError as error:
+            await self._error(send, scope, error)
+            return
+        headers = self._headers(scope, {"X-Accel-Buffering": "no"})
+        headers.append((b"content-type", b"text/event-stream; charset=utf-8"))
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        client = _SseClient(send, self.buffer_bytes)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(client.write_out)
+            self.runtime.waiting += 1
+            try:
+                await self._produce(client, query.after, query.feeds, query.limit)
+            finally:
+                self.runtime.waiting -= 1
+                client.finish()
+
+    async def _produce(
+        self, client: _SseClient, after: str | None, feeds: frozenset[str] | None, limit: int
+    ) -> None:
+        """Queue the stream's events for *client* until shutdown, or until it falls behind."""
+        log = self.runtime.log
+        # A first page (the newest entries when no cursor was given), then everything new.
+        page = log.read(after, feeds=feeds, limit=limit)
+        chunk = page.events
+        while True:
+            if chunk and not client.queue(chunk):
+                logger.info("SSE client too slow, dropped (it resumes by Last-Event-ID)")
+                return
+            with trio.move_on_after(HEARTBEAT) as quiet:
+                await log.wait(page.cursor, feeds=feeds)
+            if log.closed:
+                return
+            if quiet.cancelled_caught:
+                chunk = b": heartbeat\n\n"
+                continue
+            page = log.read(page.cursor, feeds=feeds, limit=SSE_BATCH)
+            chunk = page.events
+
+
+class _SseClient:
+    """One SSE connection's outgoing buffer, written out by its own task.
+
+    Hypercorn shields its socket writes from cancellation, so a client that stops reading
+    would block a direct ``send`` for as long as it likes. Events therefore go into this
+    buffer and a writer task sends them; when more than *limit* bytes are waiting, the client
+    is dropped: nothing more is queued, and the response ends as soon as the write in flight
+    completes. The broadcaster and every other listener never wait for it.
+    """
+
+    def __init__(self, send: Send, limit: int) -> None:
+        self._send = send
+        self._limit = limit
+        self._pending = 0  # bytes queued and not yet written
+        self._chunks: deque[bytes] = deque()
+        self._ready = trio.Event()
+        self._done = False
+
+    def queue(self, chunk: bytes) -> bool:
+        if self._pending + len(chunk) > self._limit:
+            return False
+        self._pending += len(chunk)
+        self._chunks.append(chunk)
+        self._ready.set()
+        return True
+
+    def finish(self) -> None:
+        self._done = True
+        self._chunks.clear()  # a dropped client gets nothing more
+        self._ready.set()
+
+    async def write_out(self) -> None:
+        while True:
+            await self._ready.wait()
+            self._ready = trio.Event()
+            while self._chunks:
+                chunk = self._chunks.popleft()
+                await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
+                self._pending -= len(chunk)
+            if self._done:
+                await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+
+
+def _query(scope: Scope) -> dict[str, str]:
+    """Query parameters, the first of repeated ones winning."""
+    args: dict[str, str] = {}
+    raw = scope.get("query_string", b"").decode("latin-1")
+    for name, value in parse_qsl(raw, keep_blank_values=True):
+        args.setdefault(name, value)
+    return args
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None

@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import AsyncIterator
+import zlib
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+import brotli
 import httpx
 import trio
 
@@ -107,7 +110,11 @@ async def fetch(
     last_modified: str | None = None,
 ) -> FetchResult:
     """GET *url* once (conditionally when *etag* / *last_modified* are given)."""
-    headers = {"User-Agent": limits.user_agent, "Accept": ACCEPT}
+    headers = {
+        "User-Agent": limits.user_agent,
+        "Accept": ACCEPT,
+        "Accept-Encoding": ACCEPT_ENCODING,
+    }
     if etag:
         headers["If-None-Match"] = etag
     if last_modified:
@@ -174,17 +181,95 @@ async def _follow(
 
 
 async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
+    """The body, decompressed by us in bounded pieces so that a bomb stops at *max_bytes*.
+
+    httpx would inflate each network read in one call (a few hundred bytes of stacked gzip can
+    become hundreds of MiB); here no single step produces more than :data:`PIECE` bytes.
+    """
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:  # compressed or not, it is too big
         raise TooLarge(f"body of {int(declared)} bytes is over the {max_bytes}-byte limit")
+    if response.is_stream_consumed:  # built in memory (httpx.MockTransport): already decoded
+        if len(response.content) > max_bytes:
+            raise TooLarge(f"body is over the {max_bytes}-byte limit (after decompression)")
+        return response.content
+    decoder = _decoder(response.headers.get("content-encoding", ""))
     chunks: list[bytes] = []
     total = 0
-    async for chunk in response.aiter_bytes():
-        total += len(chunk)
-        if total > max_bytes:
-            raise TooLarge(f"body is over the {max_bytes}-byte limit (after decompression)")
-        chunks.append(chunk)
+    try:
+        async for raw in response.aiter_raw():
+            for piece in decoder(raw):
+                total += len(piece)
+                if total > max_bytes:
+                    raise TooLarge(f"body is over the {max_bytes}-byte limit (after decompression)")
+                chunks.append(piece)
+    except (zlib.error, brotli.error) as exc:
+        raise NetworkError(f"broken content encoding: {exc}") from None
     return b"".join(chunks)
+
+
+PIECE = 64 * 1024  # the most one decompression step may produce
+ACCEPT_ENCODING = "gzip, deflate, br"
+
+
+def _decoder(header: str) -> Callable[[bytes], Iterator[bytes]]:
+    """A function turning raw body chunks into decoded pieces of at most :data:`PIECE` bytes."""
+    codings = [c.strip().lower() for c in header.split(",") if c.strip()]
+    codings = [c for c in codings if c != "identity"]
+    if not codings:
+        return lambda raw: iter((raw,))
+    if len(codings) > 1:
+        raise NetworkError(f"refusing stacked Content-Encoding {header[:100]!r}")
+    coding = codings[0]
+    if coding in ("gzip", "x-gzip"):
+        return _inflate(zlib.decompressobj(16 + zlib.MAX_WBITS))
+    if coding == "deflate":
+        return _inflate_deflate()
+    if coding == "br":
+        return _unbrotli(brotli.Decompressor())
+    raise NetworkError(f"unsupported Content-Encoding {coding[:50]!r}")
+
+
+def _inflate(inflater: Any) -> Callable[[bytes], Iterator[bytes]]:
+    def pieces(raw: bytes) -> Iterator[bytes]:
+        yield inflater.decompress(raw, PIECE)
+        yield from _drain(inflater)
+
+    return pieces
+
+
+def _drain(inflater: Any) -> Iterator[bytes]:
+    while inflater.unconsumed_tail:
+        yield inflater.decompress(inflater.unconsumed_tail, PIECE)
+
+
+def _inflate_deflate() -> Callable[[bytes], Iterator[bytes]]:
+    """``deflate`` as servers send it: zlib-wrapped as the RFC says, or raw as some do."""
+    inflaters: list[Any] = []
+
+    def pieces(raw: bytes) -> Iterator[bytes]:
+        if not inflaters:  # the first bytes tell which of the two it is
+            inflaters.append(zlib.decompressobj())
+            try:
+                first = inflaters[0].decompress(raw, PIECE)
+            except zlib.error:
+                inflaters[0] = zlib.decompressobj(-zlib.MAX_WBITS)
+                first = inflaters[0].decompress(raw, PIECE)
+            yield first
+            yield from _drain(inflaters[0])
+        else:
+            yield from _inflate(inflaters[0])(raw)
+
+    return pieces
+
+
+def _unbrotli(decompressor: Any) -> Callable[[bytes], Iterator[bytes]]:
+    def pieces(raw: bytes) -> Iterator[bytes]:
+        yield decompressor.process(raw, output_buffer_limit=PIECE)
+        while not decompressor.can_accept_more_data():
+            yield decompressor.process(b"", output_buffer_limit=PIECE)
+
+    return pieces
 
 
 class HostGate:
@@ -212,9 +297,14 @@ class HostGate:
 
     @asynccontextmanager
     async def slot(self, url: str) -> AsyncIterator[None]:
+        """Wait for *url*'s host to be free, then hold one of the global fetch slots.
+
+        Waiting out a pause or a gap holds only the host's own semaphore, never a global
+        slot: a paused host cannot starve the feeds of every other host.
+        """
         host = host_of(url)
         semaphore = self._hosts.setdefault(host, trio.Semaphore(self._per_host))
-        async with semaphore, self._total:
+        async with semaphore:
             while True:
                 now = trio.current_time()
                 start = max(self._next_start.get(host, now), self._paused_until.get(host, now))
@@ -222,4 +312,5 @@ class HostGate:
                     break
                 await trio.sleep_until(start)
             self._next_start[host] = now + self._gap
-            yield
+            async with self._total:
+                yield

@@ -86,6 +86,7 @@ async def poll_once(feed: FeedConfig, state: FeedState, ctx: PollContext) -> flo
     started = ctx.wall_clock()
     status: int | None = None
     headers: dict[str, str] = {}
+    answered = url  # the URL whose server answered, after redirects
     usable, ttl, error = True, None, None
     try:
         async with ctx.gate.slot(url):
@@ -95,7 +96,7 @@ async def poll_once(feed: FeedConfig, state: FeedState, ctx: PollContext) -> flo
     except FetchError as exc:
         error = str(exc)
     else:
-        status, headers = result.status, result.headers
+        status, headers, answered = result.status, result.headers, result.url
         if result.permanent_url and result.permanent_url != state.url:
             logger.info("feed %s: moved permanently to %s", feed.id, result.permanent_url)
             state.url = result.permanent_url
@@ -128,8 +129,8 @@ async def poll_once(feed: FeedConfig, state: FeedState, ctx: PollContext) -> flo
         usable=usable,
         ttl=ttl,
     )
-    if outcome.host_pause:
-        ctx.gate.pause(url, outcome.host_pause)
+    if outcome.host_pause:  # Retry-After: hold back the host that asked for it
+        ctx.gate.pause(answered, outcome.host_pause)
     state.last_fetch = ctx.wall_clock()
     state.http_status = status
     state.status = outcome.kind

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import trio
+import trio_parallel
 
 from . import websub
 from .config import FeedConfig
@@ -40,11 +41,12 @@ class PollContext:
     log: CursorLog
     store: Store
     gate: HostGate
-    offload: Offload = trio.to_thread.run_sync
+    offload: Offload = trio.to_thread.run_sync  # blocking I/O (SQLite)
     wall_clock: Callable[[], float] = time.time
     jitter: Callable[[], float] = random.random
     states: dict[str, FeedState] = field(default_factory=dict)
     websub: Subscriber | None = None
+    parse: Offload = trio_parallel.run_sync  # CPU work (parsing): worker processes
 
 
 async def run_feed(
@@ -102,7 +104,7 @@ async def poll_once(feed: FeedConfig, state: FeedState, ctx: PollContext) -> flo
             state.url = result.permanent_url
         if status == 200:
             discover = ctx.websub is not None and ctx.websub.wants(feed)
-            parsed, discovery = await ctx.offload(_examine, result, feed, discover)
+            parsed, discovery = await ctx.parse(_examine, result, feed, discover)
             if ctx.websub is not None and discovery is not None:
                 ctx.websub.discovered(feed, discovery, result.url)
             ttl = parsed.ttl_seconds

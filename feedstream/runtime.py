@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import trio
+import trio_parallel
 
 from . import __version__
 from .config import Config, FeedConfig
@@ -43,10 +44,12 @@ class Runtime:
         config: Config,
         *,
         offload: Offload = trio.to_thread.run_sync,
+        parse: Offload = trio_parallel.run_sync,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config
-        self.offload = offload
+        self.offload = offload  # blocking I/O: worker threads
+        self.parse = parse  # parsing: worker processes, so the event loop never waits on the GIL
         self._transport = transport
         self._log: CursorLog | None = None
         self._poll: PollContext | None = None
@@ -86,6 +89,7 @@ class Runtime:
                         gap=server.host_gap,
                     ),
                     offload=self.offload,
+                    parse=self.parse,
                     states=states,
                 )
                 self._log = log
@@ -138,7 +142,7 @@ class Runtime:
 
     async def push(self, feed: FeedConfig, body: bytes, content_type: str | None) -> PushResult:
         """Parse a pushed document (off the event loop) and ingest it with ``via: push``."""
-        parsed: ParsedFeed = await self.offload(_parse_pushed, body, feed, content_type, "push")
+        parsed: ParsedFeed = await self.parse(_parse_pushed, body, feed, content_type, "push")
         if parsed.error:
             return PushResult(None, parsed.error)
         new = await self.ingest(feed, parsed)
@@ -149,7 +153,7 @@ class Runtime:
         self, feed: FeedConfig, body: bytes, content_type: str | None
     ) -> int:
         """Ingest a WebSub content distribution with ``via: websub``."""
-        parsed: ParsedFeed = await self.offload(_parse_pushed, body, feed, content_type, "websub")
+        parsed: ParsedFeed = await self.parse(_parse_pushed, body, feed, content_type, "websub")
         if parsed.error:
             logger.warning("feed %s: WebSub delivery is not a feed: %s", feed.id, parsed.error)
             return 0

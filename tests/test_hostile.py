@@ -455,15 +455,6 @@ async def test_twenty_thousand_entries_keep_the_newest_off_the_loop(
     assert max(lags) < min(0.5, polled.elapsed / 4), f"loop blocked for {max(lags):.3f} s"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "feedstream.normalize._mend_character_references runs one regex match over a whole run "
-        "of character references and findall()s it, C calls that hold the GIL: a 15 MB body "
-        "of '&#65;' (the default max_bytes is 15 MiB) stops the event loop for 0.5-1.5 s "
-        "although parse_feed runs in a worker thread"
-    ),
-)
 async def test_parsing_a_big_document_does_not_stall_the_loop(
     tmp_path: Path, hostile: HostileServer
 ) -> None:

@@ -10,11 +10,12 @@ import httpx
 import pytest
 import trio
 import trio.testing
+import trio_parallel
 
 from feedstream.config import FeedConfig
 from feedstream.cursorlog import SQLiteCursorLog
 from feedstream.fetch import HostGate
-from feedstream.poller import PollContext, run_feed
+from feedstream.poller import PollContext, poll_once, run_feed
 from feedstream.store import FeedState, Store
 
 from .helpers import inline
@@ -61,6 +62,7 @@ async def polling(
             store=store,
             gate=HostGate(total=10, per_host=2, gap=0.0),
             offload=inline,
+            parse=inline,
             wall_clock=lambda: EPOCH + trio.current_time(),
             jitter=lambda: 0.5,
         )
@@ -123,6 +125,7 @@ async def test_no_drift_when_fetches_take_time(
             inline,
             lambda: EPOCH,
             lambda: 0.5,
+            parse=inline,
         )
         with trio.move_on_after(1000):
             await run_feed(feed(interval=100), ctx)
@@ -230,6 +233,7 @@ async def test_restart_resumes_the_schedule(
             lambda: EPOCH + trio.current_time(),
             lambda: 0.5,
             states=store.feed_states(),
+            parse=inline,
         )
         start = trio.current_time()
         with trio.move_on_after(250):
@@ -237,32 +241,26 @@ async def test_restart_resumes_the_schedule(
     assert [t - start for t in recorder.times()] == [200]
 
 
-async def test_parse_runs_in_a_worker_thread(tmp_path: Path) -> None:
-    """With the default offload, parsing leaves the event loop's thread."""
-    import threading
+async def test_parsing_runs_in_a_worker_process(tmp_path: Path) -> None:
+    """By default the parse leaves this process: the event loop never waits on the GIL."""
+    import os
 
-    from feedstream import poller
+    pids: list[int] = []
 
-    threads: list[int] = []
-    original = poller._examine
+    async def spy(fn: Callable[..., object], *args: object) -> object:
+        pids.append(await trio_parallel.run_sync(os.getpid))
+        return await trio_parallel.run_sync(fn, *args)
 
-    def spy(*args: object) -> object:
-        threads.append(threading.get_ident())
-        return original(*args)  # type: ignore[arg-type]
-
-    poller._examine = spy  # type: ignore[assignment]
-    try:
-        recorder = Recorder(lambda r, n: httpx.Response(200, content=atom("a")))
-        store = Store(tmp_path / "db.sqlite3")
-        log = SQLiteCursorLog(store, store.snapshot(10), backlog=10)
-        async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as client:
-            ctx = PollContext(client, log, store, HostGate(total=1, per_host=1, gap=0))
-            with trio.fail_after(10):
-                await poller.poll_once(feed(), FeedState(id="f"), ctx)
-    finally:
-        poller._examine = original  # type: ignore[assignment]
-    assert threads and threads[0] != threading.get_ident()
-    assert log.counts() == {"f": 1}
+    recorder = Recorder(lambda r, n: httpx.Response(200, content=atom("a", "b")))
+    store = Store(tmp_path / "db.sqlite3")
+    log = SQLiteCursorLog(store, store.snapshot(10), backlog=10)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as client:
+        ctx = PollContext(client, log, store, HostGate(total=1, per_host=1, gap=0), parse=spy)
+        assert PollContext(client, log, store, ctx.gate).parse is trio_parallel.run_sync
+        with trio.fail_after(30):
+            await poll_once(feed(), FeedState(id="f"), ctx)
+    assert pids and pids[0] != os.getpid()
+    assert log.counts() == {"f": 2}
 
 
 async def test_unexpected_errors_do_not_end_the_task(

@@ -310,7 +310,7 @@ async def test_poller_slows_down_while_push_works_and_falls_back(
         hub.subscriber = sub
         log = SQLiteCursorLog(store, store.snapshot(10), backlog=10, offload=inline)
         ctx = PollContext(client, log, store, HostGate(total=2, per_host=2, gap=0), inline, now,
-                          lambda: 0.5, websub=sub)  # fmt: skip
+                          lambda: 0.5, websub=sub, parse=inline)  # fmt: skip
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(sub.run, [FEED]))
             await nursery.start(run_feed, FEED, ctx)

@@ -151,6 +151,10 @@ class _RawFeed:
     entries: list[_RawEntry] = field(default_factory=list)
     warning: str | None = None
 
+    def is_blank(self) -> bool:
+        """Nothing was read: no title, no link, no entry with anything in it."""
+        return not (self.title or self.link or any(not entry.is_empty() for entry in self.entries))
+
 
 def parse_feed(
     body: bytes,
@@ -259,7 +263,25 @@ _DOCTYPE = re.compile(
     re.DOTALL | re.VERBOSE,
 )
 _CHARACTER_REFERENCE = re.compile(r"&#(?:[xX]([0-9a-fA-F]+)|([0-9]+));")
-_CHARACTER_REFERENCES = re.compile(r"(?:&#(?:[xX][0-9a-fA-F]+|[0-9]+);)+")
+# Up to 64 character references in a row. A regex call holds the GIL, and a body can be megabytes
+# of references: one match per run would stall the event loop although parsing runs in a worker
+# thread. The leading literal lets the search skip quickly to the next "&#".
+_CHARACTER_REFERENCES = re.compile(
+    r"&#(?:[xX][0-9a-fA-F]+|[0-9]+);(?:&#(?:[xX][0-9a-fA-F]+|[0-9]+);){0,63}"
+)
+# References that certainly name an XML character: U+0020 to U+CFFF in hexadecimal, 32 to 49999
+# in decimal, without leading zeros. Most runs are only these, and pass without a number parsed.
+_PLAIN_CHARACTER_REFERENCES = re.compile(
+    r"""(?:&\#(?:
+        3[2-9]|[4-9][0-9]|[1-9][0-9]{2,3}|[1-4][0-9]{4}
+        |[xX](?:[2-9a-fA-F][0-9a-fA-F]|[1-9a-fA-F][0-9a-fA-F]{2}|[1-9a-cA-C][0-9a-fA-F]{3})
+    );)+""",
+    re.VERBOSE,
+)
+# The encoding in the XML declaration, which feedparser reads only at the very start.
+_DECLARED_ENCODING = re.compile(
+    r"""<\?xml\s[^>]{0,200}?\bencoding\s*=\s*(["'])(?P<name>[A-Za-z][\w.-]{0,39})\1"""
+)
 # An entity declaration that cannot nest or amplify: a short literal or one character reference.
 # feedparser keeps the same kinds (and only those) when it rewrites the DOCTYPE itself.
 _SAFE_ENTITY = re.compile(
@@ -268,16 +290,41 @@ _SAFE_ENTITY = re.compile(
 
 
 def _prepare_xml(body: bytes) -> bytes:
-    """Return ``body`` with its DOCTYPE neutralized and its invalid character references mended.
+    """Return ``body`` ready for feedparser: safe DOCTYPE, valid references, a true encoding.
 
-    The text is decoded only to be edited: an ASCII-compatible body as latin-1, so that every
+    The DOCTYPE is neutralized, invalid character references are mended and, for a body that
+    cannot be UTF-16 or UTF-32, a declaration of either becomes UTF-8. The text is decoded only
+    to be edited: an ASCII-compatible body as latin-1, so that every
     byte maps to one character and comes back unchanged whatever its real encoding.
     """
     codec, bom_length = _sniff_encoding(body)
     codec = codec or "latin-1"
     text = body[bom_length:].decode(codec, "replace")
-    prepared = _mend_character_references(_neutralize_doctype(text))
+    prepared = text
+    if not bom_length and b"\0" not in body:  # an 8-bit body, whatever it declares
+        prepared = _undeclare_wide_encoding(prepared)
+    prepared = _mend_character_references(_neutralize_doctype(prepared))
     return body if prepared == text else body[:bom_length] + prepared.encode(codec)
+
+
+def _undeclare_wide_encoding(text: str) -> str:
+    """Declare UTF-8 instead of a UTF-16 or UTF-32 encoding that the bytes cannot be in.
+
+    A body without a BOM and without a NUL byte is not UTF-16 or UTF-32 (its own ``<?xml``
+    would have NUL bytes), yet feedparser believes such a declaration: an odd-length body then
+    fails to decode and falls back to UTF-8, an even-length one decodes into garbage.
+    """
+    match = _DECLARED_ENCODING.match(text)
+    if match is None or not _is_wide_encoding(match["name"]):
+        return text
+    return text[: match.start("name")] + "utf-8" + text[match.end("name") :]
+
+
+def _is_wide_encoding(name: str) -> bool:
+    try:
+        return codecs.lookup(name).name.startswith(("utf-16", "utf-32"))
+    except LookupError:
+        return False
 
 
 def _neutralize_doctype(text: str) -> str:
@@ -299,26 +346,42 @@ def _neutralize_doctype(text: str) -> str:
 
 
 def _mend_character_references(text: str) -> str:
-    """Rewrite runs of character references that name no XML character.
+    """Rewrite character references that name no XML character.
 
     feedparser crashes on a reference to a surrogate or to a number past U+10FFFF, and some
     feeds write an emoji as a UTF-16 surrogate pair (``&#55357;&#56832;``): pairs are joined
     into the character they encode, anything else invalid becomes U+FFFD.
+
+    References are read in slices of at most 64: a slice with an invalid one is rewritten whole,
+    and a slice that ends in the high half of a surrogate pair takes the low half along.
     """
-    return _CHARACTER_REFERENCES.sub(_mend_reference_run, text)
+    pieces: list[str] = []
+    copied = 0  # text[:copied] is in pieces
+    position = 0
+    while match := _CHARACTER_REFERENCES.search(text, position):
+        position = match.end()
+        if _PLAIN_CHARACTER_REFERENCES.fullmatch(match[0]):
+            continue
+        numbers = [_reference_number(*groups) for groups in _CHARACTER_REFERENCE.findall(match[0])]
+        if _is_high_surrogate(numbers[-1]):  # its low half may begin the next slice
+            following = _CHARACTER_REFERENCE.match(text, position)
+            if following and _is_low_surrogate(low := _reference_number(*following.groups())):
+                numbers.append(low)
+                position = following.end()
+        if not all(map(_is_xml_character, numbers)):
+            pieces += (text[copied : match.start()], _mended_references(numbers))
+            copied = position
+    if not pieces:
+        return text
+    pieces.append(text[copied:])
+    return "".join(pieces)
 
 
-def _mend_reference_run(match: re.Match[str]) -> str:
-    numbers = [
-        _reference_number(hexadecimal, decimal)
-        for hexadecimal, decimal in _CHARACTER_REFERENCE.findall(match[0])
-    ]
-    if all(_is_xml_character(number) for number in numbers):
-        return match[0]
+def _mended_references(numbers: list[int]) -> str:
     characters: list[int] = []
     for number in numbers:
         previous = characters[-1] if characters else 0
-        if 0xDC00 <= number <= 0xDFFF and 0xD800 <= previous <= 0xDBFF:
+        if _is_low_surrogate(number) and _is_high_surrogate(previous):
             characters[-1] = 0x10000 + ((previous - 0xD800) << 10) + (number - 0xDC00)
         else:
             characters.append(number)
@@ -332,6 +395,14 @@ def _reference_number(hexadecimal: str, decimal: str) -> int:
     if len(digits) > 8:  # never a character, and too long for int() to be cheap
         return -1
     return int(digits, 16 if hexadecimal else 10)
+
+
+def _is_high_surrogate(number: int) -> bool:
+    return 0xD800 <= number <= 0xDBFF
+
+
+def _is_low_surrogate(number: int) -> bool:
+    return 0xDC00 <= number <= 0xDFFF
 
 
 def _is_xml_character(number: int) -> bool:
@@ -360,14 +431,10 @@ def _read_xml(body: bytes, head: str, content_type: str | None, limit: int) -> _
     problem = _describe_problem(result.get("bozo_exception")) if result.get("bozo") else None
     entries = _mappings(result.get("entries"))
     if not version and not entries:
-        if _HTML_PAGE.match(head):
-            raise _NotAFeed("not a feed: looks like an HTML page")
-        if problem:
-            raise _NotAFeed(f"not a feed: {problem}")
-        raise _NotAFeed("not a feed: no RSS, Atom or RDF document element")
+        raise _NotAFeed(_not_a_feed(head, problem))
     feed = _mapping(result.get("feed"))
     links = _mappings(feed.get("links"))
-    return _RawFeed(
+    raw = _RawFeed(
         format=_format(version),
         title=_detail_text(feed.get("title_detail"), limit),
         link=_string(feed.get("link"), limit),
@@ -377,6 +444,20 @@ def _read_xml(body: bytes, head: str, content_type: str | None, limit: int) -> _
         entries=[_xml_entry(entry, feed, limit) for entry in entries],
         warning=problem,
     )
+    # When the XML is not well-formed feedparser's lenient parser takes over, and it finds an
+    # RSS or Atom document in any junk with "<rss" or "<feed" in it. A valid feed may be empty;
+    # a broken document that yields nothing is not a feed.
+    if isinstance(result.get("bozo_exception"), xml.sax.SAXException) and raw.is_blank():
+        raise _NotAFeed(_not_a_feed(head, problem))
+    return raw
+
+
+def _not_a_feed(head: str, problem: str | None) -> str:
+    if _HTML_PAGE.match(head):
+        return "not a feed: looks like an HTML page"
+    if problem:
+        return f"not a feed: {problem}"
+    return "not a feed: no RSS, Atom or RDF document element"
 
 
 def _format(version: str) -> str:

@@ -3,15 +3,12 @@
 Real sockets only: a raw trio server on loopback (``tests/hostile.py``) that misbehaves at the
 socket level, the hypercorn ``FeedServer`` for well-formed-but-evil answers, the real httpx
 client and, depending on the case, feedstream's :func:`~feedstream.poller.poll_once` with a real
-store and worker threads, or the whole server through ``running()``.
+store, worker threads and worker processes, or the whole server through ``running()``.
 
 Every case checks the same four things: the fetch ends within its limits (time, bytes, memory),
 the feed's state says clearly what went wrong (``status``, ``last_error``, ``failures``,
 ``next_poll``, also in SQLite or ``/api/feeds``), nothing escapes (no exception, no traceback in
 the log) and nothing is stored from a document that was not a usable feed.
-
-Tests marked ``xfail(strict=True)`` show a product bug: they assert the behaviour the issue
-asks for and fail today; the reason names the function at fault.
 """
 
 from __future__ import annotations
@@ -504,14 +501,6 @@ async def test_not_a_feed_is_a_clear_error_and_stores_nothing(
     assert_failed(polled, error, http_status=200)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "feedstream.normalize._read_xml: bytes that are not XML but contain '<rss>' or '<feed>' "
-        "somewhere get a version from feedparser's loose parser, so they count as a valid feed "
-        "with no entries: status 'ok', failures reset, no backoff"
-    ),
-)
 @pytest.mark.parametrize(
     "body",
     [
@@ -581,14 +570,6 @@ async def test_wrong_declared_encodings_still_read(
         assert title == expected and polled.state.title == expected
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "feedstream.normalize._read_xml: a UTF-8 body whose XML declaration says UTF-16 (no BOM, "
-        "no NUL bytes) is refused with 'XML error ... not well-formed' although every byte "
-        "says 8-bit; feedparser gives up too, normalize could rewrite the declaration"
-    ),
-)
 async def test_utf8_body_declaring_utf16_is_read(tmp_path: Path, hostile: HostileServer) -> None:
     # (With "charset=utf-8" in Content-Type feedparser believes the header and it works.)
     body = encoded_feed("utf-8", "utf-16")

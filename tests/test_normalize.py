@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from feedstream.normalize import ENTRY_KEYS, ParsedFeed, parse_feed
+from feedstream.normalize import (
+    _PLAIN_CHARACTER_REFERENCES,
+    ENTRY_KEYS,
+    ParsedFeed,
+    _is_xml_character,
+    _mend_character_references,
+    parse_feed,
+)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "feeds"
 BASE = "https://fetch.example/feeds/main.xml"
@@ -343,6 +353,83 @@ def test_valid_feed_without_entries() -> None:
     assert (result.error, result.format, result.title, result.entries) == (None, "rss", "T", [])
 
 
+_JUNK = random.Random(7).randbytes(4096).replace(b"<", b"")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"\x89PNG\r\n\x1a\n" + _JUNK[:2000] + b'<rss version="2.0">' + _JUNK[2000:],
+        b"Lorem ipsum <feed> dolor sit amet",
+        b'<?xml version="1.0"?><rss version="2.0"><channel><ti',
+        b'<?xml version="1.0"?><rss version="2.0">\n</rss',
+        b'<feed xmlns="http://www.w3.org/2005/Atom"><entry><id>',
+    ],
+    ids=[
+        "binary-with-rss-tag",
+        "text-with-feed-tag",
+        "truncated-rss",
+        "unclosed-rss",
+        "truncated-atom",
+    ],
+)
+def test_broken_document_with_nothing_read_is_not_a_feed(body: bytes) -> None:
+    # feedparser's lenient parser gives these a version (an RSS or Atom element was seen), but
+    # nothing was read from them: a healthy-looking empty feed would hide the breakage.
+    result = parse(body, content_type="application/rss+xml")
+    assert result.error is not None and result.error.startswith("not a feed: XML error")
+    assert (result.format, result.entries, result.warning) == ("unknown", [], None)
+
+
+def test_broken_html_page_with_a_feed_tag_is_an_html_page() -> None:
+    result = parse(b"<!DOCTYPE html><html><body><p>Subscribe: <rss> <br></body></html>")
+    assert result.error == "not a feed: looks like an HTML page"
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "expected_format"),
+    [
+        ('<rss version="2.0"><channel></channel></rss>', None, "rss"),
+        ('<feed xmlns="http://www.w3.org/2005/Atom"/>', None, "atom"),
+        (
+            '<rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#" '
+            'xmlns="http://purl.org/rss/1.0/"><channel rdf:about="x"></channel></rdf:RDF>',
+            None,
+            "rdf",
+        ),
+        # feedparser flags these (bozo) although the XML is well-formed
+        ('<rss version="2.0"><channel></channel></rss>', "text/plain", "rss"),
+        (
+            '<?xml version="1.0" encoding="us-ascii"?><!-- café --><rss version="2.0"><channel>'
+            "</channel></rss>",
+            None,
+            "rss",
+        ),
+    ],
+    ids=["rss", "atom", "rdf", "non-xml-content-type", "wrong-declared-encoding"],
+)
+def test_well_formed_feed_with_nothing_in_it_is_a_feed(
+    body: str, content_type: str | None, expected_format: str
+) -> None:
+    result = parse(body, content_type=content_type)
+    assert (result.error, result.format, result.entries) == (None, expected_format, [])
+
+
+@pytest.mark.parametrize(
+    ("channel", "title", "link"),
+    [
+        ("<title>T</title>", "T", None),
+        ("<link>https://example.org/</link>", None, "https://example.org/"),
+    ],
+)
+def test_broken_document_with_a_title_or_link_is_a_feed(
+    channel: str, title: str | None, link: str | None
+) -> None:
+    result = parse(f'<rss version="2.0"><channel>{channel}<item><ti')
+    assert (result.error, result.format, result.title, result.link) == (None, "rss", title, link)
+    assert result.warning is not None and "XML error" in result.warning
+
+
 def test_utf16_with_bom() -> None:
     body = '<?xml version="1.0" encoding="utf-16"?>' + rss("<item><title>Ünïcödé ✓</title></item>")
     for encoding in ("utf-16", "utf-16-be"):
@@ -350,6 +437,35 @@ def test_utf16_with_bom() -> None:
         result = parse(data if encoding == "utf-16" else b"\xfe\xff" + data)
         assert result.error is None
         assert result.entries[0]["title"] == "Ünïcödé ✓"
+
+
+@pytest.mark.parametrize("declared", ['"utf-16"', "'UTF-16LE'", '"utf_16_be"', '"utf-32"'])
+@pytest.mark.parametrize("content_type", [None, "application/rss+xml", "text/xml"])
+@pytest.mark.parametrize("padding", ["", "!"])  # feedparser's result hung on the length's parity
+def test_utf8_body_declaring_utf16_is_read_as_utf8(
+    declared: str, content_type: str | None, padding: str
+) -> None:
+    body = f"<?xml version='1.0' encoding={declared}?>" + rss(
+        f"<item><title>Café 日本{padding}</title></item>"
+    )
+    result = parse(body.encode("utf-8"), content_type=content_type)
+    assert result.error is None
+    assert [entry["title"] for entry in result.entries] == [f"Café 日本{padding}"]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be"])
+def test_utf16_without_bom_is_still_read_as_utf16(encoding: str) -> None:
+    body = '<?xml version="1.0" encoding="utf-16"?>' + rss("<item><title>Ünïcödé ✓</title></item>")
+    result = parse(body.encode(encoding))
+    assert result.error is None
+    assert result.entries[0]["title"] == "Ünïcödé ✓"
+
+
+def test_latin1_body_declaring_utf16_is_read() -> None:
+    body = '<?xml version="1.0" encoding="utf-16"?>' + rss("<item><title>Café</title></item>")
+    result = parse(body.encode("latin-1"))
+    assert result.error is None
+    assert result.entries[0]["title"] == "Café"
 
 
 def test_wrong_declared_encoding_is_a_warning() -> None:
@@ -726,6 +842,147 @@ def test_invalid_character_references_do_not_lose_the_feed(reference: str, expec
     result = parse(rss(f"<item><title>a {reference} b</title></item>"))
     assert result.error is None
     assert result.entries[0]["title"] == f"a {expected} b"
+
+
+@pytest.mark.parametrize(
+    ("references", "expected"),
+    [
+        ("&#65;" * 63 + "&#55357;&#56832;", "A" * 63 + "😀"),
+        ("&#65;" * 62 + "&#xD83D;&#xD83D;&#xDE00;", "A" * 62 + "\ufffd😀"),
+        ("&#55357;" * 64 + "&#56832;", "\ufffd" * 63 + "😀"),
+        ("&#65;" * 64 + "&#56832;&#65;", "A" * 64 + "\ufffdA"),
+        ("&#65;" * 200 + "&#1;" + "&#65;" * 200, "A" * 200 + "\ufffd" + "A" * 200),
+    ],
+    ids=[
+        "pair-across-slices",
+        "high-high-low-across-slices",
+        "64-highs-then-low",
+        "lone-low",
+        "long-run",
+    ],
+)
+def test_long_runs_of_references_are_mended_like_short_ones(references: str, expected: str) -> None:
+    # References are mended 64 at a time; a surrogate pair split between two slices is joined.
+    result = parse(rss(f"<item><title>{references}</title></item>"))
+    assert result.error is None
+    assert result.entries[0]["title"] == expected
+
+
+def longest_pause_of_another_thread(work: Callable[[], object]) -> tuple[float, float]:
+    """Run ``work``; return how long it took and the longest a ticking thread was held up."""
+    pauses: list[float] = []
+    done = threading.Event()
+
+    def tick() -> None:
+        while not done.is_set():
+            due = time.perf_counter() + 0.002
+            time.sleep(0.002)
+            pauses.append(time.perf_counter() - due)
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    try:
+        started = time.perf_counter()
+        work()
+        elapsed = time.perf_counter() - started
+    finally:
+        done.set()
+        ticker.join()
+    return elapsed, max(pauses)
+
+
+def test_megabytes_of_references_are_mended_quickly_without_holding_the_gil() -> None:
+    # 15 MB, the default max_bytes. One regex match over the whole run held the GIL for ~1 s
+    # (the event loop stopped although parsing runs in a worker thread) and mending took ~3 s.
+    text = rss(
+        "<item><title>t</title><description>" + "&#65;" * 3_000_000 + "</description></item>"
+    )
+    mended: list[str] = []
+    elapsed, pause = longest_pause_of_another_thread(
+        lambda: mended.append(_mend_character_references(text))
+    )
+    assert mended == [text]
+    assert elapsed < 1.0, f"mending took {elapsed:.2f} s"
+    assert pause < 0.25, f"another thread was held up for {pause:.2f} s"
+
+
+def _mend_in_one_match(text: str) -> str:
+    """The mending as it was before it worked in slices: the reference for the property below."""
+
+    def mend_run(match: re.Match[str]) -> str:
+        numbers = [int(h or d, 16 if h else 10) for h, d in _REFERENCE.findall(match[0])]
+        if all(map(_is_xml_character, numbers)):
+            return match[0]
+        characters: list[int] = []
+        for number in numbers:
+            previous = characters[-1] if characters else 0
+            if 0xDC00 <= number <= 0xDFFF and 0xD800 <= previous <= 0xDBFF:
+                characters[-1] = 0x10000 + ((previous - 0xD800) << 10) + (number - 0xDC00)
+            else:
+                characters.append(number)
+        return "".join(f"&#x{n if _is_xml_character(n) else 0xFFFD:X};" for n in characters)
+
+    return re.sub(r"(?:&#(?:[xX][0-9a-fA-F]+|[0-9]+);)+", mend_run, text)
+
+
+_REFERENCE = re.compile(r"&#(?:[xX]([0-9a-fA-F]+)|([0-9]+));")
+_SURROGATES = st.integers(0xD800, 0xDFFF)
+_NUMBERS = st.one_of(
+    _SURROGATES, _SURROGATES, st.integers(0, 0x10FFFF), st.sampled_from([0xFFFE, 0x110000, 10**9])
+)
+
+
+@st.composite
+def references(draw: st.DrawFn) -> str:
+    """One character reference, decimal or hexadecimal, maybe with leading zeros."""
+    number = draw(_NUMBERS)
+    zeros = "0" * draw(st.integers(0, 2))
+    if draw(st.booleans()):
+        return f"&#{zeros}{number};"
+    x, digits = draw(st.sampled_from([("x", f"{number:x}"), ("X", f"{number:X}")]))
+    return f"&#{x}{zeros}{digits};"
+
+
+def characters_of(text: str) -> str:
+    return _REFERENCE.sub(lambda m: chr(int(m[1] or m[2], 16 if m[1] else 10)), text)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(
+        st.one_of(
+            st.lists(references(), max_size=150).map("".join),
+            st.sampled_from(["a", " ", "&", "&#", ";", "&#;", "&#x;", "&amp;", "&#65"]),
+        ),
+        max_size=6,
+    )
+)
+def test_mending_in_slices_means_the_same_as_mending_whole_runs(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    mended, before = _mend_character_references(text), _mend_in_one_match(text)
+    assert all(_is_xml_character(ord(c)) for c in characters_of(mended))
+    assert characters_of(mended) == characters_of(before)
+    if not re.search(r"(?:&#(?:[xX][0-9a-fA-F]+|[0-9]+);){65}", text):  # no run was sliced
+        assert mended == before
+
+
+def test_plain_references_name_only_xml_characters() -> None:
+    # The fast path of the mending: whatever it lets through unread must be a valid character.
+    for number in range(0x11000):
+        for reference in (f"&#{number};", f"&#x{number:x};", f"&#X{number:X};"):
+            if _PLAIN_CHARACTER_REFERENCES.fullmatch(reference):
+                assert _is_xml_character(number), reference
+    for common in (
+        "&#32;",
+        "&#65;",
+        "&#233;",
+        "&#8217;",
+        "&#26085;",
+        "&#xe9;",
+        "&#x2019;",
+        "&#xCFFF;",
+    ):
+        assert _PLAIN_CHARACTER_REFERENCES.fullmatch(common * 3), common
 
 
 def test_hostile_xml_base_does_not_lose_the_feed() -> None:

@@ -65,6 +65,7 @@ class ServerConfig:
     coalesce_ms: int = 5  # entries appended within this window reach listeners in one answer
     max_listeners: int = 20_000  # parked long-polls + SSE streams; beyond: 503 + Retry-After
     sse_buffer_bytes: int = 1 << 20  # an SSE client with more than this unsent is dropped
+    gc: str = "tuned"  # garbage-collector policy once serving: tuned | default | off
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +134,7 @@ _T = TypeVar("_T")
 _SERVER_KEYS = {
     "host", "port", "public_url", "data_dir", "backlog", "cors_origins", "max_push_bytes",
     "max_fetches", "per_host_fetches", "host_gap", "static_dir", "coalesce_ms",
-    "max_listeners", "sse_buffer_bytes",
+    "max_listeners", "sse_buffer_bytes", "gc",
 }  # fmt: skip
 _LIMIT_KEYS = {
     "timeout", "connect_timeout", "max_bytes", "max_redirects", "max_entries", "user_agent",
@@ -264,6 +265,7 @@ class _Validator:
             max_listeners=g(
                 raw, "max_listeners", _int_range(1, 1_000_000), d.max_listeners, "server"
             ),
+            gc=g(raw, "gc", _choice("tuned", "default", "off"), d.gc, "server"),
             sse_buffer_bytes=g(
                 raw, "sse_buffer_bytes", _int_range(1024, 1 << 30), d.sse_buffer_bytes, "server"
             ),
@@ -336,6 +338,15 @@ def _identity(feed: FeedConfig) -> dict[str, Any]:
     """The per-feed fields of *feed* that do not come from the defaults."""
     keys = ("id", "url", "title", "interval", "token", "secret", "limits")
     return {key: getattr(feed, key) for key in keys}
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if value not in choices:
+            raise ValueError("must be one of " + ", ".join(repr(c) for c in choices))
+        return str(value)
+
+    return convert
 
 
 def _bool(value: Any) -> bool:

@@ -104,3 +104,16 @@ def test_serve_answers_and_sigterm_releases_a_waiting_long_poll(tmp_path: Path) 
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_gc_policies() -> None:
+    script = (
+        "import gc; from feedstream.server import tune_gc, GC_THRESHOLDS; "
+        "default = gc.get_threshold(); tune_gc('default'); assert gc.get_threshold() == default; "
+        "tune_gc('tuned'); assert gc.get_threshold() == GC_THRESHOLDS and gc.get_freeze_count() > 0; "
+        "assert gc.isenabled(); tune_gc('off'); assert not gc.isenabled(); print('ok')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30, cwd=ROOT
+    )
+    assert result.stdout.strip() == "ok", result.stderr

@@ -1,0 +1,1560 @@
+"""Fan-out benchmark: N parked long-polls, one push, how fast does everyone hear of it?
+
+For each server (feedstream, a bare raw-ASGI app on the same hypercorn trio worker, Nchan):
+
+1. start it on loopback, pinned to CPU 0; this process is the client, pinned to CPU 1;
+2. push one warm-up entry, read the server's RSS, open N long-poll listeners over raw
+   non-blocking sockets (epoll, HTTP/1.1 keep-alive), and wait until the server itself reports
+   N waiting and its RSS has stopped moving;
+3. push one entry and time, per listener, push -> complete response (status line, headers,
+   Content-Length body) parsed;
+4. sustained phase: R entries/s for T s while every listener re-polls with its cursor after each
+   answer; count per listener lost / duplicated entries and the delivery latency.
+
+Before the servers, a client self-test reads N canned responses with no server work at all,
+which bounds what the client itself can measure. See bench/README-fanout.md.
+
+    .venv/bin/python bench/fanout.py                      # N=10,000, all three servers
+    .venv/bin/python bench/fanout.py --listeners 1000 --only feedstream --sustain-seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import datetime as dt
+import errno
+import gc
+import hashlib
+import http.client
+import io
+import json
+import math
+import os
+import platform
+import re
+import resource
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from array import array
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+HOST = "127.0.0.1"
+SERVER_CPU, CLIENT_CPU = 0, 1
+LONGPOLL_TIMEOUT = 55
+MARK = re.compile(rb"fsbench-(\d{6})")  # appears once per entry, in its id
+FEED_ID, TOKEN = "bench", "bench-token"
+HIST_STEP = 1e-4  # latency histogram: 0.1 ms buckets up to 120 s
+HIST_SIZE = 1_200_001
+PACKAGES = {  # what the profile summary names as a package; the rest is stdlib
+    "trio", "hypercorn", "h11", "quart", "quart_trio", "werkzeug", "outcome", "feedstream",
+    "bare_app", "attr", "sortedcontainers", "wsproto", "h2", "priority", "taskgroup", "blinker",
+    "feedparser", "httpx", "httpcore", "anyio", "nh3", "sniffio", "itsdangerous", "jinja2",
+}  # fmt: skip
+NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
+
+now = time.perf_counter
+
+
+# -- small helpers -------------------------------------------------------------------------------
+
+
+def raise_nofile(wanted: int) -> int:
+    """Raise RLIMIT_NOFILE to *wanted* (root may raise the hard limit too); return the soft one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, wanted), max(hard, wanted)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(wanted, hard)), hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def proc_status(pid: int, key: str) -> int:
+    """A ``kB`` figure (VmRSS, VmHWM) from /proc/<pid>/status, in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of *pid* (all its threads) and of its live child processes
+    (feedstream's parser workers), as far as /proc still shows them."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(child) for child in children(pid))
+
+
+def net_counters() -> tuple[int, int]:
+    """Packets the kernel dropped for a full netdev backlog (loopback included), summed over
+    CPUs, and TCP segments retransmitted: a burst that overflows the backlog shows up as
+    retransmissions after 200+ ms, i.e. as latency that is not the server's."""
+    with open("/proc/net/softnet_stat") as f:
+        dropped = sum(int(line.split()[1], 16) for line in f)
+    with open("/proc/net/snmp") as f:
+        rows = [line.split() for line in f if line.startswith("Tcp:")]
+    return dropped, int(rows[1][rows[0].index("RetransSegs")])
+
+
+def net_delta(before: tuple[int, int]) -> str:
+    dropped, retrans = (b - a for a, b in zip(before, net_counters(), strict=True))
+    hint = " (tails of 200+ ms are TCP's; see --netdev-backlog)" if dropped else ""
+    return f"kernel: {dropped} packets dropped (netdev backlog), {retrans} TCP retransmits{hint}"
+
+
+def children(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(x) for x in f.read().split()]
+    except OSError:
+        return []
+
+
+def quantiles(values: list[float]) -> dict[str, float]:
+    """p50 / p99 / max of *values* (seconds), nearest-rank."""
+    if not values:
+        return {"min": math.nan, "p50": math.nan, "p99": math.nan, "max": math.nan}
+    ordered = sorted(values)
+
+    def q(p: float) -> float:
+        return ordered[max(0, math.ceil(p * len(ordered)) - 1)]
+
+    return {"min": ordered[0], "p50": q(0.50), "p99": q(0.99), "max": ordered[-1]}
+
+
+def hist_quantiles(hist: list[int]) -> dict[str, float]:
+    total = sum(hist)
+    out = {"p50": math.nan, "p99": math.nan, "max": math.nan}
+    if not total:
+        return out
+    wanted = [("p50", math.ceil(0.50 * total)), ("p99", math.ceil(0.99 * total))]
+    seen = 0
+    for bucket, count in enumerate(hist):
+        if not count:
+            continue
+        seen += count
+        while wanted and seen >= wanted[0][1]:
+            out[wanted.pop(0)[0]] = (bucket + 1) * HIST_STEP  # upper edge of the bucket
+        out["max"] = (bucket + 1) * HIST_STEP
+    return out
+
+
+def ms(seconds: float) -> str:
+    if math.isnan(seconds):
+        return "-"
+    return f"{seconds * 1000:.1f}" if seconds < 10 else f"{seconds * 1000:.0f}"
+
+
+def ratio(a: float, b: float) -> str:
+    if math.isnan(a) or math.isnan(b) or b <= 0:
+        return "-"
+    return f"{a / b:.1f}x"
+
+
+def control(
+    port: int,
+    method: str,
+    path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> tuple[int, bytes]:
+    """One blocking request on its own connection (set-up and status polls, never timed)."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def spawn(
+    cmd: list[str], log: Path, nofile: int, cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start a server pinned to SERVER_CPU with RLIMIT_NOFILE raised, output to *log*."""
+
+    def child() -> None:
+        os.sched_setaffinity(0, {SERVER_CPU})
+        raise_nofile(nofile)
+
+    out = open(log, "wb")  # noqa: SIM115 - the child owns it
+    try:
+        return subprocess.Popen(
+            cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=child
+        )
+    finally:
+        out.close()
+
+
+def git(*args: str) -> str:
+    done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def snapshot_feedstream(rev: str, dest: Path) -> str:
+    """Copy feedstream/ and static/ (the work tree, or git *rev*) into *dest*; describe it."""
+    dest.mkdir(parents=True)
+    if rev == "worktree":
+        skip = shutil.ignore_patterns("__pycache__")
+        for name in ("feedstream", "static"):
+            if (ROOT / name).is_dir():
+                shutil.copytree(ROOT / name, dest / name, ignore=skip)
+        changed = len(git("status", "--porcelain", "--", "feedstream").splitlines())
+        what = f"work tree at {git('rev-parse', '--short', 'HEAD') or '?'}"
+        what += f" + {changed} changed file(s) in feedstream/" if changed else " (clean)"
+    else:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", rev, "feedstream", "static"],
+            capture_output=True,
+            check=True,
+        ).stdout
+        with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+            tar.extractall(dest, filter="data")
+        what = f"git {rev} = {git('rev-parse', '--short', rev)}"
+    digest = hashlib.sha256()
+    for path in sorted((dest / "feedstream").glob("*.py")):
+        digest.update(path.read_bytes())
+    return f"{what}, sha256 of feedstream/*.py {digest.hexdigest()[:12]}"
+
+
+def stop_process(proc: subprocess.Popen[bytes] | None, grace: float = 8.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+# -- what the listeners carry --------------------------------------------------------------------
+
+LOREM = (
+    "Streaming aggregators hand every new entry to all waiting readers at once; the question "
+    "is how long the last of ten thousand readers waits for it, and what each one costs while "
+    "it waits. This paragraph stands in for an ordinary feed item's body, long enough to make "
+    "the answer a realistic size and short enough to stay a single packet on the wire. "
+)
+
+
+def feed_item(k: int) -> dict[str, Any]:
+    return {
+        "id": f"fsbench-{k:06d}",
+        "title": f"Benchmark entry {k}: a headline of ordinary length for a feed item",
+        "url": f"http://127.0.0.1/bench/{k}",
+        "content_html": f"<p>{LOREM}</p><p>{LOREM[:200]}</p>",
+        "date_published": "2025-01-01T00:00:00Z",
+        "tags": ["bench"],
+    }
+
+
+def push_document(k: int) -> bytes:
+    """A JSON Feed with entry *k*, as feedstream's webhook takes it."""
+    doc = {"version": "https://jsonfeed.org/version/1.1", "title": "Bench", "items": [feed_item(k)]}
+    return json.dumps(doc, separators=(",", ":")).encode()
+
+
+def entry_json(k: int) -> bytes:
+    """Entry *k* in feedstream's answer shape (what bare and Nchan pass on verbatim)."""
+    item = feed_item(k)
+    entry = {
+        "id": f"{FEED_ID}:{item['id']}",
+        "cursor": str(k),
+        "feed": FEED_ID,
+        "feed_title": "Bench",
+        "title": item["title"],
+        "url": item["url"],
+        "author": None,
+        "published": item["date_published"],
+        "updated": None,
+        "summary": (LOREM + LOREM[:200])[:299] + "…",
+        "content_html": item["content_html"],
+        "tags": item["tags"],
+        "enclosures": [],
+        "image": None,
+        "via": "push",
+        "received": "2025-01-01T00:00:00Z",
+    }
+    return json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def post(path: bytes, body: bytes, extra: bytes = b"") -> bytes:
+    return b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\n%sContent-Length: %d\r\n\r\n%s" % (
+        path,
+        extra,
+        len(body),
+        body,
+    )
+
+
+# -- the servers ---------------------------------------------------------------------------------
+
+
+class Conn:
+    __slots__ = (
+        "alive",
+        "buf",
+        "cursor",
+        "etag",
+        "fd",
+        "head",
+        "hlen",
+        "idx",
+        "lastmod",
+        "low",
+        "max_seen",
+        "need",
+        "pending",
+        "sock",
+    )
+
+    def __init__(self, sock: socket.socket, idx: int) -> None:
+        self.sock, self.fd, self.idx = sock, sock.fileno(), idx
+        self.buf = b""
+        self.hlen = self.need = 0
+        self.head = self.low = b""
+        self.cursor: bytes = b""
+        self.etag: bytes | None = None
+        self.lastmod: bytes | None = None
+        self.max_seen = -1
+        self.alive = True
+        self.pending = False  # a request is out and its answer has not come
+
+
+class Target:
+    name = ""
+    proc: subprocess.Popen[bytes] | None = None
+
+    def __init__(self, tmp: Path, nofile: int, args: argparse.Namespace) -> None:
+        self.tmp, self.nofile, self.args = tmp, nofile, args
+        self.port = free_port()
+        self.log = tmp / f"{self.name}.log"
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def pid(self) -> int:
+        """The process whose RSS and CPU time are measured."""
+        assert self.proc is not None
+        return self.proc.pid
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = now() + timeout
+        while now() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: see {self.log}\n{self.log.read_text()}")
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                self.ready_check()
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not start in {timeout} s: see {self.log}")
+
+    def ready_check(self) -> None:
+        raise NotImplementedError
+
+    def warm_up(self) -> None:
+        """Publish entry 0 before any listener exists (first-time costs out of the figures)."""
+        raise NotImplementedError
+
+    def initial(self, conn: Conn) -> None:
+        """Set a fresh listener's resume position (after the warm-up entry)."""
+
+    def request(self, conn: Conn) -> bytes:
+        raise NotImplementedError
+
+    def update(self, conn: Conn, status: int, body: bytes) -> None:
+        """Take the resume position from an answer."""
+
+    def push_request(self, k: int) -> bytes:
+        raise NotImplementedError
+
+    push_ok = (202,)
+
+    def waiting(self) -> int:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+    def describe(self) -> str:
+        return ""
+
+
+# `python -m feedstream` with the garbage collector set as --gc says (feedstream's code as is)
+GC_WRAPPER = """import gc, os, sys
+policy = os.environ.pop("FANOUT_GC")
+if policy == "off":
+    gc.disable()
+from feedstream.cli import main
+if policy == "freeze":
+    gc.freeze()
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+class Feedstream(Target):
+    name = "feedstream"
+
+    def start(self) -> None:
+        data = self.tmp / "feedstream-data"
+        config = self.tmp / "feedstream.toml"
+        config.write_text(
+            f'[server]\nhost = "{HOST}"\nport = {self.port}\ndata_dir = "{data}"\n\n'
+            f'[[feeds]]\nid = "{FEED_ID}"\ntoken = "{TOKEN}"\n'
+        )
+        src = self.tmp / "src"  # a frozen copy: the work tree may change while we measure
+        self.source = snapshot_feedstream(self.args.feedstream_src, src)
+        cmd = [sys.executable, "-m", "feedstream"]
+        env = None
+        if self.args.gc:  # an experiment: feedstream's own code untouched, its GC set around it
+            cmd = [sys.executable, "-c", GC_WRAPPER]
+            env = dict(os.environ, FANOUT_GC=self.args.gc)
+        cmd += ["serve", "--config", str(config), "--port", str(self.port)]
+        self.proc = spawn(cmd, self.log, self.nofile, cwd=src, env=env)
+
+    def ready_check(self) -> None:
+        status, _ = control(self.port, "GET", "/healthz", timeout=1)
+        assert status == 200
+
+    def warm_up(self) -> None:
+        status, body = control(self.port, "POST", f"/api/push/{FEED_ID}", **self._push_args(0))
+        assert status == 202 and json.loads(body) == {"accepted": 1}, (status, body)
+        status, body = control(self.port, "GET", "/api/entries?limit=1")
+        self.cursor = json.loads(body)["cursor"].encode()
+
+    def _push_args(self, k: int) -> dict[str, Any]:
+        headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/feed+json"}
+        return {"body": push_document(k), "headers": headers}
+
+    def initial(self, conn: Conn) -> None:
+        conn.cursor = self.cursor
+
+    def request(self, conn: Conn) -> bytes:
+        return b"GET /api/entries?after=%s&timeout=%d HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % (
+            conn.cursor,
+            LONGPOLL_TIMEOUT,
+        )
+
+    def update(self, conn: Conn, status: int, body: bytes) -> None:
+        if status == 200 and body.startswith(b'{"cursor":"'):
+            conn.cursor = body[11 : body.index(b'"', 11)]
+
+    def push_request(self, k: int) -> bytes:
+        extra = b"Authorization: Bearer %s\r\nContent-Type: application/feed+json\r\n" % (
+            TOKEN.encode()
+        )
+        return post(b"/api/push/" + FEED_ID.encode(), push_document(k), extra)
+
+    def waiting(self) -> int:
+        return int(json.loads(control(self.port, "GET", "/api/status")[1])["waiting"])
+
+    def status(self) -> dict[str, Any]:
+        return dict(json.loads(control(self.port, "GET", "/api/status", timeout=30)[1]))
+
+    def describe(self) -> str:
+        return f"python -m feedstream serve, hypercorn trio worker; source: {self.source}"
+
+
+class Bare(Target):
+    name = "bare"
+
+    def start(self) -> None:
+        cmd = [sys.executable, str(BENCH / "bare_app.py"), "--port", str(self.port)]
+        self.proc = spawn([*cmd, "--gc", self.args.bare_gc], self.log, self.nofile)
+
+    def ready_check(self) -> None:
+        status, _ = control(self.port, "GET", "/status", timeout=1)
+        assert status == 200
+
+    def warm_up(self) -> None:
+        status, _ = control(self.port, "POST", "/publish", body=entry_json(0))
+        assert status == 202
+
+    def initial(self, conn: Conn) -> None:
+        conn.cursor = b"1"
+
+    def request(self, conn: Conn) -> bytes:
+        return b"GET /entries?after=%s&timeout=%d HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % (
+            conn.cursor,
+            LONGPOLL_TIMEOUT,
+        )
+
+    update = Feedstream.update
+
+    def push_request(self, k: int) -> bytes:
+        return post(b"/publish", entry_json(k), b"Content-Type: application/json\r\n")
+
+    def waiting(self) -> int:
+        return int(json.loads(control(self.port, "GET", "/status")[1])["waiting"])
+
+    def describe(self) -> str:
+        return f"bench/bare_app.py (raw ASGI, hypercorn trio worker), gc={self.args.bare_gc}"
+
+
+class Nchan(Target):
+    name = "nchan"
+    push_ok = (201, 202)
+
+    def start(self) -> None:
+        prefix = self.tmp / "nginx"
+        prefix.mkdir()
+        conf = (BENCH / "nchan.conf").read_text()
+        fields = {
+            "PREFIX": str(prefix),
+            "PORT": str(self.port),
+            "MODULE": str(NCHAN_MODULE),
+            "NOFILE": str(self.nofile),
+            "CONNECTIONS": str(self.nofile - 1024),
+        }
+        for key, value in fields.items():
+            conf = conf.replace("{{" + key + "}}", value)
+        (prefix / "nginx.conf").write_text(conf)
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        cmd = [nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf")]
+        self.proc = spawn([*cmd, "-e", str(prefix / "error.log")], self.log, self.nofile)
+        self.error_log = prefix / "error.log"
+
+    def pid(self) -> int:
+        """The one worker process (the master only forks and waits)."""
+        assert self.proc is not None
+        for _ in range(50):
+            workers = children(self.proc.pid)
+            if workers:
+                return workers[0]
+            time.sleep(0.1)
+        raise RuntimeError("no nginx worker process found")
+
+    def ready_check(self) -> None:
+        status, _ = control(self.port, "GET", "/pub", headers={"Accept": "text/json"}, timeout=1)
+        assert status in (200, 404)
+
+    def warm_up(self) -> None:
+        status, _ = control(self.port, "POST", "/pub", body=entry_json(0))
+        assert status in self.push_ok, status
+
+    def request(self, conn: Conn) -> bytes:
+        if conn.etag is None or conn.lastmod is None:
+            return b"GET /sub HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        return (
+            b"GET /sub HTTP/1.1\r\nHost: 127.0.0.1\r\nIf-Modified-Since: %s\r\n"
+            b"If-None-Match: %s\r\n\r\n" % (conn.lastmod, conn.etag)
+        )
+
+    def push_request(self, k: int) -> bytes:
+        return post(b"/pub", entry_json(k), b"Content-Type: application/json\r\n")
+
+    def waiting(self) -> int:
+        status, body = control(self.port, "GET", "/pub", headers={"Accept": "text/json"})
+        return int(json.loads(body)["subscribers"]) if status == 200 else 0
+
+    def describe(self) -> str:
+        version = subprocess.run(
+            [
+                "dpkg-query",
+                "-W",
+                "-f",
+                "${Package} ${Version}; ",
+                "nginx-light",
+                "libnginx-mod-nchan",
+            ],
+            capture_output=True,
+            text=True,
+        ).stdout
+        return f"nginx with Nchan ({version.strip('; ') or '?'}), 1 worker, bench/nchan.conf"
+
+
+def header(head: bytes, low: bytes, name: bytes) -> bytes | None:
+    """The value of header *name* (lower case) in a response head, or None."""
+    i = low.find(b"\r\n" + name + b":")
+    if i < 0:
+        return None
+    start = i + len(name) + 3
+    end = low.find(b"\r\n", start)
+    return head[start : end if end >= 0 else len(head)].strip()
+
+
+TARGETS: dict[str, type[Target]] = {"feedstream": Feedstream, "bare": Bare, "nchan": Nchan}
+
+
+# -- the client ----------------------------------------------------------------------------------
+
+
+class Client:
+    """N keep-alive listeners and a few publisher connections on one epoll, in this process."""
+
+    def __init__(self, target: Target | None, port: int) -> None:
+        self.target = target
+        self.addr = (HOST, port)
+        self.ep = select.epoll()
+        self.conns: dict[int, Conn] = {}
+        self.listeners: list[Conn] = []
+        self.on_response: Callable[[Conn, int, bytes], None] = self._ignore
+        self.on_push_ack: Callable[[int, int], None] = lambda k, status: None
+        self.push_free: list[Conn] = []
+        self.push_queue: collections.deque[int] = collections.deque()
+        self.push_sent = array("d")  # perf_counter when entry k went out
+        self.push_acked = array("d")  # and when the server acknowledged it (it is in the log)
+        self.push_acks: list[float] = []
+        self.push_inflight = 0
+        self.dead_pushers = 0
+        self.responses = self.resp_bytes = self.errors = self.partial_sends = 0
+        self.statuses: collections.Counter[int] = collections.Counter()
+        self.uses_headers = isinstance(target, Nchan)
+
+    # connections
+
+    def open(self, n: int, batch: int, paced: Callable[[int], None] | None = None) -> float:
+        """Connect *n* listeners in waves of *batch* and send each its first request.
+
+        After each wave *paced(opened)* may hold us back until the server has caught up (its
+        accept queue is finite). Returns the seconds it took.
+        """
+        t0 = now()
+        ep = self.ep
+        for start in range(0, n, batch):
+            wave = {}
+            for idx in range(start, min(n, start + batch)):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setblocking(False)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                err = sock.connect_ex(self.addr)
+                if err not in (0, errno.EINPROGRESS):
+                    raise OSError(err, os.strerror(err))
+                conn = Conn(sock, idx)
+                if self.target is not None:
+                    self.target.initial(conn)
+                self.conns[conn.fd] = conn
+                self.listeners.append(conn)
+                wave[conn.fd] = conn
+                ep.register(conn.fd, select.EPOLLOUT)
+            deadline = now() + 30
+            while wave:
+                if now() > deadline:
+                    raise RuntimeError(f"{len(wave)} connections did not complete in 30 s")
+                for fd, _ in ep.poll(1.0):
+                    conn = wave.pop(fd, None)
+                    if conn is None:
+                        continue
+                    err = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        raise OSError(err, f"connect: {os.strerror(err)}")
+                    ep.modify(fd, select.EPOLLIN)
+                    if self.target is not None:
+                        self.send(conn)
+            if paced is not None:
+                paced(min(n, start + batch))
+        return now() - t0
+
+    def connect_pushers(self, count: int, entries: int) -> None:
+        """*count* publisher connections, so a slow acknowledgement does not hold back the
+        schedule; pushes beyond that wait in a queue (and their push time is when they go)."""
+        for j in range(count):
+            sock = socket.create_connection(self.addr)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.setblocking(False)
+            conn = Conn(sock, -1 - j)
+            self.conns[conn.fd] = conn
+            self.ep.register(conn.fd, select.EPOLLIN)
+            self.push_free.append(conn)
+        self.push_sent = array("d", [0.0]) * (entries + 1)
+        self.push_acked = array("d", [0.0]) * (entries + 1)
+
+    def push(self, k: int) -> None:
+        self.push_queue.append(k)
+        self._push_next()
+
+    def _push_next(self) -> None:
+        assert self.target is not None
+        while self.push_queue and self.push_free:
+            conn = self.push_free.pop()
+            if not conn.alive:  # the server closed it (idle publisher): use another
+                self.dead_pushers += 1
+                continue
+            k = self.push_queue.popleft()
+            conn.max_seen = k  # on a publisher connection: the entry in flight
+            self.push_sent[k] = now()
+            self.push_inflight += 1
+            self.send(conn, self.target.push_request(k))
+
+    @property
+    def pushes_pending(self) -> bool:
+        return bool(self.push_queue) or self.push_inflight > 0
+
+    def send(self, conn: Conn, data: bytes | None = None) -> None:
+        if data is None:
+            assert self.target is not None
+            data = self.target.request(conn)
+        conn.pending = True
+        try:
+            sent = conn.sock.send(data)
+        except OSError:
+            self._dead(conn)
+            return
+        if sent < len(data):  # never seen with requests this small; stay correct anyway
+            self.partial_sends += 1
+            conn.sock.setblocking(True)
+            conn.sock.sendall(data[sent:])
+            conn.sock.setblocking(False)
+
+    def _dead(self, conn: Conn) -> None:
+        if conn.alive:
+            conn.alive = False
+            if conn.idx < 0 and conn.pending:  # a publisher died mid-push: send it again
+                self.push_inflight -= 1
+                self.push_queue.appendleft(conn.max_seen)
+                self._push_next()
+            elif conn.idx >= 0:
+                self.errors += 1
+            with contextlib.suppress(OSError, KeyError, ValueError):
+                self.ep.unregister(conn.fd)
+
+    def close(self) -> None:
+        linger = struct.pack("ii", 1, 0)  # RST, not FIN: no TIME_WAIT piling up between runs
+        for conn in self.conns.values():
+            with contextlib.suppress(OSError):
+                conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                conn.sock.close()
+        self.conns.clear()
+        self.ep.close()
+
+    # the loop
+
+    def run(
+        self,
+        until: float,
+        done: Callable[[], bool],
+        tick: Callable[[float], float] | None = None,
+    ) -> bool:
+        """Serve events until *done()* or *until*; *tick(now)* runs every turn and returns how
+        long the loop may sleep. Returns whether *done()* became true."""
+        poll, conns, readable = self.ep.poll, self.conns, self._readable
+        while not done():
+            t = now()
+            if t >= until:
+                return False
+            timeout = min(until - t, 1.0)
+            if tick is not None:
+                timeout = min(timeout, tick(t))
+            for fd, _ in poll(max(timeout, 0.0)):
+                conn = conns.get(fd)
+                if conn is not None:
+                    readable(conn)
+        return True
+
+    def _readable(self, conn: Conn) -> None:
+        try:
+            data = conn.sock.recv(262144)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._dead(conn)
+            return
+        if not data:
+            self._dead(conn)
+            return
+        buf = conn.buf + data if conn.buf else data
+        while True:
+            if not conn.need:  # a new answer: wait for its whole head
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    break
+                head = buf[:end]
+                low = head.lower()
+                length = header(head, low, b"content-length")
+                if length is None:
+                    raise RuntimeError(f"answer without Content-Length: {head!r}")
+                conn.head, conn.low = head, low
+                conn.hlen = end + 4
+                conn.need = end + 4 + int(length)
+            if len(buf) < conn.need:  # and then for its whole body
+                break
+            body = buf[conn.hlen : conn.need]
+            buf = buf[conn.need :]
+            conn.need = 0
+            conn.pending = False
+            status = int(conn.head[9:12])
+            if conn.idx < 0:
+                self.push_inflight -= 1
+                self.push_acked[conn.max_seen] = now()
+                self.push_acks.append(now() - self.push_sent[conn.max_seen])
+                self.on_push_ack(conn.max_seen, status)
+                self.push_free.append(conn)
+                self._push_next()
+                continue
+            self.responses += 1
+            self.resp_bytes += len(body)
+            self.statuses[status] += 1
+            if self.uses_headers:  # Nchan: the position is in Etag / Last-Modified
+                etag = header(conn.head, conn.low, b"etag")
+                if etag is not None:
+                    conn.etag = etag
+                    conn.lastmod = header(conn.head, conn.low, b"last-modified")
+            elif self.target is not None:
+                self.target.update(conn, status, body)
+            self.on_response(conn, status, body)
+        conn.buf = buf
+
+    def _ignore(self, conn: Conn, status: int, body: bytes) -> None:
+        pass
+
+
+# -- the client alone ------------------------------------------------------------------------------
+
+
+def client_selftest(n: int) -> dict[str, float]:
+    """Time this client with no server work: issue N requests, then read and parse N canned
+    feedstream-sized answers that a forked helper (on CPU 0) has already queued on loopback."""
+    body = b'{"cursor":"abc-1","entries":[%s],"reset":false}' % entry_json(1)
+    canned = (
+        b"HTTP/1.1 200 \r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+        b"cache-control: no-store\r\ndate: Mon, 01 Jan 2025 00:00:00 GMT\r\n"
+        b"server: hypercorn-h11\r\n\r\n%s" % (len(body), body)
+    )
+    request = b"GET /api/entries?after=abc-0&timeout=55 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    server = socket.socket()
+    server.bind((HOST, 0))
+    server.listen(4096)
+    port = server.getsockname()[1]
+    go_r, go_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the helper: accept all, read every request, then queue every answer
+        code = 1
+        try:
+            os.sched_setaffinity(0, {SERVER_CPU})
+            accepted = [server.accept()[0] for _ in range(n)]
+            for sock in accepted:
+                got = b""
+                while not got.endswith(b"\r\n\r\n"):
+                    got += sock.recv(4096)
+            for sock in accepted:
+                sock.sendall(canned)
+            os.write(ready_w, b"1")
+            os.read(go_r, 1)  # keep the sockets open until the client has read everything
+            code = 0
+        finally:
+            os._exit(code)
+    server.close()
+    client = Client(None, port)
+    try:
+        client.open(n, 1000)
+        t0 = now()
+        for conn in client.listeners:
+            client.send(conn, request)
+        issue = now() - t0
+        os.read(ready_r, 1)  # every answer is in this side's receive buffers now
+        got = [0]
+
+        def seen(conn: Conn, status: int, data: bytes) -> None:  # what the real phases do
+            ids = MARK.findall(data)
+            conn.cursor = data[11 : data.index(b'"', 11)]
+            if status == 200 and ids and int(ids[0]) == 1:
+                got[0] += 1
+            if got[0] % 100 == 1:
+                check_sample(data, ids, "self-test")
+
+        client.on_response = seen
+        cpu0, t0 = time.process_time(), now()
+        client.run(now() + 60, lambda: got[0] >= n)
+        read, cpu = now() - t0, time.process_time() - cpu0
+    finally:
+        os.write(go_w, b"1")
+        client.close()
+        os.waitpid(pid, 0)
+        for fd in (go_r, go_w, ready_r, ready_w):
+            os.close(fd)
+    return {"issue": issue, "read": read, "read_cpu": cpu, "answered": got[0]}
+
+
+def check_sample(body: bytes, ids: list[bytes], name: str) -> None:
+    """On a sample of answers: the marker count must equal the entries a JSON parser finds."""
+    # Nchan sends one message, or several in multipart/mixed: count the entries' openings
+    json_body = body.startswith(b'{"cursor"')
+    found = len(json.loads(body)["entries"]) if json_body else body.count(b'{"id":"')
+    if found != len(ids):
+        raise RuntimeError(f"{name}: {len(ids)} markers but {found} entries in {body[:300]!r}")
+
+
+# -- one server ------------------------------------------------------------------------------------
+
+
+def settle(pid: int, limit: float = 15.0) -> tuple[float, int]:
+    """Wait until the RSS of *pid* stops moving: 5 samples 0.2 s apart within 0.5 %."""
+    t0 = now()
+    samples: list[int] = []
+    while now() - t0 < limit:
+        samples.append(proc_status(pid, "VmRSS"))
+        last = samples[-5:]
+        if len(last) == 5 and max(last) - min(last) <= 0.005 * max(last):
+            break
+        time.sleep(0.2)
+    return now() - t0, samples[-1]
+
+
+def waiting(target: Target) -> int:
+    """The server's own count of parked listeners; -1 while it is too busy to say."""
+    try:
+        return target.waiting()
+    except (OSError, http.client.HTTPException):  # a status request stuck behind the others
+        return -1
+
+
+def wait_parked(target: Target, n: int, limit: float) -> float:
+    """Wait until the server itself reports *n* waiting listeners; return the seconds taken."""
+    t0 = now()
+    while now() - t0 < limit:
+        if waiting(target) >= n:
+            return now() - t0
+        time.sleep(0.05)
+    raise RuntimeError(f"{target.name}: only {waiting(target)} of {n} parked after {limit} s")
+
+
+class Profiler:
+    """``py-spy record`` of a Python server for one phase: raw collapsed stacks, per thread."""
+
+    def __init__(self, pid: int, out: Path, rate: int) -> None:
+        self.out, self.rate = out, rate
+        spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
+        cmd = [spy, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw"]
+        cmd += ["--threads", "--nonblocking", "-o", str(out)]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            preexec_fn=lambda: os.sched_setaffinity(0, {CLIENT_CPU}),
+        )
+        self.t0 = now()
+        time.sleep(1.0)  # let it attach (its samples of this idle second cost nothing)
+
+    def stop(self) -> list[str]:
+        wall = now() - self.t0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        return summarize_profile(self.out, self.rate, wall)
+
+
+def summarize_profile(path: Path, rate: int, wall: float, top: int = 15) -> list[str]:
+    """Where the busiest thread spent its samples: self and inclusive, by function and area."""
+    if not path.exists():
+        return [f"  (no profile written at {path})"]
+    threads: dict[str, list[tuple[list[str], int]]] = collections.defaultdict(list)
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        threads[frames[0]].append((frames[1:], int(count)))
+    if not threads:
+        return ["  (empty profile)"]
+    totals = {name: sum(c for _, c in stacks) for name, stacks in threads.items()}
+    main = max(totals, key=lambda name: totals[name])
+    busy = totals[main]
+    lines = [
+        f"  {path.name}: {rate} Hz over {wall:.1f} s; samples per thread: "
+        + ", ".join(f"{name} {total}" for name, total in totals.items()),
+        f"  busiest thread {main}: {busy} samples = {busy / (rate * wall):.0%} of the "
+        "time py-spy ran (idle samples are left out)",
+    ]
+
+    def fn(frame: str) -> str:
+        frame = re.sub(r":\d+\)$", ")", frame)
+        return re.sub(r"\(/\S+/(site-packages|python3\.\d+)/", "(", frame).replace(
+            str(ROOT) + "/", ""
+        )
+
+    def area(frame: str) -> str:  # py-spy names files relative to site-packages or the stdlib
+        m = re.search(r"attrs generated methods ([A-Za-z0-9_]+)", frame) or re.search(
+            r"\(([^/():<>]+?)(/|\.py:)", frame
+        )
+        name = m.group(1) if m else ""
+        return name if name in PACKAGES else ""
+
+    own: collections.Counter[str] = collections.Counter()
+    incl: collections.Counter[str] = collections.Counter()
+    areas: collections.Counter[str] = collections.Counter()
+    for frames, count in threads[main]:
+        if not frames:
+            continue
+        own[fn(frames[-1])] += count
+        # self time by package, the stdlib's share going to the package that called it
+        areas[next((a for a in map(area, reversed(frames)) if a), "other")] += count
+        for name in {fn(f) for f in frames}:
+            incl[name] += count
+    shares = ", ".join(f"{a} {c / busy:.0%}" for a, c in areas.most_common(12))
+    lines.append(f"  self time by package (stdlib counted to its caller): {shares}")
+    lines.append("  top self frames:")
+    lines += [f"    {c / busy:6.1%}  {name}" for name, c in own.most_common(top)]
+    lines.append("  top inclusive frames:")
+    lines += [f"    {c / busy:6.1%}  {name}" for name, c in incl.most_common(top + 10)]
+    return lines
+
+
+class Bench:
+    """One server through every phase; figures land in :attr:`res`."""
+
+    def __init__(self, cls: type[Target], args: argparse.Namespace, nofile: int, tmp: Path):
+        self.args, self.n = args, args.listeners
+        self.target = cls(tmp, nofile, args)
+        self.tmp = tmp
+        self.res: dict[str, Any] = {"name": self.target.name, "n": self.n}
+        self.profiling = args.profile and self.target.name in ("feedstream", "bare")
+        self.client: Client | None = None
+        self.pid = 0
+
+    def say(self, text: str) -> None:
+        print("  " + text, flush=True)
+
+    def run(self) -> dict[str, Any]:
+        print(f"\n=== {self.target.name}: N={self.n} ===", flush=True)
+        self.target.start()
+        try:
+            self.target.wait_ready()
+            self.pid = self.target.pid()
+            self.say(f"server: {self.target.describe()}; pid {self.pid} on CPU {SERVER_CPU}")
+            self.target.warm_up()
+            time.sleep(0.5)
+            self.client = Client(self.target, self.target.port)
+            sustained = int(self.args.rate * self.args.sustain_seconds)
+            self.client.connect_pushers(self.args.pushers, 1 + sustained)
+            self.park()
+            self.fanout()
+            if sustained:
+                self.sustained(sustained)
+        except Exception as exc:  # keep what was measured, say what broke, go on
+            self.res["error"] = repr(exc)
+            print(f"  {self.target.name} failed: {exc!r}", file=sys.stderr, flush=True)
+        finally:
+            self.finish()
+        return self.res
+
+    def feedstream_lag(self, phase: str) -> None:
+        if isinstance(self.target, Feedstream):
+            try:
+                lag = self.target.status()["loop_lag"]
+            except (OSError, http.client.HTTPException) as exc:  # swamped: say so, go on
+                lag = f"/api/status did not answer: {exc!r}"
+            self.res[f"loop_lag_{phase}"] = lag
+            self.say(f"feedstream /api/status loop_lag after {phase}: {lag}")
+
+    def park(self) -> None:
+        client, target, pid, n = self.client, self.target, self.pid, self.n
+        assert client is not None
+        rss0 = proc_status(pid, "VmRSS")
+        batch = self.args.connect_batch
+
+        def paced(opened: int) -> None:  # keep what is not yet accepted under 4096 (backlog)
+            deadline = now() + 60
+            while waiting(target) < opened - batch and now() < deadline:
+                time.sleep(0.02)
+
+        cpu0 = cpu_seconds(pid)
+        opened = client.open(n, batch, paced)
+        parked = wait_parked(target, n, 60)
+        cpu = cpu_seconds(pid) - cpu0
+        settled, rss1 = settle(pid)
+        self.res.update(
+            open_s=opened + parked,
+            rss_before_kib=rss0,
+            rss_parked_kib=rss1,
+            rss_per_listener_kib=(rss1 - rss0) / n,
+            park_cpu_per_listener_us=cpu / n * 1e6,
+        )
+        self.say(
+            f"opened {n} listeners in {opened:.1f} s; the server reported {n} waiting "
+            f"{parked:.1f} s later; its RSS was stable (5 samples over 0.8 s within 0.5 %) "
+            f"{settled:.1f} s after that; parking cost the server {cpu:.2f} s CPU "
+            f"({cpu / n * 1e6:.0f} us per listener)"
+        )
+        self.say(
+            f"server RSS {rss0 / 1024:.1f} MiB before -> {rss1 / 1024:.1f} MiB parked: "
+            f"{self.res['rss_per_listener_kib']:.1f} KiB per waiting listener"
+        )
+
+    def fanout(self) -> None:
+        client, target, pid, n = self.client, self.target, self.pid, self.n
+        assert client is not None
+        arrivals = array("d", [math.nan]) * n
+        fan = {"got": 0, "other": 0, "ack": math.nan}
+
+        def response(conn: Conn, status: int, body: bytes) -> None:
+            ids = MARK.findall(body)
+            if client.responses % 100 == 1 and status == 200:
+                check_sample(body, ids, target.name)
+            if b"000001" in ids:
+                arrivals[conn.idx] = now() - client.push_sent[1]
+                fan["got"] += 1
+            else:  # a timeout or an unrelated answer: poll again
+                fan["other"] += 1
+                client.send(conn)
+
+        def ack(k: int, status: int) -> None:
+            fan["ack"] = now() - client.push_sent[k]
+            if status not in target.push_ok:
+                raise RuntimeError(f"{target.name}: push answered {status}")
+
+        client.on_response, client.on_push_ack = response, ack
+        spy = self._profiler("fanout")
+        gc.collect()
+        cpu0, ccpu0, net0 = cpu_seconds(pid), time.process_time(), net_counters()
+        client.push(1)
+        complete = client.run(
+            now() + self.args.fanout_timeout,
+            lambda: fan["got"] >= n and not client.pushes_pending,
+        )
+        wall = now() - client.push_sent[1]
+        server_cpu, client_cpu = cpu_seconds(pid) - cpu0, time.process_time() - ccpu0
+        if spy is not None:
+            self.res["profile_fanout"] = spy.stop()
+        got = [x for x in arrivals if not math.isnan(x)]
+        q = quantiles(got)
+        self.res.update(
+            fanout=q,
+            fanout_answered=len(got),
+            push_ack=fan["ack"],
+            fanout_server_cpu=server_cpu,
+            fanout_client_cpu=client_cpu,
+            rss_hwm_kib=proc_status(pid, "VmHWM"),
+        )
+        self.say(
+            f"fan-out: {len(got)}/{n} answered{'' if complete else ' (timed out)'}: first "
+            f"{ms(q['min'])} ms, p50 {ms(q['p50'])} ms, p99 {ms(q['p99'])} ms, "
+            f"max {ms(q['max'])} ms; push acknowledged after {ms(fan['ack'])} ms; "
+            f"{fan['other']} other answers"
+        )
+        self.say(
+            f"fan-out CPU: server {server_cpu:.2f} s ({server_cpu / wall:.0%} of the wall time, "
+            f"{server_cpu / max(len(got), 1) * 1e6:.0f} us per answer), client "
+            f"{client_cpu:.2f} s ({client_cpu / wall:.0%}); answer body "
+            f"{client.resp_bytes // max(client.responses, 1)} B; {net_delta(net0)}"
+        )
+        self.feedstream_lag("fanout")
+
+    def sustained(self, count: int) -> None:
+        client, target, pid, args = self.client, self.target, self.pid, self.args
+        assert client is not None
+        first, last = 2, 1 + count
+        alive = [c for c in client.listeners if c.alive]
+        seen = [bytearray(last + 1) for _ in range(self.n)]
+        hist = [0] * HIST_SIZE
+        st = {"delivered": 0, "unexpected": 0, "resets": 0, "next": first}
+        for conn in alive:
+            if not conn.pending:
+                client.send(conn)
+        reparked = wait_parked(target, len(alive), 60)
+        settle(pid, 5)
+        self.say(f"re-polled: {len(alive)} parked again after {reparked:.1f} s")
+
+        def response(conn: Conn, status: int, body: bytes) -> None:
+            t = now()
+            ids = MARK.findall(body)
+            if client.responses % 100 == 1 and status == 200:
+                check_sample(body, ids, target.name)
+            if body.endswith(b'"reset":true}'):
+                st["resets"] += 1
+            mine = seen[conn.idx]
+            for raw in ids:
+                k = int(raw)
+                if not first <= k <= last:
+                    st["unexpected"] += 1
+                    continue
+                if mine[k] == 0:
+                    hist[min(int((t - client.push_sent[k]) / HIST_STEP), HIST_SIZE - 1)] += 1
+                    st["delivered"] += 1
+                if mine[k] < 255:
+                    mine[k] += 1
+                if k > conn.max_seen:
+                    conn.max_seen = k
+            client.send(conn)
+
+        def ack(k: int, status: int) -> None:
+            if status not in target.push_ok:
+                raise RuntimeError(f"{target.name}: push {k} answered {status}")
+
+        spy = self._profiler("sustained")
+        t_start = now() + 0.01
+
+        def tick(t: float) -> float:
+            while st["next"] <= last and t >= t_start + (st["next"] - first) / args.rate:
+                client.push(st["next"])
+                st["next"] += 1
+            if st["next"] > last:
+                return 1.0
+            return max(0.0, t_start + (st["next"] - first) / args.rate - t)
+
+        client.on_response, client.on_push_ack = response, ack
+        responses0, acks0 = client.responses, len(client.push_acks)
+        cpu0, ccpu0, net0 = cpu_seconds(pid), time.process_time(), net_counters()
+        # Publish on schedule; a server too slow to take them all gets until T + min(T, 30) s,
+        # and what was not sent by then is left out of every figure ("unsent").
+        client.run(
+            t_start + args.sustain_seconds + min(args.sustain_seconds, 30),
+            lambda: st["next"] > last and not client.pushes_pending,
+            tick,
+        )
+        unsent = len(client.push_queue) + last - st["next"] + 1
+        client.push_queue.clear()
+        pushed = [k for k in range(first, last + 1) if client.push_sent[k]]
+        push_rate = len(pushed) / max(max(client.push_sent[k] for k in pushed) - t_start, 1e-9)
+        expected = len(alive) * len(pushed)
+        drained = client.run(now() + args.drain, lambda: st["delivered"] >= expected)
+        wall = now() - t_start
+        server_cpu, client_cpu = cpu_seconds(pid) - cpu0, time.process_time() - ccpu0
+        if spy is not None:
+            self.res["profile_sustained"] = spy.stop()
+        lost = dups = tail = lost_listeners = dup_listeners = 0
+        # Lost: an entry the server had acknowledged before the push of a later entry that this
+        # listener did get (so it was in the log ahead of it), yet never came. Pushes overlap
+        # (several publisher connections), so "a higher number came" alone would not prove it.
+        acked = client.push_acked
+        for conn in alive:
+            mine = seen[conn.idx]
+            window = [mine[k] for k in pushed]
+            missing = [k for k in pushed if mine[k] == 0]
+            latest = client.push_sent[conn.max_seen] if conn.max_seen >= first else 0.0
+            gaps = sum(0 < acked[k] < latest for k in missing)
+            lost += gaps
+            tail += len(missing) - gaps
+            lost_listeners += bool(gaps)
+            extra = sum(c - 1 for c in window if c > 1)
+            dups += extra
+            dup_listeners += bool(extra)
+        delivered, answers = sum(hist), client.responses - responses0
+        q = hist_quantiles(hist)
+        acks = quantiles(client.push_acks[acks0:])
+        self.res.update(
+            sustained=q,
+            push_rate=push_rate,
+            lost=lost,
+            dups=dups,
+            tail=tail,
+            lost_listeners=lost_listeners,
+            dup_listeners=dup_listeners,
+            unexpected=st["unexpected"],
+            resets=st["resets"],
+            delivered=delivered,
+            expected=expected,
+            pushed=len(pushed),
+            unsent=unsent,
+            sus_answers=answers,
+            sus_server_cpu=server_cpu,
+            sus_client_cpu=client_cpu,
+            sus_wall=wall,
+            push_ack_sustained=acks,
+            dead=sum(not c.alive for c in alive),
+            drained=drained,
+        )
+        self.say(
+            f"sustained: {len(pushed)} entries pushed at {push_rate:.1f}/s (asked {count} at "
+            f"{args.rate:g}/s over up to {args.pushers} publisher connections; {unsent} unsent) "
+            f"to {len(alive)} listeners: {delivered}/{expected} delivered in {answers} answers "
+            f"({delivered / max(answers, 1):.1f} entries each)"
+        )
+        self.say(
+            f"sustained latency push->arrival: p50 {ms(q['p50'])} ms, p99 {ms(q['p99'])} ms, "
+            f"max {ms(q['max'])} ms; lost {lost} (listeners {lost_listeners}), duplicated "
+            f"{dups} (listeners {dup_listeners}), not delivered by the end {tail}"
+            f"{'' if drained else f' (drain cut at {args.drain:g} s)'}; resets {st['resets']}, "
+            f"unexpected ids {st['unexpected']}, dead connections {self.res['dead']}"
+        )
+        self.say(
+            f"sustained CPU over {wall:.1f} s: server {server_cpu:.1f} s "
+            f"({server_cpu / wall:.0%}), client {client_cpu:.1f} s ({client_cpu / wall:.0%}); "
+            f"push acknowledged p50 {ms(acks['p50'])} ms, p99 {ms(acks['p99'])} ms; "
+            f"{net_delta(net0)}"
+        )
+        self.feedstream_lag("sustained")
+
+    def _profiler(self, phase: str) -> Profiler | None:
+        if not self.profiling:
+            return None
+        return Profiler(self.pid, self.tmp / f"{phase}.pyspy.txt", self.args.profile_rate)
+
+    def finish(self) -> None:
+        if self.client is not None:
+            self.res["statuses"] = dict(self.client.statuses)
+            self.res["client_errors"] = self.client.errors
+            self.res["dead_pushers"] = self.client.dead_pushers
+            self.client.close()
+        t0 = now()
+        self.target.stop()
+        self.res["stop_s"] = now() - t0
+        pattern = r"ERROR|Traceback|\[(alert|crit|emerg|error)\]"
+        logs = [self.target.log, self.tmp / "nginx" / "error.log"]
+        problems = [
+            line
+            for log in logs
+            if log.exists()
+            for line in log.read_text(errors="replace").splitlines()
+            if re.search(pattern, line)
+        ]
+        self.res["log_problems"] = problems[:20]
+        if problems:
+            self.say(f"server log: {len(problems)} error lines, first: {problems[:3]}")
+
+
+# -- Nchan install ---------------------------------------------------------------------------------
+
+
+def ensure_nchan(install: bool) -> str | None:
+    """Install nginx-light and libnginx-mod-nchan with apt-get when missing; None when ready."""
+    if shutil.which("nginx") and NCHAN_MODULE.exists():
+        return None
+    if not install:
+        return "nginx or the nchan module is missing (--no-install)"
+    if os.geteuid() != 0:
+        return "nginx or the nchan module is missing, and apt-get needs root"
+    print("installing nginx-light and libnginx-mod-nchan with apt-get ...", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    policy = Path("/usr/sbin/policy-rc.d")
+    own_policy = not policy.exists()
+    if own_policy:  # keep the package scripts from starting a system nginx on port 80
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        cmd = ["apt-get", "install", "-y", "-q", "--no-install-recommends"]
+        cmd += ["nginx-light", "libnginx-mod-nchan"]
+        if subprocess.run(cmd, env=env, capture_output=True).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+            done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+            if done.returncode != 0:
+                return f"apt-get install failed: {done.stderr.strip()[-500:]}"
+    finally:
+        if own_policy:
+            policy.unlink()
+    if not (shutil.which("nginx") and NCHAN_MODULE.exists()):
+        return f"installed, but nginx or {NCHAN_MODULE} is still missing"
+    return None
+
+
+# -- report ----------------------------------------------------------------------------------------
+
+
+def feedstream_gc_policy(rev: str) -> str:
+    """What feedstream does with the garbage collector, read from its source."""
+    with tempfile.TemporaryDirectory() as tmp:
+        snapshot_feedstream(rev, Path(tmp) / "src")
+        text = "\n".join(p.read_text() for p in (Path(tmp) / "src/feedstream").glob("*.py"))
+    if "gc.disable(" in text:
+        return "off"
+    if "gc.freeze(" in text:
+        return "freeze"
+    return "default"
+
+
+def table(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
+    nan = math.nan
+    print(
+        f"\n=== summary: N={args.listeners}, sustained {args.rate:g} entries/s for "
+        f"{args.sustain_seconds:g} s ===\n"
+        f"{'':11}{'fan-out of one push (ms)':^40}{'':17} | "
+        f"{'sustained: listeners with loss/dup, latency ms':^54}\n"
+        f"{'server':<11}{'answered':>9}{'p50':>8}{'p99':>8}{'max':>8}{'ack':>8}"
+        f"{'KiB/lsn':>9}{'open s':>8} | {'lost':>5}{'dup':>5}{'tail':>6}{'p50':>8}{'p99':>8}"
+        f"{'max':>8}{'ent/ans':>8}{'srv cpu':>8}{'cli cpu':>8}"
+    )
+    for r in results:
+        if "fanout" not in r:
+            print(f"{r['name']:<11}failed: {r.get('error', '?')}")
+            continue
+        f = r.get("fanout", {})
+        line = (
+            f"{r['name']:<11}{r.get('fanout_answered', 0):>9}{ms(f.get('p50', nan)):>8}"
+            f"{ms(f.get('p99', nan)):>8}{ms(f.get('max', nan)):>8}"
+            f"{ms(r.get('push_ack', nan)):>8}{r.get('rss_per_listener_kib', nan):>9.1f}"
+            f"{r.get('open_s', nan):>8.1f} |"
+        )
+        if "sustained" in r:
+            s, wall = r["sustained"], r["sus_wall"]
+            line += (
+                f" {r['lost_listeners']:>5}{r['dup_listeners']:>5}{r['tail']:>6}"
+                f"{ms(s['p50']):>8}{ms(s['p99']):>8}{ms(s['max']):>8}"
+                f"{r['delivered'] / max(r['sus_answers'], 1):>8.1f}"
+                f"{r['sus_server_cpu'] / wall:>8.0%}{r['sus_client_cpu'] / wall:>8.0%}"
+            )
+        print(line + (f"  (then failed: {r['error']})" if "error" in r else ""))
+    by = {r["name"]: r for r in results if "fanout" in r}
+    fs = by.get("feedstream")
+    for ref in ("bare", "nchan"):
+        other = by.get(ref)
+        if fs is None or other is None:
+            continue
+        parts = [
+            f"fan-out p50 {ratio(fs['fanout']['p50'], other['fanout']['p50'])}",
+            f"p99 {ratio(fs['fanout']['p99'], other['fanout']['p99'])}",
+            f"max {ratio(fs['fanout']['max'], other['fanout']['max'])}",
+            f"RSS/listener {ratio(fs['rss_per_listener_kib'], other['rss_per_listener_kib'])}",
+        ]
+        if "sustained" in fs and "sustained" in other:
+            parts += [
+                f"sustained p50 {ratio(fs['sustained']['p50'], other['sustained']['p50'])}",
+                f"p99 {ratio(fs['sustained']['p99'], other['sustained']['p99'])}",
+            ]
+        print(f"feedstream/{ref}: " + ", ".join(parts))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Long-poll fan-out: feedstream against a bare ASGI app and Nchan."
+    )
+    parser.add_argument("--listeners", "-n", type=int, default=10_000, help="N (10000)")
+    parser.add_argument("--only", choices=sorted(TARGETS), action="append", help="repeatable")
+    parser.add_argument("--rate", type=float, default=10.0, help="R, entries/s sustained (10)")
+    parser.add_argument("--sustain-seconds", type=float, default=60.0, help="T; 0 skips (60)")
+    parser.add_argument("--drain", type=float, default=15.0, help="s to wait for stragglers")
+    parser.add_argument("--fanout-timeout", type=float, default=50.0)
+    parser.add_argument("--connect-batch", type=int, default=1000)
+    parser.add_argument("--pushers", type=int, default=32, help="publisher connections (32)")
+    parser.add_argument(
+        "--gc",
+        choices=["default", "freeze", "off"],
+        help="experiment: force this GC policy on both Python servers (feedstream through a "
+        "wrapper around its unchanged code); default: feedstream as shipped, bare_app alike",
+    )
+    parser.add_argument(
+        "--feedstream-src",
+        default="worktree",
+        metavar="REV",
+        help="what feedstream code to run: 'worktree' (a copy of it, default) or a git revision",
+    )
+    parser.add_argument("--profile", action="store_true", help="py-spy the Python servers")
+    parser.add_argument("--profile-rate", type=int, default=200)
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, profiles)")
+    parser.add_argument("--no-install", action="store_true", help="never run apt-get")
+    parser.add_argument(
+        "--netdev-backlog",
+        type=int,
+        metavar="PACKETS",
+        help="set net.core.netdev_max_backlog for the run (root; restored after): the default "
+        "1000 drops loopback packets when a server answers thousands at once",
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    n = args.listeners
+    order = [name for name in TARGETS if not args.only or name in args.only]
+    shipped = feedstream_gc_policy(args.feedstream_src)
+    fs_gc = f"{args.gc} (forced by --gc; as shipped: {shipped})" if args.gc else shipped
+    args.bare_gc = args.gc or shipped
+
+    if len(os.sched_getaffinity(0)) < 2:
+        print("warning: fewer than 2 CPUs: server and client share one", file=sys.stderr)
+    else:
+        os.sched_setaffinity(0, {CLIENT_CPU})
+    nofile = raise_nofile(max(65536, n + 4096))
+    if nofile < n + 256:
+        parser.error(f"RLIMIT_NOFILE is {nofile} here (hard limit): at most {nofile - 256}")
+    print(
+        f"fanout.py  {dt.datetime.now().astimezone():%Y-%m-%d %H:%M %Z}  {platform.node()}  "
+        f"{os.cpu_count()} CPUs ({cpu_model()}), "
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+        f"Linux {platform.release()}, Python {platform.python_version()}"
+    )
+    print(
+        f"N={n} listeners; servers on CPU {SERVER_CPU}, this client on CPU {CLIENT_CPU}; "
+        f"RLIMIT_NOFILE {nofile}; GC: feedstream {fs_gc}, "
+        f"bare_app --gc {args.bare_gc}, this client's off during the run"
+    )
+    if args.profile and not shutil.which("py-spy", path=str(Path(sys.executable).parent)):
+        print("installing py-spy into this virtualenv for --profile ...", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "py-spy"], check=True)
+    if "nchan" in order:
+        problem = ensure_nchan(not args.no_install)
+        if problem:
+            print(f"skipping nchan: {problem}", file=sys.stderr)
+            order.remove("nchan")
+
+    backlog_file = Path("/proc/sys/net/core/netdev_max_backlog")
+    old_backlog = backlog_file.read_text().strip()
+    if args.netdev_backlog:
+        backlog_file.write_text(str(args.netdev_backlog))
+    print(f"net.core.netdev_max_backlog {backlog_file.read_text().strip()}", flush=True)
+    try:
+        return run_all(args, order, nofile)
+    finally:
+        if args.netdev_backlog:
+            backlog_file.write_text(old_backlog)
+
+
+def run_all(args: argparse.Namespace, order: list[str], nofile: int) -> int:
+    n = args.listeners
+    gc.collect()
+    gc.disable()  # the client's own collections would land in the figures
+    self_test = client_selftest(n)
+    print(
+        f"client self-test (no server work; answers already queued on loopback): issuing {n} "
+        f"requests {self_test['issue'] * 1000:.0f} ms ({self_test['issue'] / n * 1e6:.1f} us "
+        f"each); reading+parsing {self_test['answered']} answers "
+        f"{self_test['read'] * 1000:.0f} ms ({self_test['read'] / n * 1e6:.1f} us each)",
+        flush=True,
+    )
+
+    results = []
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            tmp = Path(tempfile.mkdtemp(prefix="fanout-"))
+            print(f"keeping logs and profiles in {tmp}")
+        else:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="fanout-")))
+        for name in order:
+            (tmp / name).mkdir()
+            try:
+                results.append(Bench(TARGETS[name], args, nofile, tmp / name).run())
+            except Exception as exc:  # report it and go on with the next server
+                print(f"  {name} failed: {exc!r}", file=sys.stderr, flush=True)
+                results.append({"name": name, "n": n, "error": repr(exc)})
+            gc.collect()
+    table(results, args)
+    print(
+        f"client alone: {self_test['read'] / n * 1e6:.1f} us per answer read and parsed "
+        f"({n} in {self_test['read'] * 1000:.0f} ms); a fan-out near that is client-bound, and "
+        "a 'cli cpu' near 100% means the sustained figures are too"
+    )
+    for r in results:
+        for phase in ("fanout", "sustained"):
+            if f"profile_{phase}" in r:
+                print(f"\npy-spy of {r['name']} during {phase}:")
+                print("\n".join(r[f"profile_{phase}"]))
+    if args.json:
+        payload = {"self_test": self_test, "results": results, "args": vars(args)}
+        args.json.write_text(json.dumps(payload, indent=1, default=str))
+    return 0
+
+
+def cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.machine()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

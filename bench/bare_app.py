@@ -56,13 +56,17 @@ async def app(scope, receive, send) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--gc", choices=["default", "freeze", "off"], default="default")
+    parser.add_argument("--gc", choices=["default", "freeze", "tuned", "off"], default="default")
     args = parser.parse_args()
     config = Config()
     config.bind, config.backlog, config.keep_alive_timeout = [f"127.0.0.1:{args.port}"], 4096, 75
     config.accesslog, config.graceful_timeout = None, 3.0
     if args.gc == "freeze":
         gc.freeze()  # what a server would do after start-up: old objects leave the GC's scans
+    elif args.gc == "tuned":  # exactly what feedstream does once it serves (server.gc = "tuned")
+        from feedstream.server import tune_gc
+
+        tune_gc("tuned")
     elif args.gc == "off":
         gc.disable()
     print(f"bare_app: gc={args.gc} port={args.port}", flush=True)

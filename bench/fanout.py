@@ -1363,6 +1363,8 @@ def feedstream_gc_policy(rev: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         snapshot_feedstream(rev, Path(tmp) / "src")
         text = "\n".join(p.read_text() for p in (Path(tmp) / "src/feedstream").glob("*.py"))
+    if "def tune_gc(" in text:  # server.gc, default "tuned": freeze + raised thresholds
+        return "tuned"
     if "gc.disable(" in text:
         return "off"
     if "gc.freeze(" in text:
@@ -1435,7 +1437,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pushers", type=int, default=32, help="publisher connections (32)")
     parser.add_argument(
         "--gc",
-        choices=["default", "freeze", "off"],
+        choices=["default", "freeze", "tuned", "off"],
         help="experiment: force this GC policy on both Python servers (feedstream through a "
         "wrapper around its unchanged code); default: feedstream as shipped, bare_app alike",
     )

@@ -173,7 +173,8 @@ class SQLiteCursorLog:
         self._closed = False
         self._pruned_at = 0
         self._coalesce = coalesce
-        self._wake_pending = False
+        self._dirty = trio.Event()  # set by append, for the waker task
+        self._waker = False  # is run() coalescing wake-ups?
         # Answers for the current head, by question: listeners asking the same share one page.
         self._pages: dict[tuple[str | None, frozenset[str] | None, int], Page] = {}
 
@@ -265,20 +266,29 @@ class SQLiteCursorLog:
                 await self._offload(self._store.prune, self._backlog)
                 self._pruned_at = self._head
         logger.debug("log: %d new entries, head %s", len(stored), self._head)
-        await self._wake_soon()
+        if self._waker:
+            self._dirty.set()
+        else:
+            self._wake()
         return [entry for _, entry in stored]
 
-    async def _wake_soon(self) -> None:
-        """Wake the waiters, once per burst: what is appended within the window rides along."""
-        if self._wake_pending:
-            return  # an earlier append of this burst will wake them
-        self._wake_pending = True
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Coalesce wake-ups, forever: one per burst of appends within the window.
+
+        The first append of a burst starts the window; what is appended before it closes goes
+        out in the same answers. Appenders never wait for it. Without this task running (or
+        with a zero window) every append wakes the waiters at once.
+        """
+        self._waker = self._coalesce > 0
+        task_status.started()
         try:
-            if self._coalesce > 0:
+            while self._waker:
+                await self._dirty.wait()
                 await trio.sleep(self._coalesce)
+                self._dirty = trio.Event()
+                self._wake()
         finally:
-            self._wake_pending = False
-            self._wake()
+            self._waker = False
 
     def _wake(self) -> None:
         changed, self._changed = self._changed, trio.Event()

@@ -70,7 +70,7 @@ class Runtime:
         store: Store = await self.offload(Store, server.data_dir / "feedstream.sqlite3")
         try:
             snapshot = await self.offload(store.snapshot, server.backlog)
-            log: CursorLog = SQLiteCursorLog(
+            log = SQLiteCursorLog(
                 store,
                 snapshot,
                 backlog=server.backlog,
@@ -96,6 +96,7 @@ class Runtime:
                 with self._cancel:
                     async with trio.open_nursery() as nursery:
                         await nursery.start(self.lag.run)
+                        await nursery.start(log.run)
                         if server.public_url:
                             ctx.websub = Subscriber(
                                 public_url=server.public_url,

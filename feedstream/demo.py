@@ -14,11 +14,9 @@ import json
 import logging
 import random
 import tempfile
-from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 from xml.sax.saxutils import escape
 
 import httpx
@@ -26,6 +24,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
+from .asgi import Receive, Scope, Send, answer_lifespan
 from .config import Config, FeedConfig, ServerConfig
 from .server import serve
 
@@ -176,20 +175,10 @@ class DemoPublisher:
 
     # -- ASGI --------------------------------------------------------------------------------
 
-    async def __call__(
-        self,
-        scope: MutableMapping[str, Any],
-        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
-        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
-    ) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                else:
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
+            return
         path = scope["path"].lstrip("/")
         status, content_type, body = 404, "text/plain", b"not found"
         headers: list[tuple[bytes, bytes]] = []

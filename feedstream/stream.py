@@ -15,13 +15,13 @@ from __future__ import annotations
 import json
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
 import trio
 
 from .api import ApiError, api_headers, parse_entries_query, preflight_headers
+from .asgi import ASGIApp, Scope, Send
 from .config import Config
 from .runtime import Runtime
 
@@ -29,11 +29,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["StreamEndpoints"]
 
-# ASGI's own types, kept loose: hypercorn and Quart each declare stricter TypedDict unions.
-Scope = Any
-Receive = Callable[[], Awaitable[Any]]
-Send = Callable[[Any], Awaitable[None]]
-ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 ENTRIES, STREAM = "/api/entries", "/api/stream"
 HEARTBEAT = 15.0  # seconds between SSE comments on a quiet stream

@@ -28,6 +28,8 @@ from .api import (
     push_media_type,
 )
 from .config import Config
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import metrics_registry, render
 from .runtime import Runtime
 from .stream import StreamEndpoints
 
@@ -111,6 +113,12 @@ def _quart_app(config: Config, runtime: Runtime) -> QuartTrio:
     @app.get("/api/feeds")
     async def feeds() -> Response:
         return _json(runtime.feeds_status())
+
+    registry = metrics_registry(runtime)
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        return Response(render(registry), content_type=METRICS_CONTENT_TYPE)
 
     @app.get("/api/status")
     async def status() -> Response:

@@ -299,3 +299,17 @@ async def test_headers_health_and_page(tmp_path: Path) -> None:
         )
         missing = await client.get("/api/nothing")
         assert missing.status_code == 404 and "error" in missing.json()
+
+
+async def test_metrics_after_real_traffic(tmp_path: Path) -> None:
+    async with running(make_config(tmp_path, push_feed("hooks"), push_feed("quiet"))) as client:
+        await push(client, "hooks", json_feed(("m1", "one"), ("m2", "two")))
+        await push(client, "hooks", json_feed(("m2", "two")))  # a duplicate counts once
+        answer = await client.get("/metrics")
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
+    text = answer.text
+    assert 'feedstream_entries_total{feed="hooks"} 2.0' in text
+    assert 'feedstream_entries_total{feed="quiet"} 0.0' in text
+    assert 'feedstream_event_loop_lag_seconds{quantile="0.99"}' in text
+    assert "feedstream_waiting_listeners 0.0" in text
+    assert 'feedstream_feed_failures{feed="hooks"} 0.0' in text

@@ -46,6 +46,7 @@ class FetchLimits:
     max_bytes: int = 15 * 1024 * 1024  # decompressed body
     max_redirects: int = 5
     max_entries: int = 500  # newest entries taken from one document
+    parse_timeout: float = 30.0  # seconds of parsing before the worker is killed
     user_agent: str = "feedstream/0.1 (+https://github.com/feedstream/feedstream)"
 
 
@@ -138,6 +139,7 @@ _SERVER_KEYS = {
 }  # fmt: skip
 _LIMIT_KEYS = {
     "timeout", "connect_timeout", "max_bytes", "max_redirects", "max_entries", "user_agent",
+    "parse_timeout",
 }  # fmt: skip
 _WEBSUB_KEYS = {"websub", "websub_lease", "websub_poll"}
 _FEED_KEYS = {"id", "url", "title", "interval", "token", "secret"} | _LIMIT_KEYS | _WEBSUB_KEYS
@@ -288,6 +290,9 @@ class _Validator:
                 raw, "max_entries", _int_range(1, 100_000), base.max_entries, table, index
             ),
             user_agent=g(raw, "user_agent", _nonempty_str, base.user_agent, table, index),
+            parse_timeout=g(
+                raw, "parse_timeout", _float_range(0.1, 3600), base.parse_timeout, table, index
+            ),
         )
 
     def websub(

@@ -30,7 +30,12 @@ from .websub import Discovery
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PollContext", "feed_entries", "poll_once", "run_feed"]
+__all__ = ["PollContext", "feed_entries", "parse_in_worker", "poll_once", "run_feed"]
+
+
+async def parse_in_worker(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run *fn* in a trio-parallel worker process; killed if the caller stops waiting."""
+    return await trio_parallel.run_sync(fn, *args, kill_on_cancel=True)
 
 
 @dataclass(slots=True)
@@ -46,7 +51,7 @@ class PollContext:
     jitter: Callable[[], float] = random.random
     states: dict[str, FeedState] = field(default_factory=dict)
     websub: Subscriber | None = None
-    parse: Offload = trio_parallel.run_sync  # CPU work (parsing): worker processes
+    parse: Offload = parse_in_worker  # CPU work: parsing
 
 
 async def run_feed(
@@ -104,7 +109,13 @@ async def poll_once(feed: FeedConfig, state: FeedState, ctx: PollContext) -> flo
             state.url = result.permanent_url
         if status == 200:
             discover = ctx.websub is not None and ctx.websub.wants(feed)
-            parsed, discovery = await ctx.parse(_examine, result, feed, discover)
+            parsed: ParsedFeed | None = None
+            discovery: Discovery | None = None
+            with trio.move_on_after(feed.limits.parse_timeout):
+                parsed, discovery = await ctx.parse(_examine, result, feed, discover)
+            if parsed is None:  # a hostile document: the worker was killed
+                limit = feed.limits.parse_timeout
+                parsed = ParsedFeed.failure(f"parsing took longer than {limit:g} s; abandoned")
             if ctx.websub is not None and discovery is not None:
                 ctx.websub.discovered(feed, discovery, result.url)
             ttl = parsed.ttl_seconds

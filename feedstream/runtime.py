@@ -15,7 +15,6 @@ from typing import Any
 
 import httpx
 import trio
-import trio_parallel
 
 from . import __version__
 from .config import Config, FeedConfig
@@ -23,7 +22,7 @@ from .cursorlog import CursorLog, Offload, SQLiteCursorLog, format_time
 from .fetch import HostGate
 from .monitor import LagMonitor
 from .normalize import ParsedFeed, parse_feed
-from .poller import PollContext, feed_entries, run_feed
+from .poller import PollContext, feed_entries, parse_in_worker, run_feed
 from .store import FeedState, Store
 from .subscriber import Subscriber
 
@@ -44,7 +43,7 @@ class Runtime:
         config: Config,
         *,
         offload: Offload = trio.to_thread.run_sync,
-        parse: Offload = trio_parallel.run_sync,
+        parse: Offload = parse_in_worker,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.config = config
@@ -143,7 +142,7 @@ class Runtime:
 
     async def push(self, feed: FeedConfig, body: bytes, content_type: str | None) -> PushResult:
         """Parse a pushed document (off the event loop) and ingest it with ``via: push``."""
-        parsed: ParsedFeed = await self.parse(_parse_pushed, body, feed, content_type, "push")
+        parsed = await self._parse_pushed(body, feed, content_type, "push")
         if parsed.error:
             return PushResult(None, parsed.error)
         new = await self.ingest(feed, parsed)
@@ -154,11 +153,21 @@ class Runtime:
         self, feed: FeedConfig, body: bytes, content_type: str | None
     ) -> int:
         """Ingest a WebSub content distribution with ``via: websub``."""
-        parsed: ParsedFeed = await self.parse(_parse_pushed, body, feed, content_type, "websub")
+        parsed = await self._parse_pushed(body, feed, content_type, "websub")
         if parsed.error:
             logger.warning("feed %s: WebSub delivery is not a feed: %s", feed.id, parsed.error)
             return 0
         return len(await self.ingest(feed, parsed))
+
+    async def _parse_pushed(
+        self, body: bytes, feed: FeedConfig, content_type: str | None, via: str
+    ) -> ParsedFeed:
+        """Parse a pushed body in a worker, within the feed's ``parse_timeout``."""
+        with trio.move_on_after(feed.limits.parse_timeout):
+            parsed: ParsedFeed = await self.parse(_parse_pushed, body, feed, content_type, via)
+            return parsed
+        limit = feed.limits.parse_timeout
+        return ParsedFeed.failure(f"parsing took longer than {limit:g} s; abandoned")
 
     # -- status ------------------------------------------------------------------------------
 

@@ -12,10 +12,10 @@ import trio
 import trio.testing
 import trio_parallel
 
-from feedstream.config import FeedConfig
+from feedstream.config import FeedConfig, FetchLimits
 from feedstream.cursorlog import SQLiteCursorLog
 from feedstream.fetch import HostGate
-from feedstream.poller import PollContext, poll_once, run_feed
+from feedstream.poller import PollContext, parse_in_worker, poll_once, run_feed
 from feedstream.store import FeedState, Store
 
 from .helpers import inline
@@ -256,7 +256,7 @@ async def test_parsing_runs_in_a_worker_process(tmp_path: Path) -> None:
     log = SQLiteCursorLog(store, store.snapshot(10), backlog=10)
     async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as client:
         ctx = PollContext(client, log, store, HostGate(total=1, per_host=1, gap=0), parse=spy)
-        assert PollContext(client, log, store, ctx.gate).parse is trio_parallel.run_sync
+        assert PollContext(client, log, store, ctx.gate).parse is parse_in_worker
         with trio.fail_after(30):
             await poll_once(feed(), FeedState(id="f"), ctx)
     assert pids and pids[0] != os.getpid()
@@ -276,3 +276,32 @@ async def test_unexpected_errors_do_not_end_the_task(
         await trio.sleep(301)
         assert recorder.times() == [0, 300]
         assert ctx.states["f"].status == "ok"
+
+
+async def test_a_parse_that_overruns_is_abandoned(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    async def stuck(fn: Callable[..., object], *args: object) -> object:
+        await trio.sleep(3600)  # what a worker grinding through a hostile document looks like
+        raise AssertionError("not reached")
+
+    recorder = Recorder(lambda r, n: httpx.Response(200, content=atom("a")))
+    store = Store(tmp_path / "db.sqlite3")
+    log = SQLiteCursorLog(store, store.snapshot(10), backlog=10, offload=inline)
+    limits = FetchLimits(parse_timeout=5)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as client:
+        ctx = PollContext(
+            client,
+            log,
+            store,
+            HostGate(total=1, per_host=1, gap=0),
+            inline,
+            jitter=lambda: 0.5,
+            parse=stuck,
+        )
+        state = FeedState(id="f")
+        start = trio.current_time()
+        delay = await poll_once(feed(limits=limits), state, ctx)
+    assert trio.current_time() - start == pytest.approx(5)
+    assert state.status == "error" and state.error == "parsing took longer than 5 s; abandoned"
+    assert delay == 300 and log.counts() == {}

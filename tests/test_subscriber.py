@@ -328,3 +328,22 @@ async def test_poller_slows_down_while_push_works_and_falls_back(
             await trio.sleep(300)
             assert polls[-1] == last + 6 * 3600 + 300  # back to the feed's own interval
             nursery.cancel_scope.cancel()
+
+
+async def test_a_denial_is_recorded_and_polling_stays_normal(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MockHub()
+    hub.verify = False
+    async with subscriber(Store(tmp_path / "db"), hub, [FEED]) as sub:
+        sub.discovered(FEED, discovery(), TOPIC)
+        await trio.sleep(1)
+        token = sub.subs["f"].token
+        query = {"hub.mode": "denied", "hub.topic": TOPIC, "hub.reason": "not <b>allowed</b>"}
+        decision = await sub.verify(token, query)
+        assert decision.status == 200
+        state = sub.subs["f"]
+        assert state.state == "denied" and "not" in (state.error or "")
+        assert sub.interval(FEED) == FEED.interval
+        await trio.sleep(24 * 3600)
+        assert len(hub.times()) == 1  # no retry storm after a denial

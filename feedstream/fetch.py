@@ -290,11 +290,6 @@ class HostGate:
         self._paused_until[host] = max(self._paused_until.get(host, -math.inf), until)
         logger.info("host %s paused for %.0f s", host, seconds)
 
-    def paused_until(self, url: str) -> float | None:
-        """The trio time before which *url*'s host gets no request, if it is paused now."""
-        until = self._paused_until.get(host_of(url))
-        return until if until is not None and until > trio.current_time() else None
-
     @asynccontextmanager
     async def slot(self, url: str) -> AsyncIterator[None]:
         """Wait for *url*'s host to be free, then hold one of the global fetch slots.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -49,23 +50,28 @@ class Recorder:
         return [t for t, r in self.requests if path is None or r.url.path == path]
 
 
+def virtual_context(client: httpx.AsyncClient, store: Store, **overrides: Any) -> PollContext:
+    """A poll context for virtual time: inline offloads, wall clock tied to trio's, no jitter."""
+    settings: dict[str, Any] = {
+        "client": client,
+        "log": SQLiteCursorLog(store, store.snapshot(100), backlog=100, offload=inline),
+        "store": store,
+        "gate": HostGate(total=10, per_host=2, gap=0.0),
+        "offload": inline,
+        "parse": inline,
+        "wall_clock": lambda: EPOCH + trio.current_time(),
+        "jitter": lambda: 0.5,
+    }
+    return PollContext(**{**settings, **overrides})
+
+
 @asynccontextmanager
 async def polling(
     tmp_path: Path, recorder: Recorder, *feeds: FeedConfig
 ) -> AsyncIterator[PollContext]:
     store = Store(tmp_path / "db.sqlite3")
-    log = SQLiteCursorLog(store, store.snapshot(100), backlog=100, offload=inline)
     async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as client:
-        ctx = PollContext(
-            client=client,
-            log=log,
-            store=store,
-            gate=HostGate(total=10, per_host=2, gap=0.0),
-            offload=inline,
-            parse=inline,
-            wall_clock=lambda: EPOCH + trio.current_time(),
-            jitter=lambda: 0.5,
-        )
+        ctx = virtual_context(client, store)
         async with trio.open_nursery() as nursery:
             for feed in feeds:
                 await nursery.start(run_feed, feed, ctx)
@@ -115,18 +121,8 @@ async def test_no_drift_when_fetches_take_time(
 
     recorder = Recorder(lambda r, n: httpx.Response(500))
     store = Store(tmp_path / "db.sqlite3")
-    log = SQLiteCursorLog(store, store.snapshot(10), backlog=10, offload=inline)
     async with httpx.AsyncClient(transport=httpx.MockTransport(slow)) as client:
-        ctx = PollContext(
-            client,
-            log,
-            store,
-            HostGate(total=1, per_host=1, gap=0),
-            inline,
-            lambda: EPOCH,
-            lambda: 0.5,
-            parse=inline,
-        )
+        ctx = virtual_context(client, store)
         with trio.move_on_after(1000):
             await run_feed(feed(interval=100), ctx)
     assert recorder.times() == pytest.approx(
@@ -222,19 +218,8 @@ async def test_restart_resumes_the_schedule(
     )
     store.save_feed_state(state)
     recorder = Recorder(lambda r, n: httpx.Response(200, content=atom("a")))
-    log = SQLiteCursorLog(store, store.snapshot(10), backlog=10, offload=inline)
     async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as client:
-        ctx = PollContext(
-            client,
-            log,
-            store,
-            HostGate(total=1, per_host=1, gap=0),
-            inline,
-            lambda: EPOCH + trio.current_time(),
-            lambda: 0.5,
-            states=store.feed_states(),
-            parse=inline,
-        )
+        ctx = virtual_context(client, store, states=store.feed_states())
         start = trio.current_time()
         with trio.move_on_after(250):
             await run_feed(feed(), ctx)
@@ -287,21 +272,12 @@ async def test_a_parse_that_overruns_is_abandoned(
 
     recorder = Recorder(lambda r, n: httpx.Response(200, content=atom("a")))
     store = Store(tmp_path / "db.sqlite3")
-    log = SQLiteCursorLog(store, store.snapshot(10), backlog=10, offload=inline)
     limits = FetchLimits(parse_timeout=5)
     async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as client:
-        ctx = PollContext(
-            client,
-            log,
-            store,
-            HostGate(total=1, per_host=1, gap=0),
-            inline,
-            jitter=lambda: 0.5,
-            parse=stuck,
-        )
+        ctx = virtual_context(client, store, parse=stuck)
         state = FeedState(id="f")
         start = trio.current_time()
         delay = await poll_once(feed(limits=limits), state, ctx)
     assert trio.current_time() - start == pytest.approx(5)
     assert state.status == "error" and state.error == "parsing took longer than 5 s; abandoned"
-    assert delay == 300 and log.counts() == {}
+    assert delay == 300 and ctx.log.counts() == {}

@@ -29,7 +29,7 @@ from .api import (
 )
 from .config import Config
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .metrics import metrics_registry, render
+from .metrics import metrics_registry, push_reason, render
 from .runtime import Runtime
 from .stream import StreamEndpoints
 
@@ -126,6 +126,16 @@ def _quart_app(config: Config, runtime: Runtime) -> QuartTrio:
 
     @app.post("/api/push/<feed_id>")
     async def push(feed_id: str) -> Response:
+        try:
+            response = await _push(feed_id)
+        except (ApiError, HTTPException) as error:
+            status = error.status if isinstance(error, ApiError) else error.code or 500
+            runtime.stats.pushes["webhook", push_reason(status)] += 1
+            raise
+        runtime.stats.pushes["webhook", push_reason(response.status_code)] += 1
+        return response
+
+    async def _push(feed_id: str) -> Response:
         feed = config.feed(feed_id)
         if feed is None:
             raise ApiError(404, f"unknown feed {feed_id[:64]!r}")
@@ -161,6 +171,7 @@ def _quart_app(config: Config, runtime: Runtime) -> QuartTrio:
         result = await runtime.websub.deliver(
             token, request.headers.get("X-Hub-Signature"), body, request.headers.get("Content-Type")
         )
+        runtime.stats.pushes["websub", result.outcome] += 1
         return _json({"status": result.reason}, result.status)
 
     return app

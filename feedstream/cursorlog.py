@@ -92,6 +92,11 @@ class CursorLog(Protocol):
         """Entries stored per feed."""
         ...
 
+    @property
+    def committed_at(self) -> float:
+        """When (``trio.current_time()``) the head last moved: the start of a fan-out."""
+        ...
+
     def close(self) -> None:
         """Answer every waiter now (shutdown); later waits return at once."""
         ...
@@ -170,6 +175,7 @@ class SQLiteCursorLog:
         self._counts = dict(snapshot.counts)
         self._write_lock = trio.Lock()
         self._changed = trio.Event()
+        self._committed_at = trio.current_time()
         self._closed = False
         self._pruned_at = 0
         self._coalesce = coalesce
@@ -195,6 +201,10 @@ class SQLiteCursorLog:
 
     def counts(self) -> Mapping[str, int]:
         return self._counts
+
+    @property
+    def committed_at(self) -> float:
+        return self._committed_at
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -259,6 +269,7 @@ class SQLiteCursorLog:
             # Committed: only now does anyone get to see them.
             self._ring.extend([row for row, _ in stored])
             self._head = stored[-1][0].seq
+            self._committed_at = trio.current_time()
             self._pages.clear()
             for row, _ in stored:
                 self._counts[row.feed] = self._counts.get(row.feed, 0) + 1

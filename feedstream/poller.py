@@ -22,6 +22,7 @@ from . import websub
 from .config import FeedConfig
 from .cursorlog import CursorLog, Offload
 from .fetch import FetchError, FetchResult, HostGate, fetch
+from .metrics import Stats, fetch_outcome
 from .normalize import ParsedFeed, parse_feed
 from .schedule import plan
 from .store import FeedState, Store
@@ -52,6 +53,7 @@ class PollContext:
     states: dict[str, FeedState] = field(default_factory=dict)
     websub: Subscriber | None = None
     parse: Offload = parse_in_worker  # CPU work: parsing
+    stats: Stats = field(default_factory=Stats)
 
 
 async def run_feed(
@@ -95,13 +97,18 @@ async def poll_once(feed: FeedConfig, state: FeedState, ctx: PollContext) -> flo
     headers: dict[str, str] = {}
     answered = url  # the URL whose server answered, after redirects
     usable, ttl, error = True, None, None
+    failure: FetchError | None = None
     try:
         async with ctx.gate.slot(url):
-            result = await fetch(
-                ctx.client, url, feed.limits, etag=state.etag, last_modified=state.last_modified
-            )
+            fetch_started = trio.current_time()
+            try:
+                result = await fetch(
+                    ctx.client, url, feed.limits, etag=state.etag, last_modified=state.last_modified
+                )
+            finally:
+                ctx.stats.fetch_seconds.observe(trio.current_time() - fetch_started)
     except FetchError as exc:
-        error = str(exc)
+        error, failure = str(exc), exc
     else:
         status, headers, answered = result.status, result.headers, result.url
         if result.permanent_url and result.permanent_url != state.url:
@@ -125,13 +132,16 @@ async def poll_once(feed: FeedConfig, state: FeedState, ctx: PollContext) -> flo
                 state.title = parsed.title or state.title
                 state.etag = headers.get("etag")
                 state.last_modified = headers.get("last-modified")
-                new = await ctx.log.append(feed_entries(feed, parsed))
+                offered = feed_entries(feed, parsed)
+                new = await ctx.log.append(offered)
+                ctx.stats.count_ingest(offered, new)
                 if new:
                     logger.info("feed %s: %d new entries", feed.id, len(new))
                 if ctx.websub is not None:
                     await ctx.websub.polled(feed, len(new), started)
         elif status != 304:
             error = f"HTTP {status}"
+    ctx.stats.fetches[feed.id, fetch_outcome(status, failure, usable)] += 1
     outcome = plan(
         status,
         headers,

@@ -20,11 +20,13 @@ from . import __version__
 from .config import Config, FeedConfig
 from .cursorlog import CursorLog, Offload, SQLiteCursorLog, format_time
 from .fetch import HostGate
+from .metrics import Stats
 from .monitor import LagMonitor
 from .normalize import ParsedFeed, parse_feed
 from .poller import PollContext, feed_entries, parse_in_worker, run_feed
 from .store import FeedState, Store
 from .subscriber import Subscriber
+from .websub import SubscriptionState
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +57,12 @@ class Runtime:
         self.websub: Subscriber | None = None
         self._cancel = trio.CancelScope()
         self.lag = LagMonitor()
-        self.waiting = 0  # long-polls parked right now
+        self.stats = Stats()
+
+    @property
+    def waiting(self) -> int:
+        """Long-polls and SSE streams parked right now."""
+        return sum(self.stats.waiting.values())
 
     @property
     def log(self) -> CursorLog:
@@ -90,6 +97,7 @@ class Runtime:
                     offload=self.offload,
                     parse=self.parse,
                     states=states,
+                    stats=self.stats,
                 )
                 self._log = log
                 with self._cancel:
@@ -138,7 +146,10 @@ class Runtime:
 
     async def ingest(self, feed: FeedConfig, parsed: ParsedFeed) -> list[dict[str, Any]]:
         """Append what *parsed* holds for *feed* to the log; return the new entries."""
-        return await self.log.append(feed_entries(feed, parsed))
+        offered = feed_entries(feed, parsed)
+        new = await self.log.append(offered)
+        self.stats.count_ingest(offered, new)
+        return new
 
     async def push(self, feed: FeedConfig, body: bytes, content_type: str | None) -> PushResult:
         """Parse a pushed document (off the event loop) and ingest it with ``via: push``."""
@@ -197,6 +208,14 @@ class Runtime:
                 }
             )
         return out
+
+    def subscription_states(self) -> dict[str, int]:
+        """WebSub subscriptions by state (every state listed, zeros included)."""
+        counts = dict.fromkeys(SubscriptionState, 0)
+        if self.websub is not None:
+            for sub in list(self.websub.subs.values()):
+                counts[SubscriptionState(sub.state)] += 1
+        return {state.value: count for state, count in counts.items()}
 
     def status(self) -> dict[str, Any]:
         """Process-wide figures for ``/api/status``."""

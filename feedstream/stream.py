@@ -114,15 +114,20 @@ class StreamEndpoints:
             await self._error(send, scope, error)
             return
         log = self.runtime.log
+        woken = False
         if query.after is not None and query.timeout > 0:
-            self.runtime.waiting += 1
+            waiting = self.runtime.stats.waiting
+            waiting["longpoll"] += 1
             try:
-                with trio.move_on_after(query.timeout):
+                with trio.move_on_after(query.timeout) as timer:
                     await log.wait(query.after, feeds=query.feeds)
+                woken = not timer.cancelled_caught and not log.closed
             finally:
-                self.runtime.waiting -= 1
+                waiting["longpoll"] -= 1
         page = log.read(query.after, feeds=query.feeds, limit=query.limit)
         await self._respond(send, scope, 200, page.body)
+        if woken and page.entries:
+            self.runtime.stats.fanout_seconds.observe(trio.current_time() - log.committed_at)
 
     # -- GET /api/stream (Server-Sent Events) ------------------------------------------------
 
@@ -142,11 +147,12 @@ class StreamEndpoints:
         client = _SseClient(send, self.buffer_bytes)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(client.write_out)
-            self.runtime.waiting += 1
+            waiting = self.runtime.stats.waiting
+            waiting["sse"] += 1
             try:
                 await self._produce(client, query.after, query.feeds, query.limit)
             finally:
-                self.runtime.waiting -= 1
+                waiting["sse"] -= 1
                 client.finish()
 
     async def _produce(
@@ -170,6 +176,8 @@ class StreamEndpoints:
                 continue
             page = log.read(page.cursor, feeds=feeds, limit=SSE_BATCH)
             chunk = page.events
+            if chunk:
+                self.runtime.stats.fanout_seconds.observe(trio.current_time() - log.committed_at)
 
 
 class _SseClient:

@@ -33,6 +33,7 @@ from .cursorlog import Offload, format_time
 from .store import Store, Subscription
 from .websub import (
     ASSUMED_LEASE_SECONDS,
+    DeliveryDecision,
     Discovery,
     HubOutcome,
     HubResponse,
@@ -72,6 +73,13 @@ class _Target:
 class DeliveryResult:
     status: int
     reason: str
+    outcome: str  # one word for metrics: accepted, or why not
+
+
+def _refusal(decision: DeliveryDecision) -> str:
+    if decision.signature is not None:
+        return f"signature_{decision.signature.status}"
+    return "unknown_callback" if decision.status == 404 else "inactive"
 
 
 def _is_local(url: str) -> bool:
@@ -436,15 +444,15 @@ class Subscriber:
         if sub is None or not decision.process:
             if sub is not None:
                 logger.warning("feed %s: delivery refused: %s", sub.feed_id, decision.reason)
-            return DeliveryResult(decision.status, decision.reason)
+            return DeliveryResult(decision.status, decision.reason, _refusal(decision))
         feed = self._feeds.get(sub.feed_id)
         if feed is None:
-            return DeliveryResult(410, "feed no longer configured")
+            return DeliveryResult(410, "feed no longer configured", "feed_removed")
         try:
             self._queue_in.send_nowait((feed, body, content_type))
         except trio.WouldBlock:
-            return DeliveryResult(503, "too many deliveries waiting; retry later")
-        return DeliveryResult(decision.status, decision.reason)
+            return DeliveryResult(503, "too many deliveries waiting; retry later", "busy")
+        return DeliveryResult(decision.status, decision.reason, "accepted")
 
     async def _deliveries(self) -> None:
         async for feed, body, content_type in self._queue_out:

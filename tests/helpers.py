@@ -19,3 +19,24 @@ def entry(feed: str, key: str, **fields: Any) -> dict[str, Any]:
     data.update(id=f"{feed}:{key}", feed=feed, title=key, tags=[], enclosures=[], via="push")
     data.update(fields)
     return data
+
+
+def scrape(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Prometheus text as ``{(sample name, labels): value}``, read with prometheus-client's parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def sample(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    """One sample's value; a missing series is a KeyError naming it."""
+    key = (name, frozenset(labels.items()))
+    if key not in samples:
+        raise KeyError(f"no sample {name}{labels}")
+    return samples[key]

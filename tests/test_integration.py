@@ -13,7 +13,16 @@ import trio
 
 from feedstream.config import FeedConfig
 
-from .conftest import PUSH_TOKEN, FeedServer, Route, make_config, push_feed, running
+from .conftest import (
+    PUSH_TOKEN,
+    FeedServer,
+    Route,
+    make_config,
+    push_feed,
+    running,
+    status_until,
+)
+from .helpers import sample, scrape
 
 AUTH = {"Authorization": f"Bearer {PUSH_TOKEN}", "Content-Type": "application/feed+json"}
 
@@ -301,15 +310,61 @@ async def test_headers_health_and_page(tmp_path: Path) -> None:
         assert missing.status_code == 404 and "error" in missing.json()
 
 
-async def test_metrics_after_real_traffic(tmp_path: Path) -> None:
-    async with running(make_config(tmp_path, push_feed("hooks"), push_feed("quiet"))) as client:
-        await push(client, "hooks", json_feed(("m1", "one"), ("m2", "two")))
+async def test_metrics_after_real_traffic(tmp_path: Path, feed_server: FeedServer) -> None:
+    xml = {"Content-Type": "application/atom+xml"}
+    feed_server.routes["/good"] = Route(200, atom(("g1", "one")), {**xml, "ETag": '"v1"'})
+    feed_server.routes["/broken"] = Route(200, b"<html>not a feed</html>", xml)
+    polled = [
+        FeedConfig(id=name, url=f"{feed_server.url}/{name}", interval=0.2)
+        for name in ("good", "broken", "missing")
+    ]
+    config = make_config(tmp_path, push_feed("hooks"), push_feed("quiet"), *polled)
+    async with running(config) as client:
+        with trio.fail_after(10):
+            await feed_server.wait_for_hits("/good", 2)  # 200, then 304
+            await feed_server.wait_for_hits("/broken", 2)  # a second fetch: the first is counted
+            await feed_server.wait_for_hits("/missing", 2)
+            await status_until(client, lambda s: s["cursor"].endswith("-1"))
+        start = (await client.get("/api/entries")).json()["cursor"]
+        async with trio.open_nursery() as nursery:
+
+            async def listen() -> None:
+                await client.get("/api/entries", params={"after": start, "timeout": 10})
+
+            nursery.start_soon(listen)
+            with trio.fail_after(10):
+                await status_until(client, lambda s: s["waiting"] == 1)
+            await push(client, "hooks", json_feed(("m1", "one"), ("m2", "two")))
         await push(client, "hooks", json_feed(("m2", "two")))  # a duplicate counts once
-        answer = await client.get("/metrics")
+        assert (await push(client, "hooks", b"{}", Authorization="Bearer wrong")).status_code == 401
+        assert (await push(client, "nope", json_feed(("x", "x")))).status_code == 404
+        assert (await push(client, "hooks", b"[1, 2")).status_code == 422
+        async with client.stream("GET", "/api/stream", params={"after": start}) as stream:
+            with trio.fail_after(10):
+                await status_until(client, lambda s: s["waiting"] == 1)
+            answer = await client.get("/metrics")
+            assert stream.status_code == 200
     assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
-    text = answer.text
-    assert 'feedstream_entries_total{feed="hooks"} 2.0' in text
-    assert 'feedstream_entries_total{feed="quiet"} 0.0' in text
-    assert 'feedstream_event_loop_lag_seconds{quantile="0.99"}' in text
-    assert "feedstream_waiting_listeners 0.0" in text
-    assert 'feedstream_feed_failures{feed="hooks"} 0.0' in text
+    got = scrape(answer.text)
+    assert sample(got, "feedstream_entries_total", feed="hooks") == 2
+    assert sample(got, "feedstream_entries_total", feed="quiet") == 0
+    assert sample(got, "feedstream_entries_ingested_total", feed="hooks", via="push") == 2
+    assert sample(got, "feedstream_entries_ingested_total", feed="good", via="poll") == 1
+    assert sample(got, "feedstream_duplicate_entries_total", feed="hooks") == 1
+    assert sample(got, "feedstream_fetches_total", feed="good", outcome="ok") == 1
+    assert sample(got, "feedstream_fetches_total", feed="good", outcome="not_modified") >= 1
+    assert sample(got, "feedstream_fetches_total", feed="broken", outcome="not_a_feed") >= 1
+    assert sample(got, "feedstream_fetches_total", feed="missing", outcome="http_4xx") >= 1
+    fetches = sum(v for (name, _), v in got.items() if name == "feedstream_fetches_total")
+    assert sample(got, "feedstream_fetch_duration_seconds_count") == fetches
+    assert sample(got, "feedstream_fetch_duration_seconds_bucket", le="+Inf") == fetches
+    assert sample(got, "feedstream_pushes_total", kind="webhook", reason="accepted") == 2
+    for reason in ("unauthorized", "unknown_feed", "unparseable"):
+        assert sample(got, "feedstream_pushes_total", kind="webhook", reason=reason) == 1
+    assert sample(got, "feedstream_fanout_latency_seconds_count") == 1  # the woken long-poll
+    assert sample(got, "feedstream_fanout_latency_seconds_bucket", le="5.0") == 1
+    assert sample(got, "feedstream_waiting_listeners", kind="sse") == 1
+    assert sample(got, "feedstream_waiting_listeners", kind="longpoll") == 0
+    assert sample(got, "feedstream_event_loop_lag_seconds", quantile="0.99") >= 0
+    assert sample(got, "feedstream_feed_failures", feed="missing") >= 1
+    assert sample(got, "feedstream_websub_subscriptions", state="active") == 0

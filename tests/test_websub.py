@@ -19,6 +19,7 @@ from feedstream.config import FeedConfig
 from feedstream.store import Store
 
 from .conftest import FeedServer, Route, make_config, running
+from .helpers import sample, scrape
 from .websub_hub import Hub
 
 ATOM = "application/atom+xml"
@@ -246,6 +247,11 @@ async def test_300_signed_delivery_reaches_a_waiting_listener(
         )
         status = (await feed_status(client))["websub"]
         assert status["last_push"] is not None and status["push_healthy"] is True
+        got = scrape((await client.get("/metrics")).text)
+    assert sample(got, "feedstream_websub_subscriptions", state="active") == 1
+    assert sample(got, "feedstream_websub_subscriptions", state="pending") == 0
+    assert sample(got, "feedstream_pushes_total", kind="websub", reason="accepted") == 1
+    assert sample(got, "feedstream_entries_ingested_total", feed="topic", via="websub") == 1
 
 
 @pytest.mark.parametrize(
@@ -279,6 +285,9 @@ async def test_301_302_bad_or_missing_signature_is_not_ingested(
             await client.get("/api/entries", params={"after": before["cursor"], "timeout": 0})
         ).json()
         assert after["entries"] == []
+        got = scrape((await client.get("/metrics")).text)
+    reason = "signature_mismatch" if signature else "signature_missing"
+    assert sample(got, "feedstream_pushes_total", kind="websub", reason=reason) == 1
 
 
 async def test_unknown_callback_and_hostile_requests(

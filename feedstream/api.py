@@ -24,6 +24,7 @@ __all__ = [
     "ApiError",
     "EntriesQuery",
     "api_headers",
+    "check_admin_auth",
     "check_push_auth",
     "cors_headers",
     "parse_entries_query",
@@ -141,6 +142,20 @@ def check_push_auth(
     if not authorization and not signature:
         raise ApiError(401, "missing credentials: send Authorization: Bearer or X-Hub-Signature")
     raise ApiError(401, "wrong credentials")
+
+
+def check_admin_auth(token: str | None, authorization: str | None) -> None:
+    """Let an admin request through with ``Authorization: Bearer <server.admin_token>``.
+
+    404 when no admin token is configured (the admin API does not exist then), 401 otherwise.
+    """
+    if token is None:
+        raise ApiError(404, "the admin API is off (set server.admin_token to enable it)")
+    scheme, _, credentials = (authorization or "").strip().partition(" ")
+    if scheme.lower() != "bearer" or not credentials.strip():
+        raise ApiError(401, "missing credentials: send Authorization: Bearer <admin token>")
+    if not hmac.compare_digest(credentials.strip().encode(), token.encode()):
+        raise ApiError(401, "wrong credentials")
 
 
 CONTENT_SECURITY_POLICY = (

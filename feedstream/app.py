@@ -22,15 +22,16 @@ from .api import (
     SECURITY_HEADERS,
     ApiError,
     api_headers,
+    check_admin_auth,
     check_push_auth,
     cors_headers,
     preflight_headers,
     push_media_type,
 )
-from .config import Config
+from .config import Config, ConfigError
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import metrics_registry, push_reason, render
-from .runtime import Runtime
+from .runtime import ReloadUnavailable, Runtime
 from .stream import StreamEndpoints
 
 logger = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ def _quart_app(config: Config, runtime: Runtime) -> QuartTrio:
         return response
 
     async def _push(feed_id: str) -> Response:
-        feed = config.feed(feed_id)
+        feed = runtime.config.feed(feed_id)  # the config of the last reload
         if feed is None:
             raise ApiError(404, f"unknown feed {feed_id[:64]!r}")
         if not feed.accepts_push:
@@ -154,6 +155,17 @@ def _quart_app(config: Config, runtime: Runtime) -> QuartTrio:
         if result.accepted is None:
             raise ApiError(422, f"unparseable body: {result.error}")
         return _json({"accepted": result.accepted}, 202)
+
+    @app.post("/api/admin/reload")
+    async def admin_reload() -> Response:
+        check_admin_auth(config.server.admin_token, request.headers.get("Authorization"))
+        try:
+            changes = await runtime.reload()
+        except ConfigError as error:
+            raise ApiError(422, f"config error, nothing changed: {error}") from None
+        except ReloadUnavailable as error:
+            raise ApiError(409, f"cannot reload: {error}") from None
+        return _json(changes.summary())
 
     @app.get("/websub/<token>")
     async def websub_verify(token: str) -> Response:

@@ -22,10 +22,12 @@ from urllib.parse import urlsplit
 
 __all__ = [
     "Config",
+    "ConfigChanges",
     "ConfigError",
     "FeedConfig",
     "FetchLimits",
     "ServerConfig",
+    "compare",
     "load_config",
     "parse_config",
 ]
@@ -67,6 +69,7 @@ class ServerConfig:
     max_listeners: int = 20_000  # parked long-polls + SSE streams; beyond: 503 + Retry-After
     sse_buffer_bytes: int = 1 << 20  # an SSE client with more than this unsent is dropped
     gc: str = "tuned"  # garbage-collector policy once serving: tuned | default | off
+    admin_token: str | None = None  # enables POST /api/admin/reload (Bearer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +107,43 @@ class Config:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class ConfigChanges:
+    """What reloading would change: feeds by id, and server settings that need a restart."""
+
+    added: tuple[FeedConfig, ...] = ()
+    removed: tuple[FeedConfig, ...] = ()
+    changed: tuple[FeedConfig, ...] = ()  # the new versions
+    unchanged: tuple[str, ...] = ()
+    restart_needed: tuple[str, ...] = ()  # [server] keys whose new values wait for a restart
+
+    def summary(self) -> dict[str, list[str]]:
+        return {
+            "added": [feed.id for feed in self.added],
+            "removed": [feed.id for feed in self.removed],
+            "changed": [feed.id for feed in self.changed],
+            "unchanged": list(self.unchanged),
+            "restart_needed": list(self.restart_needed),
+        }
+
+
+def compare(old: Config, new: Config) -> ConfigChanges:
+    """What changes from *old* to *new*. ``[defaults]`` are folded into each feed already."""
+    before = {feed.id: feed for feed in old.feeds}
+    after = {feed.id: feed for feed in new.feeds}
+    return ConfigChanges(
+        added=tuple(feed for feed in new.feeds if feed.id not in before),
+        removed=tuple(feed for feed in old.feeds if feed.id not in after),
+        changed=tuple(f for f in new.feeds if f.id in before and before[f.id] != f),
+        unchanged=tuple(f.id for f in new.feeds if before.get(f.id) == f),
+        restart_needed=tuple(
+            name
+            for name in ServerConfig.__dataclass_fields__
+            if getattr(old.server, name) != getattr(new.server, name)
+        ),
+    )
+
+
 def load_config(path: str | Path) -> Config:
     """Read and validate the TOML file at *path*; relative ``data_dir`` is kept relative to it."""
     path = Path(path)
@@ -135,7 +175,7 @@ _T = TypeVar("_T")
 _SERVER_KEYS = {
     "host", "port", "public_url", "data_dir", "backlog", "cors_origins", "max_push_bytes",
     "max_fetches", "per_host_fetches", "host_gap", "static_dir", "coalesce_ms",
-    "max_listeners", "sse_buffer_bytes", "gc",
+    "max_listeners", "sse_buffer_bytes", "gc", "admin_token",
 }  # fmt: skip
 _LIMIT_KEYS = {
     "timeout", "connect_timeout", "max_bytes", "max_redirects", "max_entries", "user_agent",
@@ -271,6 +311,7 @@ class _Validator:
             sse_buffer_bytes=g(
                 raw, "sse_buffer_bytes", _int_range(1024, 1 << 30), d.sse_buffer_bytes, "server"
             ),
+            admin_token=g(raw, "admin_token", _admin_token, None, "server"),
         )
 
     def limits(
@@ -370,6 +411,13 @@ def _secret(value: Any) -> str:
     text = _nonempty_str(value)
     if len(text) < 8:
         raise ValueError("must be at least 8 characters")
+    return text
+
+
+def _admin_token(value: Any) -> str:
+    text = _nonempty_str(value)
+    if len(text) < 16:
+        raise ValueError("must be at least 16 characters (it guards reloading the config)")
     return text
 
 

@@ -273,14 +273,15 @@ class SQLiteCursorLog:
             self._pages.clear()
             for row, _ in stored:
                 self._counts[row.feed] = self._counts.get(row.feed, 0) + 1
+            # Wake before anything else can be cancelled: the entries are committed.
+            if self._waker:
+                self._dirty.set()
+            else:
+                self._wake()
+            logger.debug("log: %d new entries, head %s", len(stored), self._head)
             if self._head - self._pruned_at >= max(1, self._backlog // 4):
                 await self._offload(self._store.prune, self._backlog)
                 self._pruned_at = self._head
-        logger.debug("log: %d new entries, head %s", len(stored), self._head)
-        if self._waker:
-            self._dirty.set()
-        else:
-            self._wake()
         return [entry for _, entry in stored]
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -10,14 +10,15 @@ ingest here, and never touch SQLite or httpx themselves.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 import trio
 
 from . import __version__
-from .config import Config, FeedConfig
+from .config import Config, ConfigChanges, FeedConfig, compare
 from .cursorlog import CursorLog, Offload, SQLiteCursorLog, format_time
 from .fetch import HostGate
 from .metrics import Stats
@@ -30,7 +31,11 @@ from .websub import SubscriptionState
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PushResult", "Runtime"]
+__all__ = ["PushResult", "ReloadUnavailable", "Runtime"]
+
+
+class ReloadUnavailable(Exception):
+    """Reloading is not possible in this process (no config file, or not running)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +52,12 @@ class Runtime:
         offload: Offload = trio.to_thread.run_sync,
         parse: Offload = parse_in_worker,
         transport: httpx.AsyncBaseTransport | None = None,
+        loader: Callable[[], Config] | None = None,
     ) -> None:
         self.config = config
+        self.loader = loader  # re-reads the config for reload; None: no reloading
+        #: Feed ids a ``feeds`` filter may name: configured now, or with stored entries.
+        self.known_feeds = frozenset(feed.id for feed in config.feeds)
         self.offload = offload  # blocking I/O: worker threads
         self.parse = parse  # parsing: worker processes, so the event loop never waits on the GIL
         self._transport = transport
@@ -58,6 +67,9 @@ class Runtime:
         self._cancel = trio.CancelScope()
         self.lag = LagMonitor()
         self.stats = Stats()
+        self._nursery: trio.Nursery | None = None
+        self._feed_tasks: dict[str, tuple[trio.CancelScope, trio.Event]] = {}
+        self._reload_lock = trio.Lock()
 
     @property
     def waiting(self) -> int:
@@ -76,6 +88,7 @@ class Runtime:
         store: Store = await self.offload(Store, server.data_dir / "feedstream.sqlite3")
         try:
             snapshot = await self.offload(store.snapshot, server.backlog)
+            self.known_feeds |= frozenset(snapshot.counts)
             log = SQLiteCursorLog(
                 store,
                 snapshot,
@@ -114,10 +127,9 @@ class Runtime:
                             )
                             await nursery.start(ctx.websub.run, self.config.feeds)
                             self.websub = ctx.websub
+                        self._poll, self._nursery = ctx, nursery
                         for feed in self.config.feeds:
-                            if feed.url:
-                                await nursery.start(run_feed, feed, ctx)
-                        self._poll = ctx
+                            await self._start_feed(feed)
                         logger.info(
                             "running: %d feeds, log head %s, data in %s",
                             len(self.config.feeds),
@@ -127,10 +139,81 @@ class Runtime:
                         task_status.started()
                         await trio.sleep_forever()
         finally:
+            self._nursery = None
             if self._log is not None:
                 self._log.close()
             self._log = None
             store.close()
+
+    async def _start_feed(self, feed: FeedConfig) -> None:
+        if feed.url and self._nursery is not None:
+            await self._nursery.start(self._feed_task, feed)
+
+    async def _feed_task(
+        self, feed: FeedConfig, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Poll *feed* in a cancel scope of its own, so a reload can stop just this feed."""
+        assert self._poll is not None
+        done = trio.Event()
+        with trio.CancelScope() as scope:
+            self._feed_tasks[feed.id] = (scope, done)
+            try:
+                await run_feed(feed, self._poll, task_status=task_status)
+            finally:
+                if self._feed_tasks.get(feed.id, (None,))[0] is scope:
+                    del self._feed_tasks[feed.id]
+                done.set()
+
+    async def _stop_feed(self, feed_id: str) -> None:
+        task = self._feed_tasks.get(feed_id)
+        if task is not None:
+            scope, done = task
+            scope.cancel()
+            await done.wait()
+
+    # -- reload ------------------------------------------------------------------------------
+
+    async def reload(self) -> ConfigChanges:
+        """Re-read the config (with :attr:`loader`) and apply it; see :meth:`apply`.
+
+        Raises :class:`~feedstream.config.ConfigError` (nothing changes then), or
+        :class:`ReloadUnavailable` when the server was not started from a config file.
+        """
+        if self.loader is None:
+            raise ReloadUnavailable("the server was not started from a config file")
+        async with self._reload_lock:
+            new: Config = await self.offload(self.loader)
+            return await self.apply(new)
+
+    async def apply(self, new: Config) -> ConfigChanges:
+        """Switch to *new*'s feeds: added ones start, removed ones stop (and leave their hub),
+        changed ones restart. Listeners are untouched. ``[server]`` settings need a restart.
+        """
+        if self._nursery is None:
+            raise ReloadUnavailable("the server is not running")
+        changes = compare(self.config, new)
+        if changes.restart_needed:
+            logger.warning(
+                "reload: [server] %s changed; that takes a restart, the running values stay",
+                ", ".join(changes.restart_needed),
+            )
+        self.config = replace(new, server=self.config.server)
+        self.known_feeds |= {feed.id for feed in new.feeds}
+        for feed in (*changes.removed, *changes.changed):
+            await self._stop_feed(feed.id)
+        if self.websub is not None:
+            await self.websub.update(self.config.feeds)
+        for feed in (*changes.added, *changes.changed):
+            await self._start_feed(feed)
+        summary = changes.summary()
+        logger.info(
+            "reload: added %s, removed %s, changed %s, %d unchanged",
+            ",".join(summary["added"]) or "none",
+            ",".join(summary["removed"]) or "none",
+            ",".join(summary["changed"]) or "none",
+            len(changes.unchanged),
+        )
+        return changes
 
     def drain(self) -> None:
         """Answer every waiting listener now, and every later one at once (shutting down)."""

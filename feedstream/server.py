@@ -13,15 +13,14 @@ import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
-from functools import partial
 
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from .app import create_app
-from .config import Config
-from .runtime import Runtime
+from .config import Config, ConfigError
+from .runtime import ReloadUnavailable, Runtime
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +63,34 @@ async def wait_for_signal() -> None:
             return
 
 
+async def reload_on_sighup(
+    runtime: Runtime, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Reload the config on every SIGHUP; a broken config is logged and changes nothing."""
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        task_status.started()
+        async for _ in signals:
+            logger.info("received SIGHUP, reloading %s", runtime.config.source)
+            try:
+                await runtime.reload()
+            except (ConfigError, ReloadUnavailable) as exc:
+                logger.error("reload failed, nothing changed: %s", exc)
+
+
 async def serve(
     config: Config,
     *,
     shutdown_trigger: Callable[[], Awaitable[None]] | None = wait_for_signal,
     runtime: Runtime | None = None,
+    loader: Callable[[], Config] | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve *config* until *shutdown_trigger* returns (or the task is cancelled)."""
-    runtime = runtime or Runtime(config)
+    """Serve *config* until *shutdown_trigger* returns (or the task is cancelled).
+
+    With a *loader* (which re-reads the config file), SIGHUP and ``POST /api/admin/reload``
+    reload the feeds.
+    """
+    runtime = runtime or Runtime(config, loader=loader)
     app = create_app(config, runtime)
     hconfig = HypercornConfig()
     host = config.server.host
@@ -92,9 +110,13 @@ async def serve(
             await shutdown_trigger()
         runtime.drain()  # answer waiting long-polls now, before hypercorn drains connections
 
+    async def run_server(*, task_status: trio.TaskStatus[list[str]]) -> None:
+        await hypercorn_serve(app, hconfig, shutdown_trigger=trigger, task_status=task_status)
+        nursery.cancel_scope.cancel()  # served and drained: end the signal listener too
+
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            partial(hypercorn_serve, app, hconfig, shutdown_trigger=trigger)
-        )
+        binds = await nursery.start(run_server)
+        if loader is not None and hasattr(signal, "SIGHUP"):
+            await nursery.start(reload_on_sighup, runtime)
         tune_gc(config.server.gc)
         task_status.started(binds)

@@ -48,7 +48,6 @@ class StreamEndpoints:
         self.cors_origins = config.server.cors_origins
         self.max_listeners = config.server.max_listeners
         self.buffer_bytes = config.server.sse_buffer_bytes
-        self.known_feeds = frozenset(feed.id for feed in config.feeds)
         # With a wildcard CORS policy the headers never vary: encode them once.
         self._fixed_headers = (
             _encode(api_headers(None, self.cors_origins)) if "*" in self.cors_origins else None
@@ -109,7 +108,7 @@ class StreamEndpoints:
 
     async def _entries(self, scope: Scope, send: Send) -> None:
         try:
-            query = parse_entries_query(_query(scope), self.known_feeds)
+            query = parse_entries_query(_query(scope), self.runtime.known_feeds)
         except ApiError as error:
             await self._error(send, scope, error)
             return
@@ -137,7 +136,7 @@ class StreamEndpoints:
         if last_event_id and "after" not in args:
             args["after"] = last_event_id
         try:
-            query = parse_entries_query(args, self.known_feeds)
+            query = parse_entries_query(args, self.runtime.known_feeds)
         except ApiError as error:
             await self._error(send, scope, error)
             return

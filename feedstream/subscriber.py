@@ -113,6 +113,7 @@ class Subscriber:
         self._changed: dict[str, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
         self._retiring: dict[str, Subscription] = {}  # replaced subscriptions being given up
+        self._upkeep: dict[str, trio.CancelScope] = {}  # each feed's _maintain task
         self._queue_in, self._queue_out = trio.open_memory_channel[
             tuple[FeedConfig, bytes, str | None]
         ](DELIVERY_QUEUE)
@@ -147,6 +148,28 @@ class Subscriber:
                     nursery.start_soon(self._retire, sub)
             task_status.started()
 
+    async def update(self, feeds: Sequence[FeedConfig]) -> None:
+        """Follow a reloaded config: upkeep starts for new feeds and restarts for changed ones;
+        feeds gone from the config (or no longer using WebSub) are unsubscribed from their hub.
+        """
+        assert self._nursery is not None, "run() first"
+        wanted = {feed.id: feed for feed in feeds if self.wants(feed)}
+        for feed_id, old in list(self._feeds.items()):
+            feed = wanted.get(feed_id)
+            if feed == old:
+                continue
+            self._upkeep.pop(feed_id, trio.CancelScope()).cancel()
+            del self._feeds[feed_id]
+            if feed is None or feed.url != old.url:
+                self._targets.pop(feed_id, None)  # discovery starts over
+            sub = self.subs.get(feed_id)
+            if feed is None and sub is not None:
+                self._nursery.start_soon(self._retire, sub)
+        for feed_id, feed in wanted.items():
+            if feed_id not in self._feeds:
+                self._feeds[feed_id] = feed
+                await self._nursery.start(self._maintain, feed)
+
     def _wake(self, feed_id: str) -> None:
         event = self._changed.pop(feed_id, None)
         if event is not None:
@@ -166,8 +189,13 @@ class Subscriber:
     async def _maintain(
         self, feed: FeedConfig, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Subscribe, renew and retry for *feed*, forever."""
-        task_status.started()
+        """Subscribe, renew and retry for *feed*, until a reload cancels it."""
+        with trio.CancelScope() as scope:
+            self._upkeep[feed.id] = scope
+            task_status.started()
+            await self._upkeep_loop(feed)
+
+    async def _upkeep_loop(self, feed: FeedConfig) -> None:
         while True:
             changed = self._changed.setdefault(feed.id, trio.Event())
             due = self._due(feed)

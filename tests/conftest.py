@@ -101,14 +101,19 @@ def push_feed(feed_id: str, **kwargs: Any) -> FeedConfig:
 
 
 @asynccontextmanager
-async def running(config: Config) -> AsyncIterator[httpx.AsyncClient]:
+async def running(
+    config: Config, loader: Callable[[], Config] | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
     """The real server on a loopback port; yields a client with that base URL.
 
+    *loader* re-reads the config for a reload (as ``feedstream serve`` passes one).
     Leaving the block shuts the server down gracefully, as SIGTERM would.
     """
     stop = trio.Event()
     async with trio.open_nursery() as nursery:
-        binds = await nursery.start(partial(serve, config, shutdown_trigger=stop.wait))
+        binds = await nursery.start(
+            partial(serve, config, shutdown_trigger=stop.wait, loader=loader)
+        )
         async with httpx.AsyncClient(base_url=binds[0], timeout=30) as client:
             try:
                 yield client

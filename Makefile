@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run serve test lint typecheck unit browser-deps bench clean screenshots
+.PHONY: run serve test lint typecheck unit browser-deps nginx-deps bench clean screenshots
 
 run: $(STAMP)
 	$(BIN)/feedstream demo
@@ -14,7 +14,7 @@ run: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/feedstream serve --config feeds.example.toml
 
-test: $(STAMP) browser-deps lint typecheck
+test: $(STAMP) browser-deps nginx-deps lint typecheck
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -39,6 +39,13 @@ browser-deps:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium fonts-dejavu-core >/dev/null; }
+
+# Debian's nginx for tests/test_nginx.py, which runs docs/nginx.conf in front of the server.
+nginx-deps:
+	@{ command -v nginx || test -x /usr/sbin/nginx; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nginx-light >/dev/null; }
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py

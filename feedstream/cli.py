@@ -1,4 +1,4 @@
-"""Command line: ``feedstream serve --config PATH`` and ``feedstream demo``."""
+"""Command line: ``feedstream serve``, ``demo``, ``check`` and ``tail``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import argparse
 import dataclasses
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from urllib.parse import urlsplit
 
 import trio
 
@@ -29,17 +30,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"feedstream {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def common(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--host", help="address to listen on (overrides server.host)")
-        sub.add_argument(
-            "--port", type=int, help="port to listen on, 0 for any free one (overrides server.port)"
-        )
+    def log_level(sub: argparse.ArgumentParser) -> None:
         sub.add_argument(
             "--log-level",
             default="info",
             choices=["debug", "info", "warning", "error"],
             help="how much to log (default: info)",
         )
+
+    def common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--host", help="address to listen on (overrides server.host)")
+        sub.add_argument(
+            "--port", type=int, help="port to listen on, 0 for any free one (overrides server.port)"
+        )
+        log_level(sub)
 
     serve = commands.add_parser(
         "serve", help="run the server for a config file", description="Run the server."
@@ -71,7 +75,117 @@ def _parser() -> argparse.ArgumentParser:
         help="new entry cadence per feed (default 3)",
     )
     common(demo)
+
+    check = commands.add_parser(
+        "check",
+        help="fetch every polled feed of a config once and report what came back",
+        description="Validate the config, then fetch each polled feed once (concurrently, "
+        "under the server's fetch limits), parse it and look for a WebSub hub. Prints one row "
+        "per feed: HTTP status or fetch error, format, entry count, newest entry date, hub and "
+        "problems (errors, 4xx/5xx, 410 Gone, not a feed, permanent redirects, no entries). "
+        "Push-only feeds are listed, not fetched. Exit code: 0 when every polled feed is fine, "
+        "1 when any is broken, 2 for a config error.",
+    )
+    check.add_argument(
+        "--config",
+        "-c",
+        required=True,
+        metavar="PATH",
+        help="the TOML config file (see feeds.example.toml)",
+    )
+    check.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document (a list of {id, url, status, error, format, entries, "
+        "newest, hub, problems, ok}) instead of the table",
+    )
+    log_level(check)
+
+    tail = commands.add_parser(
+        "tail",
+        help="follow a running server's entries in the terminal",
+        description="Follow GET /api/entries of a running feedstream server and print each "
+        "entry as it arrives, one line each (time, feed, title, url) or one JSON object per "
+        "line. Starts from now unless --after or --backlog says otherwise; reconnects with "
+        "backoff when the server is away (notes on stderr); exits 1 when the server refuses "
+        "the request (e.g. an unknown feed), 0 on Ctrl-C.",
+    )
+    tail.add_argument(
+        "--url",
+        required=True,
+        type=_base_url,
+        help="the server's base URL, e.g. http://127.0.0.1:8080",
+    )
+    tail.add_argument(
+        "--feeds",
+        type=_feed_list,
+        default=(),
+        metavar="ID,ID",
+        help="only these feeds (comma-separated ids; default: every feed)",
+    )
+    start = tail.add_mutually_exclusive_group()
+    start.add_argument(
+        "--after", metavar="CURSOR", help="resume after this cursor (from an entry's 'cursor')"
+    )
+    start.add_argument(
+        "--backlog",
+        type=_int_between(0, 500),
+        default=0,
+        metavar="N",
+        help="first print the newest N entries (0 to 500; default 0: only new ones)",
+    )
+    tail.add_argument(
+        "--json", action="store_true", help="print each entry as one JSON object per line"
+    )
+    tail.add_argument(
+        "--timeout",
+        type=_float_between(1, 60),
+        default=25.0,
+        metavar="SECONDS",
+        help="how long each long-poll waits on the server (1 to 60; default 25)",
+    )
+    log_level(tail)
     return parser
+
+
+def _base_url(value: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"not an http:// or https:// URL: {value!r}")
+    return value.strip()
+
+
+def _feed_list(value: str) -> tuple[str, ...]:
+    feeds = tuple(name.strip() for name in value.split(",") if name.strip())
+    if not feeds:
+        raise argparse.ArgumentTypeError("give one or more feed ids separated by commas")
+    return feeds
+
+
+def _int_between(low: int, high: int) -> Callable[[str], int]:
+    def convert(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {number}")
+        return number
+
+    return convert
+
+
+def _float_between(low: float, high: float) -> Callable[[str], float]:
+    def convert(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, got {value}")
+        return number
+
+    return convert
 
 
 def _override(config: Config, host: str | None, port: int | None) -> Config:
@@ -99,6 +213,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .server import serve
 
             trio.run(serve, config)
+        elif args.command == "check":
+            from .check import run_check
+
+            return trio.run(run_check, load_config(args.config), args.json)
+        elif args.command == "tail":
+            from .tail import TailOptions, run_tail
+
+            options = TailOptions(
+                url=args.url,
+                feeds=args.feeds,
+                after=args.after,
+                backlog=args.backlog,
+                as_json=args.json,
+                timeout=args.timeout,
+            )
+            return trio.run(run_tail, options)
         else:
             from .demo import run_demo
 

@@ -28,10 +28,22 @@ def feedstream(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[s
 
 def test_help_documents_every_flag() -> None:
     top = feedstream("--help")
-    assert top.returncode == 0 and "serve" in top.stdout and "demo" in top.stdout
+    assert top.returncode == 0
+    for command in ("serve", "demo", "check", "tail"):
+        assert command in top.stdout
     serve = feedstream("serve", "--help")
     for flag in ("--config", "--host", "--port", "--log-level"):
         assert flag in serve.stdout
+    check = feedstream("check", "--help")
+    assert check.returncode == 0
+    for flag in ("--config", "--json", "--log-level"):
+        assert flag in check.stdout
+    tail = feedstream("tail", "--help")
+    assert tail.returncode == 0
+    for flag in ("--url", "--feeds", "--after", "--backlog", "--json", "--timeout"):
+        assert flag in tail.stdout
+    bad = feedstream("tail", "--url", "ftp://example.org")
+    assert bad.returncode == 2 and "not an http:// or https:// URL" in bad.stderr
 
 
 def test_config_error_exits_2_naming_line_and_key(tmp_path: Path) -> None:

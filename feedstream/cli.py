@@ -7,12 +7,15 @@ import dataclasses
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from functools import partial
 from urllib.parse import urlsplit
 
 import trio
 
 from . import __version__
 from .config import Config, ConfigError, load_config
+from .logs import FORMATS
+from .logs import configure as configure_logging
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +39,12 @@ def _parser() -> argparse.ArgumentParser:
             default="info",
             choices=["debug", "info", "warning", "error"],
             help="how much to log (default: info)",
+        )
+        sub.add_argument(
+            "--log-format",
+            default="text",
+            choices=FORMATS,
+            help="log lines as text, or one JSON object per line for log shippers (default: text)",
         )
 
     def common(sub: argparse.ArgumentParser) -> None:
@@ -201,18 +210,17 @@ def _override(config: Config, host: str | None, port: int | None) -> Config:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.root.level))
+    configure_logging(args.log_level, args.log_format)
     try:
         if args.command == "serve":
-            config = _override(load_config(args.config), args.host, args.port)
+            path, host, port = args.config, args.host, args.port
+
+            def loader() -> Config:  # what SIGHUP and /api/admin/reload read
+                return _override(load_config(path), host, port)
+
             from .server import serve
 
-            trio.run(serve, config)
+            trio.run(partial(serve, loader(), loader=loader))
         elif args.command == "check":
             from .check import run_check
 

@@ -288,7 +288,7 @@ class HostGate:
         host = host_of(url)
         until = trio.current_time() + seconds
         self._paused_until[host] = max(self._paused_until.get(host, -math.inf), until)
-        logger.info("host %s paused for %.0f s", host, seconds)
+        logger.info("host %s paused for %.0f s", host, seconds, extra={"host": host})
 
     @asynccontextmanager
     async def slot(self, url: str) -> AsyncIterator[None]:

@@ -122,6 +122,7 @@ class Stats:
     pushes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, reason)
     fanout_seconds: Histogram = field(default_factory=lambda: Histogram(FANOUT_BUCKETS))
     waiting: dict[str, int] = field(default_factory=lambda: {"longpoll": 0, "sse": 0})
+    reloads: Counter[str] = field(default_factory=Counter)  # by result: ok, error
 
     def count_ingest(
         self, offered: Iterable[Mapping[str, Any]], new: Iterable[Mapping[str, Any]]
@@ -209,6 +210,12 @@ class _RuntimeCollector(Collector):
             "Pushes since start, by kind (webhook, websub) and reason (accepted, or why not)",
             ["kind", "reason"],
             stats.pushes,
+        )
+        yield _counter(
+            "feedstream_config_reloads",
+            "Config reloads (SIGHUP or the admin API) since start, by result (ok, error)",
+            ["result"],
+            {(result,): stats.reloads[result] for result in ("ok", "error")},
         )
         subscriptions = GaugeMetricFamily(
             "feedstream_websub_subscriptions", "WebSub subscriptions, by state", labels=["state"]

@@ -183,7 +183,9 @@ def parse_feed(
     except _NotAFeed as exc:
         return ParsedFeed.failure(str(exc))
     except Exception:  # a hostile document must not take the caller down
-        logger.exception("unexpected error while parsing the feed %s", feed_id)
+        logger.exception(
+            "feed %s: unexpected error while parsing", feed_id, extra={"feed": feed_id}
+        )
         return ParsedFeed.failure("could not parse the document (internal error)")
     return ParsedFeed(
         format=raw.format,

@@ -68,7 +68,9 @@ async def run_feed(
         state = ctx.states[feed.id] = FeedState(id=feed.id, source_url=feed.url, url=feed.url)
     task_status.started()
     if state.status == "gone":
-        logger.info("feed %s: gone (410) at %s, not polling", feed.id, state.url)
+        logger.info(
+            "feed %s: gone (410) at %s, not polling", feed.id, state.url, extra={"feed": feed.id}
+        )
         return
     # Resume the schedule a previous run left, so restarts do not hammer anyone.
     wait = 0.0 if state.next_poll is None else state.next_poll - ctx.wall_clock()
@@ -79,7 +81,9 @@ async def run_feed(
         try:
             delay = await poll_once(feed, state, ctx)
         except Exception:  # a bug must not end polling for this feed, nor crash the others
-            logger.exception("feed %s: unexpected error while polling", feed.id)
+            logger.exception(
+                "feed %s: unexpected error while polling", feed.id, extra={"feed": feed.id}
+            )
             state.status, state.error = "error", "internal error (see the server log)"
             state.failures += 1
             delay = feed.interval
@@ -112,7 +116,12 @@ async def poll_once(feed: FeedConfig, state: FeedState, ctx: PollContext) -> flo
     else:
         status, headers, answered = result.status, result.headers, result.url
         if result.permanent_url and result.permanent_url != state.url:
-            logger.info("feed %s: moved permanently to %s", feed.id, result.permanent_url)
+            logger.info(
+                "feed %s: moved permanently to %s",
+                feed.id,
+                result.permanent_url,
+                extra={"feed": feed.id},
+            )
             state.url = result.permanent_url
         if status == 200:
             discover = ctx.websub is not None and ctx.websub.wants(feed)
@@ -136,7 +145,9 @@ async def poll_once(feed: FeedConfig, state: FeedState, ctx: PollContext) -> flo
                 new = await ctx.log.append(offered)
                 ctx.stats.count_ingest(offered, new)
                 if new:
-                    logger.info("feed %s: %d new entries", feed.id, len(new))
+                    logger.info(
+                        "feed %s: %d new entries", feed.id, len(new), extra={"feed": feed.id}
+                    )
                 if ctx.websub is not None:
                     await ctx.websub.polled(feed, len(new), started)
         elif status != 304:
@@ -161,7 +172,9 @@ async def poll_once(feed: FeedConfig, state: FeedState, ctx: PollContext) -> flo
     state.failures = outcome.failures
     state.next_poll = None if outcome.delay is None else state.last_fetch + outcome.delay
     if error:
-        logger.warning("feed %s: %s (failure %d)", feed.id, error, state.failures)
+        logger.warning(
+            "feed %s: %s (failure %d)", feed.id, error, state.failures, extra={"feed": feed.id}
+        )
     await ctx.offload(ctx.store.save_feed_state, state)
     return outcome.delay
 

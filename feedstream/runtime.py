@@ -18,7 +18,7 @@ import httpx
 import trio
 
 from . import __version__
-from .config import Config, ConfigChanges, FeedConfig, compare
+from .config import Config, ConfigChanges, ConfigError, FeedConfig, compare
 from .cursorlog import CursorLog, Offload, SQLiteCursorLog, format_time
 from .fetch import HostGate
 from .metrics import Stats
@@ -182,8 +182,14 @@ class Runtime:
         if self.loader is None:
             raise ReloadUnavailable("the server was not started from a config file")
         async with self._reload_lock:
-            new: Config = await self.offload(self.loader)
-            return await self.apply(new)
+            try:
+                new: Config = await self.offload(self.loader)
+            except ConfigError:
+                self.stats.reloads["error"] += 1
+                raise
+            changes = await self.apply(new)
+            self.stats.reloads["ok"] += 1
+            return changes
 
     async def apply(self, new: Config) -> ConfigChanges:
         """Switch to *new*'s feeds: added ones start, removed ones stop (and leave their hub),
@@ -240,7 +246,13 @@ class Runtime:
         if parsed.error:
             return PushResult(None, parsed.error)
         new = await self.ingest(feed, parsed)
-        logger.info("feed %s: push accepted, %d new of %d", feed.id, len(new), len(parsed.entries))
+        logger.info(
+            "feed %s: push accepted, %d new of %d",
+            feed.id,
+            len(new),
+            len(parsed.entries),
+            extra={"feed": feed.id},
+        )
         return PushResult(len(new))
 
     async def _ingest_delivery(
@@ -249,7 +261,12 @@ class Runtime:
         """Ingest a WebSub content distribution with ``via: websub``."""
         parsed = await self._parse_pushed(body, feed, content_type, "websub")
         if parsed.error:
-            logger.warning("feed %s: WebSub delivery is not a feed: %s", feed.id, parsed.error)
+            logger.warning(
+                "feed %s: WebSub delivery is not a feed: %s",
+                feed.id,
+                parsed.error,
+                extra={"feed": feed.id},
+            )
             return 0
         return len(await self.ingest(feed, parsed))
 

@@ -210,7 +210,7 @@ class Subscriber:
             try:
                 await self._step(feed)
             except Exception:  # a bug must not end the subscription's upkeep
-                logger.exception("feed %s: WebSub upkeep failed", feed.id)
+                logger.exception("feed %s: WebSub upkeep failed", feed.id, extra={"feed": feed.id})
                 await trio.sleep(60)
 
     def _due(self, feed: FeedConfig) -> float | None:
@@ -252,7 +252,11 @@ class Subscriber:
             assert sub is not None
             target = _Target(sub.hub, sub.topic)
         if sub is not None and (target.hub, target.topic) != (sub.hub, sub.topic):
-            logger.info("feed %s: hub or topic changed, subscribing afresh", feed.id)
+            logger.info(
+                "feed %s: hub or topic changed, subscribing afresh",
+                feed.id,
+                extra={"feed": feed.id},
+            )
             self._tokens.pop(sub.token, None)
             if _S(sub.state) in (_S.ACTIVE, _S.PENDING):
                 assert self._nursery is not None
@@ -269,7 +273,13 @@ class Subscriber:
             if answer.outcome is HubOutcome.ACCEPTED:
                 await trio.sleep(VERIFY_TIMEOUT)  # the hub's verification is welcome until then
             else:
-                logger.info("feed %s: unsubscribing %s: %s", old.feed_id, old.topic, answer.reason)
+                logger.info(
+                    "feed %s: unsubscribing %s: %s",
+                    old.feed_id,
+                    old.topic,
+                    answer.reason,
+                    extra={"feed": old.feed_id},
+                )
         finally:
             self._retiring.pop(old.token, None)
 
@@ -301,6 +311,7 @@ class Subscriber:
             "renewing" if renewing else "subscribing",
             sub.topic,
             sub.endpoint,
+            extra={"feed": feed.id},
         )
         answer = await self._request(sub, Mode.SUBSCRIBE, lease=feed.websub_lease)
         if answer.outcome is HubOutcome.ACCEPTED:
@@ -326,6 +337,7 @@ class Subscriber:
             reason,
             sub.attempts,
             delay,
+            extra={"feed": sub.feed_id},
         )
         await self._save(sub)
 
@@ -364,7 +376,12 @@ class Subscriber:
 
     async def _retire(self, sub: Subscription) -> None:
         """Unsubscribe a feed that left the config, then forget it."""
-        logger.info("feed %s: no longer configured, unsubscribing from %s", sub.feed_id, sub.hub)
+        logger.info(
+            "feed %s: no longer configured, unsubscribing from %s",
+            sub.feed_id,
+            sub.hub,
+            extra={"feed": sub.feed_id},
+        )
         if _S(sub.state) in (_S.ACTIVE, _S.PENDING, _S.UNSUBSCRIBING):
             sub.state = _S.UNSUBSCRIBING
             await self._save(sub)
@@ -394,6 +411,7 @@ class Subscriber:
                     target.hub,
                     target.topic,
                     discovery.source,
+                    extra={"feed": feed.id},
                 )
             self._wake(feed.id)
 
@@ -419,6 +437,7 @@ class Subscriber:
                 "normal interval until a push arrives",
                 feed.id,
                 new_entries,
+                extra={"feed": feed.id},
             )
             sub.push_healthy = False
             await self._save(sub)
@@ -439,7 +458,12 @@ class Subscriber:
         decision = verify_intent(query, record, now)
         if sub is None or decision.new_state is None:
             if sub is not None:
-                logger.info("feed %s: verification refused (%s)", sub.feed_id, decision.reason)
+                logger.info(
+                    "feed %s: verification refused (%s)",
+                    sub.feed_id,
+                    decision.reason,
+                    extra={"feed": sub.feed_id},
+                )
             return decision
         if decision.new_state is _S.ACTIVE:
             sub.state = _S.ACTIVE
@@ -447,16 +471,21 @@ class Subscriber:
             sub.lease_expires = decision.lease_expires_at or now + ASSUMED_LEASE_SECONDS
             sub.verified_at, sub.retry_at, sub.attempts, sub.error = now, None, 0, None
             logger.info(
-                "feed %s: subscription verified, lease %s s", sub.feed_id, sub.lease_seconds
+                "feed %s: subscription verified, lease %s s",
+                sub.feed_id,
+                sub.lease_seconds,
+                extra={"feed": sub.feed_id},
             )
             await self._save(sub)
         elif decision.new_state is _S.NONE:
-            logger.info("feed %s: unsubscription verified", sub.feed_id)
+            logger.info(
+                "feed %s: unsubscription verified", sub.feed_id, extra={"feed": sub.feed_id}
+            )
             if self._retiring.pop(token, None) is None:
                 await self._forget(sub)
         else:
             sub.state, sub.error = decision.new_state, f"denied by the hub: {decision.reason}"
-            logger.warning("feed %s: %s", sub.feed_id, sub.error)
+            logger.warning("feed %s: %s", sub.feed_id, sub.error, extra={"feed": sub.feed_id})
             await self._save(sub)
         self._wake(sub.feed_id)
         return decision
@@ -471,7 +500,12 @@ class Subscriber:
         decision = await self._offload(check_delivery, state, secret, signature, body)
         if sub is None or not decision.process:
             if sub is not None:
-                logger.warning("feed %s: delivery refused: %s", sub.feed_id, decision.reason)
+                logger.warning(
+                    "feed %s: delivery refused: %s",
+                    sub.feed_id,
+                    decision.reason,
+                    extra={"feed": sub.feed_id},
+                )
             return DeliveryResult(decision.status, decision.reason, _refusal(decision))
         feed = self._feeds.get(sub.feed_id)
         if feed is None:
@@ -487,15 +521,19 @@ class Subscriber:
             try:
                 new = await self._ingest(feed, body, content_type)
             except Exception:
-                logger.exception("feed %s: ingesting a delivery failed", feed.id)
+                logger.exception(
+                    "feed %s: ingesting a delivery failed", feed.id, extra={"feed": feed.id}
+                )
                 continue
             sub = self.subs.get(feed.id)
             if sub is not None:
                 if not sub.push_healthy:
-                    logger.info("feed %s: push works again", feed.id)
+                    logger.info("feed %s: push works again", feed.id, extra={"feed": feed.id})
                 sub.last_push, sub.push_healthy = self._now(), True
                 await self._save(sub)
-            logger.info("feed %s: WebSub delivery, %d new entries", feed.id, new)
+            logger.info(
+                "feed %s: WebSub delivery, %d new entries", feed.id, new, extra={"feed": feed.id}
+            )
 
     # -- status ------------------------------------------------------------------------------
 

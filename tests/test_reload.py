@@ -13,6 +13,7 @@ from feedstream.api import ApiError, check_admin_auth
 from feedstream.config import Config, ConfigError, FeedConfig, ServerConfig, compare, load_config
 
 from .conftest import PUSH_TOKEN, FeedServer, Route, running
+from .helpers import sample, scrape
 from .test_integration import atom, json_feed, push
 from .test_websub import ATOM, free_port
 from .websub_hub import Hub
@@ -157,6 +158,9 @@ async def test_admin_reload_refuses_a_broken_config_and_changes_nothing(tmp_path
         assert answer.json()["error"].startswith(f"config error, nothing changed: {path}:")
         assert "interval" in answer.json()["error"]
         assert await feed_ids(client) == ["a"]
+        got = scrape((await client.get("/metrics")).text)
+        assert sample(got, "feedstream_config_reloads_total", result="error") == 1
+        assert sample(got, "feedstream_config_reloads_total", result="ok") == 0
         path.write_text(toml(pushed("a"), pushed("b"), server="port = 1"))
         answer = await reload(client)
         assert answer.json()["restart_needed"] == ["port"]

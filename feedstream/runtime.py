@@ -70,6 +70,7 @@ class Runtime:
         self._nursery: trio.Nursery | None = None
         self._feed_tasks: dict[str, tuple[trio.CancelScope, trio.Event]] = {}
         self._reload_lock = trio.Lock()
+        self.draining = False  # shutting down: answers close their connections
 
     @property
     def waiting(self) -> int:
@@ -223,6 +224,7 @@ class Runtime:
 
     def drain(self) -> None:
         """Answer every waiting listener now, and every later one at once (shutting down)."""
+        self.draining = True
         if self._log is not None:
             self._log.close()
 

@@ -93,6 +93,10 @@ class StreamEndpoints:
     ) -> None:
         headers = [*self._headers(scope, extra), (b"content-type", content_type)]
         headers.append((b"content-length", str(len(body)).encode()))
+        if self.runtime.draining:
+            # Shutting down: the client must not re-send on this connection, or hypercorn
+            # holds the shutdown for its whole graceful timeout; a new one is refused at once.
+            headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send(
             {"type": "http.response.body", "body": body if scope["method"] != "HEAD" else b""}

@@ -135,6 +135,7 @@ def test_serve_answers_and_sigterm_releases_a_waiting_long_poll(tmp_path: Path) 
         waiter.join(timeout=10)
         assert answers and answers[0].status_code == 200
         assert answers[0].json() == {"cursor": cursor, "entries": [], "reset": False}
+        assert answers[0].headers["connection"] == "close"  # do not re-send on this one
         assert time.monotonic() - sent < 2  # answered at once, not at its timeout
         assert process.wait(timeout=10) == 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,14 @@ def test_example_config_is_valid() -> None:
     config = load_config(ROOT / "feeds.example.toml")
     assert len(config.feeds) >= 4
     assert config.server.data_dir == ROOT / ".feedstream"  # relative to the file
+
+
+def test_example_config_documents_every_key() -> None:
+    from feedstream.config import _DEFAULT_KEYS, _SERVER_KEYS
+
+    text = (ROOT / "feeds.example.toml").read_text()
+    for key in sorted(_SERVER_KEYS | _DEFAULT_KEYS):
+        assert re.search(rf"^#? ?{key} = ", text, re.MULTILINE), f"{key} is not in the example"
 
 
 @pytest.mark.parametrize(

@@ -102,6 +102,7 @@ async def serve(
     hconfig.errorlog = logging.getLogger("hypercorn.error")
     hconfig.keep_alive_timeout = 75  # longer than a long-poll, so connections are reused
     hconfig.backlog = 4096
+    hconfig.include_server_header = False  # no banner; one header less on every answer
 
     async def trigger() -> None:
         if shutdown_trigger is None:

@@ -293,6 +293,8 @@ async def test_headers_health_and_page(tmp_path: Path) -> None:
         api = await client.get("/api/entries", headers={"Origin": "https://elsewhere.example"})
         assert api.headers["access-control-allow-origin"] == "*"
         assert api.headers["cache-control"] == "no-store"
+        assert api.headers["x-content-type-options"] == "nosniff" and "server" not in api.headers
+        assert "content-security-policy" not in api.headers  # JSON: no page policy needed
         preflight = await client.options(
             "/api/push/hooks",
             headers={"Origin": "https://x.example", "Access-Control-Request-Method": "POST"},

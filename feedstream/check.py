@@ -23,7 +23,6 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
-from . import websub
 from .config import Config, FeedConfig
 from .fetch import (
     FetchError,
@@ -35,8 +34,8 @@ from .fetch import (
     TooLarge,
     fetch,
 )
-from .normalize import ParsedFeed, parse_feed
-from .poller import parse_in_worker
+from .normalize import ParsedFeed
+from .poller import examine, overran, parse_in_worker, parse_slots, parse_within
 from .websub import Discovery
 
 logger = logging.getLogger(__name__)
@@ -280,22 +279,12 @@ def progress_line(done: int, total: int, last: str) -> str:
 # -- the trio shell ---------------------------------------------------------------------------
 
 
-def _examine(result: FetchResult, feed: FeedConfig) -> tuple[ParsedFeed, Discovery]:
-    """Parse a 200 answer and look for its WebSub hub (runs in a worker)."""
-    parsed = parse_feed(
-        result.body,
-        feed_id=feed.id,
-        base_url=result.url,
-        content_type=result.content_type,
-        via="poll",
-        max_entries=feed.limits.max_entries,
-    )
-    discovery = websub.discover(result.headers, result.body, result.content_type, result.url)
-    return parsed, discovery
-
-
 async def check_feed(
-    feed: FeedConfig, client: httpx.AsyncClient, gate: HostGate, parse: Parse = parse_in_worker
+    feed: FeedConfig,
+    client: httpx.AsyncClient,
+    gate: HostGate,
+    parse: Parse = parse_in_worker,
+    slots: trio.CapacityLimiter | None = None,
 ) -> Row:
     """Fetch *feed* once (unconditionally), parse the answer off the event loop, make its row."""
     if feed.url is None:
@@ -307,13 +296,9 @@ async def check_feed(
         return error_row(feed, exc)
     if result.status != 200:
         return result_row(feed, result)
-    parsed: ParsedFeed | None = None
-    discovery: Discovery | None = None
-    with trio.move_on_after(feed.limits.parse_timeout):
-        parsed, discovery = await parse(_examine, result, feed)
-    if parsed is None:
-        limit = feed.limits.parse_timeout
-        parsed = ParsedFeed.failure(f"parsing took longer than {limit:g} s; abandoned")
+    slots = slots or parse_slots()
+    examined = await parse_within(parse, slots, feed.limits, examine, result, feed, True)
+    parsed, discovery = examined or (overran(feed.limits), None)
     return result_row(feed, result, parsed, discovery)
 
 
@@ -332,13 +317,14 @@ async def check_feeds(
     """
     server = config.server
     gate = HostGate(total=server.max_fetches, per_host=server.per_host_fetches, gap=server.host_gap)
+    slots = parse_slots()
     rows: list[Row | None] = [push_row(f) if f.url is None else None for f in config.feeds]
     total = sum(1 for row in rows if row is None)
     done = 0
 
     async def one(index: int, feed: FeedConfig, http: httpx.AsyncClient) -> None:
         nonlocal done
-        rows[index] = await check_feed(feed, http, gate, parse)
+        rows[index] = await check_feed(feed, http, gate, parse, slots)
         done += 1
         if progress is not None:
             progress(done, total, feed.id)

@@ -8,18 +8,19 @@ seconds after the *start* of the previous one, awaited with ``trio.sleep_until``
 from __future__ import annotations
 
 import logging
+import os
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import trio
 import trio_parallel
 
 from . import websub
-from .config import FeedConfig
+from .config import FeedConfig, FetchLimits
 from .cursorlog import CursorLog, Offload
 from .fetch import FetchError, FetchResult, HostGate, fetch
 from .metrics import Stats, fetch_outcome
@@ -31,12 +32,53 @@ from .websub import Discovery
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PollContext", "feed_entries", "parse_in_worker", "poll_once", "run_feed"]
+__all__ = [
+    "PollContext",
+    "examine",
+    "feed_entries",
+    "overran",
+    "parse_in_worker",
+    "parse_slots",
+    "parse_within",
+    "poll_once",
+    "run_feed",
+]
+
+_T = TypeVar("_T")
 
 
 async def parse_in_worker(fn: Callable[..., Any], *args: Any) -> Any:
     """Run *fn* in a trio-parallel worker process; killed if the caller stops waiting."""
     return await trio_parallel.run_sync(fn, *args, kill_on_cancel=True)
+
+
+def parse_slots() -> trio.CapacityLimiter:
+    """One slot per core: how many documents are parsed at once."""
+    return trio.CapacityLimiter(os.cpu_count() or 2)
+
+
+def overran(limits: FetchLimits) -> ParsedFeed:
+    return ParsedFeed.failure(f"parsing took longer than {limits.parse_timeout:g} s; abandoned")
+
+
+async def parse_within(
+    parse: Offload,
+    slots: trio.CapacityLimiter,
+    limits: FetchLimits,
+    fn: Callable[..., _T],
+    *args: Any,
+) -> _T | None:
+    """``fn(*args)`` through *parse*, for at most ``limits.parse_timeout`` s; None if it overran.
+
+    The clock starts once one of the *slots* is ours: time spent queueing behind other
+    documents (a burst of pushes on a busy server) is not the document's fault, and must not
+    turn a good one into a rejected one.
+    """
+    async with slots:
+        with trio.move_on_after(limits.parse_timeout):
+            result: _T = await parse(fn, *args)
+            return result
+    return None
 
 
 @dataclass(slots=True)
@@ -53,6 +95,7 @@ class PollContext:
     states: dict[str, FeedState] = field(default_factory=dict)
     websub: Subscriber | None = None
     parse: Offload = parse_in_worker  # CPU work: parsing
+    parse_slots: trio.CapacityLimiter = field(default_factory=parse_slots)
     stats: Stats = field(default_factory=Stats)
 
 
@@ -125,13 +168,11 @@ async def poll_once(feed: FeedConfig, state: FeedState, ctx: PollContext) -> flo
             state.url = result.permanent_url
         if status == 200:
             discover = ctx.websub is not None and ctx.websub.wants(feed)
-            parsed: ParsedFeed | None = None
-            discovery: Discovery | None = None
-            with trio.move_on_after(feed.limits.parse_timeout):
-                parsed, discovery = await ctx.parse(_examine, result, feed, discover)
-            if parsed is None:  # a hostile document: the worker was killed
-                limit = feed.limits.parse_timeout
-                parsed = ParsedFeed.failure(f"parsing took longer than {limit:g} s; abandoned")
+            examined = await parse_within(
+                ctx.parse, ctx.parse_slots, feed.limits, examine, result, feed, discover
+            )
+            # None: a hostile document, and the worker was killed
+            parsed, discovery = examined or (overran(feed.limits), None)
             if ctx.websub is not None and discovery is not None:
                 ctx.websub.discovered(feed, discovery, result.url)
             ttl = parsed.ttl_seconds
@@ -179,7 +220,7 @@ async def poll_once(feed: FeedConfig, state: FeedState, ctx: PollContext) -> flo
     return outcome.delay
 
 
-def _examine(
+def examine(
     result: FetchResult, feed: FeedConfig, discover: bool
 ) -> tuple[ParsedFeed, Discovery | None]:
     """Parse a fetched body and, for WebSub, look for its hub: one trip to a worker thread.

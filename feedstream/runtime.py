@@ -24,7 +24,15 @@ from .fetch import HostGate
 from .metrics import Stats
 from .monitor import LagMonitor
 from .normalize import ParsedFeed, parse_feed
-from .poller import PollContext, feed_entries, parse_in_worker, run_feed
+from .poller import (
+    PollContext,
+    feed_entries,
+    overran,
+    parse_in_worker,
+    parse_slots,
+    parse_within,
+    run_feed,
+)
 from .store import FeedState, Store
 from .subscriber import Subscriber
 from .websub import SubscriptionState
@@ -60,6 +68,7 @@ class Runtime:
         self.known_feeds = frozenset(feed.id for feed in config.feeds)
         self.offload = offload  # blocking I/O: worker threads
         self.parse = parse  # parsing: worker processes, so the event loop never waits on the GIL
+        self.parse_slots = parse_slots()
         self._transport = transport
         self._log: CursorLog | None = None
         self._poll: PollContext | None = None
@@ -110,6 +119,7 @@ class Runtime:
                     ),
                     offload=self.offload,
                     parse=self.parse,
+                    parse_slots=self.parse_slots,
                     states=states,
                     stats=self.stats,
                 )
@@ -276,11 +286,10 @@ class Runtime:
         self, body: bytes, feed: FeedConfig, content_type: str | None, via: str
     ) -> ParsedFeed:
         """Parse a pushed body in a worker, within the feed's ``parse_timeout``."""
-        with trio.move_on_after(feed.limits.parse_timeout):
-            parsed: ParsedFeed = await self.parse(_parse_pushed, body, feed, content_type, via)
-            return parsed
-        limit = feed.limits.parse_timeout
-        return ParsedFeed.failure(f"parsing took longer than {limit:g} s; abandoned")
+        parsed = await parse_within(
+            self.parse, self.parse_slots, feed.limits, _parse_pushed, body, feed, content_type, via
+        )
+        return parsed or overran(feed.limits)
 
     # -- status ------------------------------------------------------------------------------
 

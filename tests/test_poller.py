@@ -16,7 +16,7 @@ import trio_parallel
 from feedstream.config import FeedConfig, FetchLimits
 from feedstream.cursorlog import SQLiteCursorLog
 from feedstream.fetch import HostGate
-from feedstream.poller import PollContext, parse_in_worker, poll_once, run_feed
+from feedstream.poller import PollContext, parse_in_worker, parse_within, poll_once, run_feed
 from feedstream.store import FeedState, Store
 
 from .helpers import inline
@@ -281,3 +281,30 @@ async def test_a_parse_that_overruns_is_abandoned(
     assert trio.current_time() - start == pytest.approx(5)
     assert state.status == "error" and state.error == "parsing took longer than 5 s; abandoned"
     assert delay == 300 and ctx.log.counts() == {}
+
+
+async def test_parse_time_counts_from_a_free_slot_not_from_the_queue(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def slow(fn: Callable[..., object], *args: object) -> object:
+        await trio.sleep(6)  # a worker taking its time over a good document
+        return fn(*args)
+
+    slots = trio.CapacityLimiter(1)
+    limits = FetchLimits(parse_timeout=8)
+    done: dict[str, tuple[object, float]] = {}
+
+    async def parse(name: str) -> None:
+        result = await parse_within(slow, slots, limits, str.upper, name)
+        done[name] = (result, trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        for name in ("a", "b", "c"):
+            nursery.start_soon(parse, name)
+    # Each waited its turn (up to 12 s), none was cut at 8 s.
+    assert {name: result for name, (result, _) in done.items()} == {"a": "A", "b": "B", "c": "C"}
+    assert sorted(at for _, at in done.values()) == [6, 12, 18]
+    limits = FetchLimits(parse_timeout=5)
+    start = trio.current_time()
+    assert await parse_within(slow, slots, limits, str.upper, "d") is None
+    assert trio.current_time() - start == 5

@@ -28,6 +28,10 @@ from .store import Snapshot, Store, StoredEntry, format_cursor
 logger = logging.getLogger(__name__)
 
 PAGE_CACHE = 4096  # distinct questions answered per head before the cache starts over
+PACE_TICK = 0.005  # seconds between two looks at whether a round is over
+PACE_QUIET = 0.05  # a round is over when nobody came back for this long
+PACE_LIMIT = 10.0  # and at the latest after this long
+PACE_BREATHE_AFTER = 0.2  # a round longer than this is followed by a pause of a quarter of it
 
 __all__ = ["CursorLog", "Offload", "Page", "SQLiteCursorLog", "format_time"]
 
@@ -73,8 +77,14 @@ class CursorLog(Protocol):
         """The cursor of the newest entry (the log's head)."""
         ...
 
-    def read(self, after: str | None, *, feeds: Collection[str] | None, limit: int) -> Page:
-        """Entries after *after* at once (newest *limit* when *after* is None)."""
+    def read(
+        self, after: str | None, *, feeds: Collection[str] | None, limit: int, fresh: bool = False
+    ) -> Page:
+        """Entries after *after* at once (newest *limit* when *after* is None).
+
+        Committed entries are published to listeners in rounds (see ``run``); *fresh* reads
+        (a client that will not wait) see every committed entry at once.
+        """
         ...
 
     async def wait(self, after: str | None, *, feeds: Collection[str] | None) -> None:
@@ -129,16 +139,21 @@ class _Ring:
     def first_seq(self) -> int | None:
         return self._items[self._start].seq if len(self._items) > self._start else None
 
-    def after(self, seq: int) -> list[StoredEntry]:
-        """Visible items with a seq greater than *seq*, oldest first."""
+    def after(self, seq: int, upto: int) -> list[StoredEntry]:
+        """Visible items with a seq greater than *seq* and at most *upto*, oldest first."""
         first = self.first_seq
-        if first is None:
+        if first is None or upto <= seq:
             return []
-        return self._items[self._start + max(0, seq - first + 1) :]
+        return self._items[self._start + max(0, seq - first + 1) : self._start + upto - first + 1]
 
-    def newest(self, limit: int, feeds: Collection[str] | None) -> list[StoredEntry]:
+    def newest(self, limit: int, feeds: Collection[str] | None, upto: int) -> list[StoredEntry]:
+        """The newest *limit* visible items up to seq *upto* (of *feeds*), oldest first."""
         found: list[StoredEntry] = []
-        for index in range(len(self._items) - 1, self._start - 1, -1):
+        first = self.first_seq
+        if first is None or upto < first:
+            return found
+        top = min(len(self._items) - 1, self._start + upto - first)
+        for index in range(top, self._start - 1, -1):
             if len(found) >= limit:
                 break
             item = self._items[index]
@@ -146,6 +161,18 @@ class _Ring:
                 found.append(item)
         found.reverse()
         return found
+
+
+class _Batch:
+    """Entries waiting for one transaction, from every append that came while it formed."""
+
+    __slots__ = ("done", "error", "items", "new")
+
+    def __init__(self, items: list[tuple[str, str, dict[str, Any]]]) -> None:
+        self.items = items
+        self.new: list[dict[str, Any]] = []
+        self.error: BaseException | None = None
+        self.done = trio.Event()
 
 
 class SQLiteCursorLog:
@@ -171,18 +198,24 @@ class SQLiteCursorLog:
         self._log_id = store.log_id
         self._ring = _Ring(backlog)
         self._ring.extend(snapshot.recent)
-        self._head = snapshot.head
+        # Committed entries become visible in rounds: `_head` is what readers see (published),
+        # `_committed` what SQLite holds. Without the waker task they are always equal.
+        self._head = self._committed = snapshot.head
         self._counts = dict(snapshot.counts)
         self._write_lock = trio.Lock()
+        self._batch: _Batch | None = None  # the next transaction, while it gathers entries
         self._changed = trio.Event()
-        self._committed_at = trio.current_time()
+        self._committed_at = self._published_at = trio.current_time()
         self._closed = False
+        # Pacing (see run()): listeners that left a round, and came back asking again.
+        self._left = self._returned = 0
+        self._returned_at = 0.0
         self._pruned_at = 0
         self._coalesce = coalesce
         self._dirty = trio.Event()  # set by append, for the waker task
         self._waker = False  # is run() coalescing wake-ups?
         # Answers for the current head, by question: listeners asking the same share one page.
-        self._pages: dict[tuple[str | None, frozenset[str] | None, int], Page] = {}
+        self._pages: dict[tuple[str | None, frozenset[str] | None, int, bool], Page] = {}
 
     # -- cursors -----------------------------------------------------------------------------
 
@@ -204,30 +237,36 @@ class SQLiteCursorLog:
 
     @property
     def committed_at(self) -> float:
-        return self._committed_at
+        return self._published_at
 
     # -- reading -----------------------------------------------------------------------------
 
-    def read(self, after: str | None, *, feeds: Collection[str] | None, limit: int) -> Page:
-        key = (after, feeds if feeds is None else frozenset(feeds), limit)
+    def read(
+        self, after: str | None, *, feeds: Collection[str] | None, limit: int, fresh: bool = False
+    ) -> Page:
+        key = (after, feeds if feeds is None else frozenset(feeds), limit, fresh)
         page = self._pages.get(key)
         if page is None:
             if len(self._pages) >= PAGE_CACHE:
                 self._pages.clear()
-            page = self._pages[key] = self._read(after, feeds, limit)
+            page = self._pages[key] = self._read(after, feeds, limit, fresh)
         return page
 
-    def _read(self, after: str | None, feeds: Collection[str] | None, limit: int) -> Page:
-        if after is None:
-            return Page(self.cursor, self._ring.newest(limit, feeds))
-        seq = self._parse(after)
+    def _read(
+        self, after: str | None, feeds: Collection[str] | None, limit: int, fresh: bool
+    ) -> Page:
+        seq = None if after is None else self._parse(after)
         first = self._ring.first_seq
-        oldest_known = first - 1 if first is not None else self._head
-        if seq is None or seq > self._head or seq < oldest_known:
-            return Page(self.cursor, self._ring.newest(limit, feeds), reset=True)
-        if seq == self._head:
+        oldest_known = first - 1 if first is not None else self._committed
+        reset = after is not None and (seq is None or seq > self._committed or seq < oldest_known)
+        # A first page or a reset answers at once: it may as well show every committed entry.
+        head = self._committed if fresh or reset or after is None else self._head
+        if after is None or reset:
+            return Page(self._format(head), self._ring.newest(limit, feeds, head), reset=reset)
+        assert seq is not None
+        if seq >= head:  # nothing new in this view (a fresh cursor may be ahead of a round)
             return Page(after, ())
-        pending = self._ring.after(seq)
+        pending = self._ring.after(seq, head)
         if feeds is None:
             taken = pending[:limit]
         else:
@@ -239,14 +278,18 @@ class SQLiteCursorLog:
                         break
         # Resume after the last entry given; when the page is not full, every pending entry was
         # looked at, so the cursor moves to the head and skips what the filter left out.
-        if len(taken) == limit and taken[-1].seq < self._head:
+        if len(taken) == limit and taken[-1].seq < head:
             return Page(self._format(taken[-1].seq), taken)
-        return Page(self.cursor, taken)
+        return Page(self._format(head), taken)
 
     async def wait(self, after: str | None, *, feeds: Collection[str] | None) -> None:
+        if after is not None and not self._closed:
+            self._returned += 1  # asking again (most likely right after an answer)
+            self._returned_at = trio.current_time()
         while not self._closed and after is not None:
             page = self.read(after, feeds=feeds, limit=1)
             if page.entries or page.reset:
+                self._left += 1
                 return
             await self._changed.wait()
 
@@ -262,27 +305,61 @@ class SQLiteCursorLog:
             entry["cursor"] = self._format(seq)
             return json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
 
+        batch = self._batch
+        if batch is not None:  # a commit is being prepared: ride along with it
+            mine = {id(entry) for _, _, entry in items}
+            batch.items.extend(items)
+            await batch.done.wait()
+            if batch.error is not None:
+                raise batch.error
+            return [entry for entry in batch.new if id(entry) in mine]
+        batch = self._batch = _Batch(list(items))  # a list of its own: others extend it
+        # Shielded: those riding along wait for this task, whatever happens to its caller.
+        with trio.CancelScope(shield=True):
+            try:
+                new = await self._commit(batch, render)
+            except BaseException as exc:
+                batch.error = exc
+                raise
+            finally:
+                if self._batch is batch:
+                    self._batch = None
+                batch.done.set()
+        mine = {id(entry) for _, _, entry in items}
+        return [entry for entry in new if id(entry) in mine]
+
+    async def _commit(
+        self, batch: _Batch, render: Callable[[int, dict[str, Any]], str]
+    ) -> list[dict[str, Any]]:
+        """Insert *batch* (and whatever joins it until the write lock is ours) in one go.
+
+        Group commit: pushes arriving while the previous transaction runs share the next one,
+        one trip to a worker thread for all of them instead of one each in single file.
+        """
         async with self._write_lock:
-            stored = await self._offload(self._store.insert_new, items, render)
+            self._batch = None  # from here on, new appenders start the next batch
+            stored = await self._offload(self._store.insert_new, batch.items, render)
+            batch.new = [entry for _, entry in stored]
             if not stored:
                 return []
             # Committed: only now does anyone get to see them.
             self._ring.extend([row for row, _ in stored])
-            self._head = stored[-1][0].seq
+            self._committed = stored[-1][0].seq
             self._committed_at = trio.current_time()
-            self._pages.clear()
+            self._pages.clear()  # fresh reads see more now
             for row, _ in stored:
                 self._counts[row.feed] = self._counts.get(row.feed, 0) + 1
-            # Wake before anything else can be cancelled: the entries are committed.
+            # Publish (or have run() publish) before anything else can be cancelled.
             if self._waker:
                 self._dirty.set()
             else:
-                self._wake()
-            logger.debug("log: %d new entries, head %s", len(stored), self._head)
-            if self._head - self._pruned_at >= max(1, self._backlog // 4):
+                self._publish()
+            batch.done.set()  # those riding along need not wait for the pruning
+            logger.debug("log: %d new entries, committed %s", len(stored), self._committed)
+            if self._committed - self._pruned_at >= max(1, self._backlog // 4):
                 await self._offload(self._store.prune, self._backlog)
-                self._pruned_at = self._head
-        return [entry for _, entry in stored]
+                self._pruned_at = self._committed
+        return batch.new
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Coalesce wake-ups, forever: one per burst of appends within the window.
@@ -298,9 +375,47 @@ class SQLiteCursorLog:
                 await self._dirty.wait()
                 await trio.sleep(self._coalesce)
                 self._dirty = trio.Event()
-                self._wake()
+                self._publish()
+                await self._absorbed()
         finally:
             self._waker = False
+            self._publish()
+
+    def _publish(self) -> None:
+        """Make everything committed visible, and wake the waiters: a new round."""
+        self._left = self._returned = 0
+        if self._head != self._committed:
+            self._head = self._committed
+            self._published_at = self._committed_at
+            self._pages.clear()
+        self._wake()
+
+    async def _absorbed(self) -> None:
+        """Wait until the listeners the last round answered have come back (most of them).
+
+        Under a load the server cannot keep up with (10,000 long-polls and ten entries a
+        second), rounds would otherwise overlap: each entry would start another wave of
+        answers and re-polls before the last one is through, every listener would cycle as
+        fast as the CPU allows for one entry per answer, and everything else (pushes being
+        taken in) would wait behind them. Paced, each listener gets one answer per round with
+        everything published since its last, and a round that took the server long leaves it
+        a quarter of that time to breathe before the next. With few listeners a round is over
+        in milliseconds and pacing costs nothing.
+
+        A round is over when nine in ten of those who left are back, when the returns have
+        stopped for :data:`PACE_QUIET` s (closed pages never come back), or after
+        :data:`PACE_LIMIT` s.
+        """
+        started = trio.current_time()
+        while not self._closed:
+            await trio.sleep(PACE_TICK)
+            now = trio.current_time()
+            quiet = self._returned > 0 and now - self._returned_at >= PACE_QUIET
+            if self._returned >= 0.9 * self._left or quiet or now - started >= PACE_LIMIT:
+                break
+        took = trio.current_time() - started
+        if took > PACE_BREATHE_AFTER:
+            await trio.sleep(took / 4)
 
     def _wake(self) -> None:
         changed, self._changed = self._changed, trio.Event()

@@ -127,7 +127,9 @@ class StreamEndpoints:
                 woken = not timer.cancelled_caught and not log.closed
             finally:
                 waiting["longpoll"] -= 1
-        page = log.read(query.after, feeds=query.feeds, limit=query.limit)
+        # A client that does not wait sees everything committed; a waiting one, the last round.
+        fresh = query.after is None or query.timeout <= 0
+        page = log.read(query.after, feeds=query.feeds, limit=query.limit, fresh=fresh)
         await self._respond(send, scope, 200, page.body)
         if woken and page.entries:
             self.runtime.stats.fanout_seconds.observe(trio.current_time() - log.committed_at)

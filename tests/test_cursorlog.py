@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -194,3 +196,89 @@ async def test_listeners_asking_the_same_share_one_serialized_page(tmp_path: Pat
     assert first.body is first.body
     await log.append([entry("a", "y")])
     assert log.read(cursor, feeds={"a"}, limit=50) is not first  # a new head, a new answer
+
+
+async def test_appends_arriving_during_a_commit_share_the_next_one(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.sqlite3")
+    trips: list[int] = []
+    release = trio.Event()
+
+    async def offload(fn: Callable[..., Any], *args: Any) -> Any:
+        if fn == store.insert_new:
+            trips.append(len(args[0]))
+            if len(trips) == 1:
+                await release.wait()  # the first transaction takes its time
+        return fn(*args)
+
+    log = SQLiteCursorLog(store, store.snapshot(10), backlog=10, offload=offload)
+    results: dict[str, list[str]] = {}
+
+    async def append(name: str, *keys: str) -> None:
+        results[name] = [e["title"] for e in await log.append([entry("a", k) for k in keys])]
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(append, "first", "1")
+        await trio.testing.wait_all_tasks_blocked()
+        for name, keys in (("x", ("2", "3")), ("y", ("3", "4")), ("z", ("1",))):
+            nursery.start_soon(append, name, *keys)
+        await trio.testing.wait_all_tasks_blocked()
+        release.set()
+    assert trips == [1, 5]  # one transaction for the three that came while the first ran
+    assert results["first"] == ["1"] and results["z"] == []  # already stored
+    assert sorted(results["x"] + results["y"]) == ["2", "3", "4"]  # "3" counts for one of them
+    assert titles(log.read(None, feeds=None, limit=10)) == ["1", "2", "3", "4"]
+
+
+async def test_listeners_see_entries_in_rounds_and_fresh_reads_see_them_at_once(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    store = Store(tmp_path / "db.sqlite3")
+    log = SQLiteCursorLog(store, store.snapshot(10), backlog=10, offload=inline, coalesce=0.005)
+    start = log.cursor
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.run)
+        await log.append([entry("a", "one")])
+        # Committed, not yet published: a waiting listener's view has nothing yet...
+        assert log.read(start, feeds=None, limit=10).entries == ()
+        # ...while a client that will not wait sees it, and its cursor stays good.
+        fresh = log.read(start, feeds=None, limit=10, fresh=True)
+        assert titles(fresh) == ["one"]
+        ahead = log.read(fresh.cursor, feeds=None, limit=10)
+        assert (ahead.cursor, ahead.entries, ahead.reset) == (fresh.cursor, (), False)
+        await trio.sleep(0.006)
+        assert titles(log.read(start, feeds=None, limit=10)) == ["one"]
+        assert log.cursor == fresh.cursor
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_next_round_waits_until_the_answered_came_back(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    store = Store(tmp_path / "db.sqlite3")
+    log = SQLiteCursorLog(store, store.snapshot(10), backlog=10, offload=inline, coalesce=0.005)
+    woken: list[float] = []
+
+    async def listener(delay: float) -> None:
+        cursor = log.cursor
+        for _ in range(2):
+            await log.wait(cursor, feeds=None)
+            woken.append(trio.current_time())
+            cursor = log.read(cursor, feeds=None, limit=10).cursor
+            await trio.sleep(delay)  # answering, and the client's way back
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.run)
+        nursery.start_soon(listener, 1.0)
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        await log.append([entry("a", "one")])
+        await trio.sleep(0.1)
+        await log.append([entry("a", "two")])  # during the first round
+        with trio.fail_after(5):
+            while len(woken) < 2:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    first, second = (t - start for t in woken)
+    assert first == pytest.approx(0.005, abs=0.001)
+    # Published only once the listener was back (1 s later), plus a quarter of the round.
+    assert second == pytest.approx(1.005 + 1.0 / 4, abs=0.02)

@@ -107,6 +107,10 @@ class CursorLog(Protocol):
         """When (``trio.current_time()``) the head last moved: the start of a fan-out."""
         ...
 
+    def answered(self) -> None:
+        """A listener woken by :meth:`wait` has had its answer sent (this paces rounds)."""
+        ...
+
     def close(self) -> None:
         """Answer every waiter now (shutdown); later waits return at once."""
         ...
@@ -208,8 +212,8 @@ class SQLiteCursorLog:
         self._committed_at = self._published_at = trio.current_time()
         self._closed = False
         # Pacing (see run()): listeners that left a round, and came back asking again.
-        self._left = self._returned = 0
-        self._returned_at = 0.0
+        self._left = self._returned = self._answered = 0
+        self._returned_at = self._answered_at = 0.0
         self._pruned_at = 0
         self._coalesce = coalesce
         self._dirty = trio.Event()  # set by append, for the waker task
@@ -381,9 +385,13 @@ class SQLiteCursorLog:
             self._waker = False
             self._publish()
 
+    def answered(self) -> None:
+        self._answered += 1
+        self._answered_at = trio.current_time()
+
     def _publish(self) -> None:
         """Make everything committed visible, and wake the waiters: a new round."""
-        self._left = self._returned = 0
+        self._left = self._returned = self._answered = 0
         if self._head != self._committed:
             self._head = self._committed
             self._published_at = self._committed_at
@@ -402,15 +410,18 @@ class SQLiteCursorLog:
         a quarter of that time to breathe before the next. With few listeners a round is over
         in milliseconds and pacing costs nothing.
 
-        A round is over when nine in ten of those who left are back, when the returns have
-        stopped for :data:`PACE_QUIET` s (closed pages never come back), or after
-        :data:`PACE_LIMIT` s.
+        A round is over when nine in ten of those who left are back; or when nine in ten have
+        been answered and nobody has come back for :data:`PACE_QUIET` s (a closed page never
+        comes back, and hypercorn does not tell us it went: its answer still goes out); or
+        after :data:`PACE_LIMIT` s.
         """
         started = trio.current_time()
         while not self._closed:
             await trio.sleep(PACE_TICK)
             now = trio.current_time()
-            quiet = self._returned > 0 and now - self._returned_at >= PACE_QUIET
+            answered = self._answered >= 0.9 * self._left
+            last = max(started, self._returned_at, self._answered_at)
+            quiet = answered and now - last >= PACE_QUIET
             if self._returned >= 0.9 * self._left or quiet or now - started >= PACE_LIMIT:
                 break
         took = trio.current_time() - started

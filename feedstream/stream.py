@@ -132,6 +132,7 @@ class StreamEndpoints:
         page = log.read(query.after, feeds=query.feeds, limit=query.limit, fresh=fresh)
         await self._respond(send, scope, 200, page.body)
         if woken and page.entries:
+            log.answered()
             self.runtime.stats.fanout_seconds.observe(trio.current_time() - log.committed_at)
 
     # -- GET /api/stream (Server-Sent Events) ------------------------------------------------
@@ -182,6 +183,7 @@ class StreamEndpoints:
             page = log.read(page.cursor, feeds=feeds, limit=SSE_BATCH)
             chunk = page.events
             if chunk:
+                log.answered()
                 self.runtime.stats.fanout_seconds.observe(trio.current_time() - log.committed_at)
 
 

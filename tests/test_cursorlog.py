@@ -282,3 +282,35 @@ async def test_the_next_round_waits_until_the_answered_came_back(
     assert first == pytest.approx(0.005, abs=0.001)
     # Published only once the listener was back (1 s later), plus a quarter of the round.
     assert second == pytest.approx(1.005 + 1.0 / 4, abs=0.02)
+
+
+async def test_a_listener_that_never_comes_back_holds_the_next_round_only_briefly(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    store = Store(tmp_path / "db.sqlite3")
+    log = SQLiteCursorLog(store, store.snapshot(10), backlog=10, offload=inline, coalesce=0.005)
+    cursor = log.cursor
+    seen: list[float] = []
+
+    async def gone() -> None:  # a page closed mid-poll: answered, never asks again
+        await log.wait(cursor, feeds=None)
+        log.answered()
+
+    async def other() -> None:  # only interested in the second entry's feed
+        await log.wait(cursor, feeds={"b"})
+        seen.append(trio.current_time())
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.run)
+        nursery.start_soon(gone)
+        nursery.start_soon(other)
+        await trio.testing.wait_all_tasks_blocked()
+        start = trio.current_time()
+        await log.append([entry("a", "one")])
+        await trio.sleep(0.01)
+        await log.append([entry("b", "two")])
+        with trio.fail_after(5):
+            while not seen:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+    assert seen[0] - start < 0.1  # not PACE_LIMIT (10 s) later

@@ -1,8 +1,8 @@
 """The Quart-Trio application: routes, headers and the lifespan that runs the service.
 
 Routes are thin: they hand request data to :mod:`feedstream.api` (validation) and
-:class:`~feedstream.runtime.Runtime` (the log, push ingest) and turn the results into responses.
-The two delivery endpoints, which carry nearly all the traffic, live in :mod:`feedstream.stream`
+:class:`~feedstream.runtime.Runtime` and turn the results into responses. The two delivery
+endpoints, which carry nearly all the traffic, and the webhook live in :mod:`feedstream.stream`
 in front of this app.
 Every error is a JSON body ``{"error": "..."}`` with a 4xx/5xx status, never a traceback.
 """
@@ -23,14 +23,12 @@ from .api import (
     ApiError,
     api_headers,
     check_admin_auth,
-    check_push_auth,
     cors_headers,
     preflight_headers,
-    push_media_type,
 )
 from .config import Config, ConfigError
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .metrics import metrics_registry, push_reason, render
+from .metrics import metrics_registry, render
 from .runtime import ReloadUnavailable, Runtime
 from .stream import StreamEndpoints
 
@@ -124,37 +122,6 @@ def _quart_app(config: Config, runtime: Runtime) -> QuartTrio:
     @app.get("/api/status")
     async def status() -> Response:
         return _json(runtime.status())
-
-    @app.post("/api/push/<feed_id>")
-    async def push(feed_id: str) -> Response:
-        try:
-            response = await _push(feed_id)
-        except (ApiError, HTTPException) as error:
-            status = error.status if isinstance(error, ApiError) else error.code or 500
-            runtime.stats.pushes["webhook", push_reason(status)] += 1
-            raise
-        runtime.stats.pushes["webhook", push_reason(response.status_code)] += 1
-        return response
-
-    async def _push(feed_id: str) -> Response:
-        feed = runtime.config.feed(feed_id)  # the config of the last reload
-        if feed is None:
-            raise ApiError(404, f"unknown feed {feed_id[:64]!r}")
-        if not feed.accepts_push:
-            raise ApiError(403, f"feed {feed.id!r} takes no pushes (it has no token or secret)")
-        length = request.content_length
-        if length is not None and length > config.server.max_push_bytes:
-            raise ApiError(413, f"body over the {config.server.max_push_bytes}-byte limit")
-        media_type = push_media_type(request.headers.get("Content-Type"))
-        body = await request.get_data(cache=False, as_text=False)
-        assert isinstance(body, bytes)
-        check_push_auth(
-            feed, request.headers.get("Authorization"), request.headers.get("X-Hub-Signature"), body
-        )
-        result = await runtime.push(feed, body, media_type)
-        if result.accepted is None:
-            raise ApiError(422, f"unparseable body: {result.error}")
-        return _json({"accepted": result.accepted}, 202)
 
     @app.post("/api/admin/reload")
     async def admin_reload() -> Response:

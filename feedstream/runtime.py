@@ -42,6 +42,10 @@ logger = logging.getLogger(__name__)
 __all__ = ["PushResult", "ReloadUnavailable", "Runtime"]
 
 
+#: Pushed JSON up to this size is parsed on the event loop (see ``Runtime._parse_pushed``).
+INLINE_JSON_BYTES = 4096
+
+
 class ReloadUnavailable(Exception):
     """Reloading is not possible in this process (no config file, or not running)."""
 
@@ -285,7 +289,17 @@ class Runtime:
     async def _parse_pushed(
         self, body: bytes, feed: FeedConfig, content_type: str | None, via: str
     ) -> ParsedFeed:
-        """Parse a pushed body in a worker, within the feed's ``parse_timeout``."""
+        """Parse a pushed body in a worker, within the feed's ``parse_timeout``.
+
+        A small JSON body is parsed right here instead. JSON parses in linear time (our own
+        JSON Feed reader: no XML, no entities, no feedparser), and 4 KiB take about a
+        millisecond at most. A trip to a worker process costs several passes of the
+        scheduler, each a long one on a server busy with thousands of listeners, and pushes
+        queue for the few workers: measured, this was what held push intake to one every
+        two seconds under the fan-out benchmark's load.
+        """
+        if len(body) <= INLINE_JSON_BYTES and _is_json(content_type, body):
+            return _parse_pushed(body, feed, content_type, via)
         parsed = await parse_within(
             self.parse, self.parse_slots, feed.limits, _parse_pushed, body, feed, content_type, via
         )
@@ -341,6 +355,12 @@ class Runtime:
 
 def _time(value: float | None) -> str | None:
     return None if value is None else format_time(value)
+
+
+def _is_json(content_type: str | None, body: bytes) -> bool:
+    if content_type is not None:
+        return content_type in ("application/feed+json", "application/json")
+    return body.lstrip()[:1] in (b"{", b"[")
 
 
 def _parse_pushed(body: bytes, feed: FeedConfig, content_type: str | None, via: str) -> ParsedFeed:

@@ -7,7 +7,9 @@ it can: validate the query (:func:`feedstream.api.parse_entries_query`), wait on
 under its own deadline (hypercorn's trio worker does not report client disconnects), and send
 the page the log has already serialized for everyone asking the same question.
 
-Everything else goes to the Quart app untouched.
+``POST /api/push/<feed_id>`` (webhook ingest) lives here too: on a server busy with thousands
+of listeners every scheduler pass is long, and this path takes far fewer of them than a Quart
+route would. Everything else goes to the Quart app untouched.
 """
 
 from __future__ import annotations
@@ -20,9 +22,17 @@ from urllib.parse import parse_qsl
 
 import trio
 
-from .api import ApiError, api_headers, parse_entries_query, preflight_headers
-from .asgi import ASGIApp, Scope, Send
+from .api import (
+    ApiError,
+    api_headers,
+    check_push_auth,
+    parse_entries_query,
+    preflight_headers,
+    push_media_type,
+)
+from .asgi import ASGIApp, Receive, Scope, Send
 from .config import Config
+from .metrics import push_reason
 from .runtime import Runtime
 
 logger = logging.getLogger(__name__)
@@ -31,6 +41,7 @@ __all__ = ["StreamEndpoints"]
 
 
 ENTRIES, STREAM = "/api/entries", "/api/stream"
+PUSH = "/api/push/"
 HEARTBEAT = 15.0  # seconds between SSE comments on a quiet stream
 SSE_BATCH = 500  # entries per SSE write at most
 
@@ -48,6 +59,7 @@ class StreamEndpoints:
         self.cors_origins = config.server.cors_origins
         self.max_listeners = config.server.max_listeners
         self.buffer_bytes = config.server.sse_buffer_bytes
+        self.max_push_bytes = config.server.max_push_bytes
         # With a wildcard CORS policy the headers never vary: encode them once.
         self._fixed_headers = (
             _encode(api_headers(None, self.cors_origins)) if "*" in self.cors_origins else None
@@ -55,6 +67,9 @@ class StreamEndpoints:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         path = scope.get("path")
+        if scope["type"] == "http" and isinstance(path, str) and path.startswith(PUSH):
+            await self._push(scope, receive, send, path[len(PUSH) :])
+            return
         if scope["type"] != "http" or path not in (ENTRIES, STREAM):
             await self.app(scope, receive, send)
             return
@@ -134,6 +149,45 @@ class StreamEndpoints:
         if woken and page.entries:
             log.answered()
             self.runtime.stats.fanout_seconds.observe(trio.current_time() - log.committed_at)
+
+    # -- POST /api/push/<feed_id> -----------------------------------------------------------
+
+    async def _push(self, scope: Scope, receive: Receive, send: Send, feed_id: str) -> None:
+        """Webhook ingest: 202 ``{"accepted": n}``, or a 4xx with a JSON reason."""
+        method = scope["method"]
+        if method == "OPTIONS":
+            await self._respond(send, scope, 204, b"", preflight_headers())
+            return
+        try:
+            if method != "POST":
+                raise ApiError(405, f"{method} is not allowed here")
+            accepted = await self._take_push(scope, receive, feed_id)
+        except ApiError as error:
+            self.runtime.stats.pushes["webhook", push_reason(error.status)] += 1
+            await self._error(send, scope, error)
+            return
+        self.runtime.stats.pushes["webhook", "accepted"] += 1
+        await self._respond(send, scope, 202, b'{"accepted":%d}' % accepted)
+
+    async def _take_push(self, scope: Scope, receive: Receive, feed_id: str) -> int:
+        feed = self.runtime.config.feed(feed_id)  # the config of the last reload
+        if feed is None:
+            raise ApiError(404, f"unknown feed {feed_id[:64]!r}")
+        if not feed.accepts_push:
+            raise ApiError(403, f"feed {feed.id!r} takes no pushes (it has no token or secret)")
+        limit = self.max_push_bytes
+        length = _header(scope, b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            raise ApiError(413 if length.isdigit() else 400, _too_large(limit, length))
+        media_type = push_media_type(_header(scope, b"content-type"))
+        body = await _read_body(receive, limit)
+        check_push_auth(
+            feed, _header(scope, b"authorization"), _header(scope, b"x-hub-signature"), body
+        )
+        result = await self.runtime.push(feed, body, media_type)
+        if result.accepted is None:
+            raise ApiError(422, f"unparseable body: {result.error}")
+        return result.accepted
 
     # -- GET /api/stream (Server-Sent Events) ------------------------------------------------
 
@@ -229,6 +283,29 @@ class _SseClient:
             if self._done:
                 await self._send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
+
+
+def _too_large(limit: int, length: str) -> str:
+    if not length.isdigit():
+        return "Content-Length: not a number"
+    return f"body over the {limit}-byte limit"
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    """The request body, or 413 as soon as it grows past *limit* bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ApiError(400, "the client went away before sending the whole body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"body over the {limit}-byte limit")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
 
 
 def _query(scope: Scope) -> dict[str, str]:

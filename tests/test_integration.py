@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +250,22 @@ async def test_push_errors_are_clear_json(tmp_path: Path) -> None:
             0
         ] == 401
         assert (await status("/api/push/hooks", b"x" * 5000, AUTH))[0] == 413
+
+        async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted as it comes
+            for _ in range(5):
+                yield b"x" * 1000
+
+        streamed = await client.post("/api/push/hooks", content=chunks(), headers=AUTH)
+        assert streamed.status_code == 413 and "4096-byte limit" in streamed.json()["error"]
+        wrong_method = await client.get("/api/push/hooks")
+        assert wrong_method.status_code == 405 and wrong_method.json()["error"]
+        # Atom goes to a worker process, small JSON is read in place: both land.
+        atom_push = await client.post(
+            "/api/push/hooks",
+            content=atom(("x1", "by atom")),
+            headers={**AUTH, "Content-Type": "application/atom+xml"},
+        )
+        assert atom_push.status_code == 202 and atom_push.json() == {"accepted": 1}
         assert (await status("/api/push/hooks", body, {**AUTH, "Content-Type": "image/png"}))[
             0
         ] == 415
@@ -299,7 +316,7 @@ async def test_headers_health_and_page(tmp_path: Path) -> None:
             "/api/push/hooks",
             headers={"Origin": "https://x.example", "Access-Control-Request-Method": "POST"},
         )
-        assert preflight.status_code == 200
+        assert preflight.status_code == 204
         assert "Authorization" in preflight.headers["access-control-allow-headers"]
         assert preflight.headers["access-control-allow-origin"] == "*"
         page = await client.get("/")

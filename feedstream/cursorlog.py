@@ -31,7 +31,6 @@ PAGE_CACHE = 4096  # distinct questions answered per head before the cache start
 PACE_TICK = 0.005  # seconds between two looks at whether a round is over
 PACE_QUIET = 0.05  # a round is over when nobody came back for this long
 PACE_LIMIT = 10.0  # and at the latest after this long
-PACE_BREATHE_AFTER = 0.2  # a round longer than this is followed by a pause of a quarter of it
 
 __all__ = ["CursorLog", "Offload", "Page", "SQLiteCursorLog", "format_time"]
 
@@ -406,9 +405,8 @@ class SQLiteCursorLog:
         answers and re-polls before the last one is through, every listener would cycle as
         fast as the CPU allows for one entry per answer, and everything else (pushes being
         taken in) would wait behind them. Paced, each listener gets one answer per round with
-        everything published since its last, and a round that took the server long leaves it
-        a quarter of that time to breathe before the next. With few listeners a round is over
-        in milliseconds and pacing costs nothing.
+        everything published since its last. With few listeners a round is over in
+        milliseconds and pacing costs nothing.
 
         A round is over when nine in ten of those who left are back; or when nine in ten have
         been answered and nobody has come back for :data:`PACE_QUIET` s (a closed page never
@@ -424,9 +422,6 @@ class SQLiteCursorLog:
             quiet = answered and now - last >= PACE_QUIET
             if self._returned >= 0.9 * self._left or quiet or now - started >= PACE_LIMIT:
                 break
-        took = trio.current_time() - started
-        if took > PACE_BREATHE_AFTER:
-            await trio.sleep(took / 4)
 
     def _wake(self) -> None:
         changed, self._changed = self._changed, trio.Event()

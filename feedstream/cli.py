@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import trio
@@ -138,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     start.add_argument(
         "--backlog",
-        type=_int_between(0, 500),
+        type=_between(int, 0, 500),
         default=0,
         metavar="N",
         help="first print the newest N entries (0 to 500; default 0: only new ones)",
@@ -148,7 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     tail.add_argument(
         "--timeout",
-        type=_float_between(1, 60),
+        type=_between(float, 1.0, 60.0),
         default=25.0,
         metavar="SECONDS",
         help="how long each long-poll waits on the server (1 to 60; default 25)",
@@ -171,26 +172,19 @@ def _feed_list(value: str) -> tuple[str, ...]:
     return feeds
 
 
-def _int_between(low: int, high: int) -> Callable[[str], int]:
-    def convert(value: str) -> int:
+_N = TypeVar("_N", int, float)
+
+
+def _between(kind: type[_N], low: _N, high: _N) -> Callable[[str], _N]:
+    """An argparse type: a *kind* (int or float) from *low* to *high*."""
+    what = "a whole number" if kind is int else "a number"
+
+    def convert(value: str) -> _N:
         try:
-            number = int(value)
+            number = kind(value)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
-        if not low <= number <= high:
-            raise argparse.ArgumentTypeError(f"must be between {low} and {high}, got {number}")
-        return number
-
-    return convert
-
-
-def _float_between(low: float, high: float) -> Callable[[str], float]:
-    def convert(value: str) -> float:
-        try:
-            number = float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
-        if not low <= number <= high:
+            raise argparse.ArgumentTypeError(f"not {what}: {value!r}") from None
+        if not low <= number <= high:  # NaN fails this too
             raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, got {value}")
         return number
 

@@ -18,6 +18,12 @@ from feedstream.store import Store
 from .helpers import entry, inline
 
 
+def coalescing_log(path: Path) -> SQLiteCursorLog:
+    """A log whose run() task coalesces appends over 5 ms and paces rounds (virtual time)."""
+    store = Store(path / "db.sqlite3")
+    return SQLiteCursorLog(store, store.snapshot(10), backlog=10, offload=inline, coalesce=0.005)
+
+
 def open_log(path: Path, backlog: int = 100) -> SQLiteCursorLog:
     store = Store(path / "db.sqlite3")
     snapshot = store.snapshot(backlog)
@@ -163,8 +169,7 @@ async def test_ring_stays_consistent_over_many_appends(tmp_path: Path, backlog: 
 async def test_a_burst_reaches_a_listener_in_one_answer(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    store = Store(tmp_path / "db.sqlite3")
-    log = SQLiteCursorLog(store, store.snapshot(10), backlog=10, offload=inline, coalesce=0.005)
+    log = coalescing_log(tmp_path)
     cursor = log.cursor
     answers: list[Page] = []
 
@@ -233,8 +238,7 @@ async def test_appends_arriving_during_a_commit_share_the_next_one(tmp_path: Pat
 async def test_listeners_see_entries_in_rounds_and_fresh_reads_see_them_at_once(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    store = Store(tmp_path / "db.sqlite3")
-    log = SQLiteCursorLog(store, store.snapshot(10), backlog=10, offload=inline, coalesce=0.005)
+    log = coalescing_log(tmp_path)
     start = log.cursor
     async with trio.open_nursery() as nursery:
         await nursery.start(log.run)
@@ -255,8 +259,7 @@ async def test_listeners_see_entries_in_rounds_and_fresh_reads_see_them_at_once(
 async def test_the_next_round_waits_until_the_answered_came_back(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    store = Store(tmp_path / "db.sqlite3")
-    log = SQLiteCursorLog(store, store.snapshot(10), backlog=10, offload=inline, coalesce=0.005)
+    log = coalescing_log(tmp_path)
     woken: dict[str, list[float]] = {"slow": [], "fast": []}
 
     async def listener(name: str, delay: float) -> None:
@@ -291,8 +294,7 @@ async def test_the_next_round_waits_until_the_answered_came_back(
 async def test_a_listener_that_never_comes_back_holds_the_next_round_only_briefly(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    store = Store(tmp_path / "db.sqlite3")
-    log = SQLiteCursorLog(store, store.snapshot(10), backlog=10, offload=inline, coalesce=0.005)
+    log = coalescing_log(tmp_path)
     cursor = log.cursor
     seen: list[float] = []
 

@@ -103,7 +103,7 @@ class CursorLog(Protocol):
 
     @property
     def committed_at(self) -> float:
-        """When (``trio.current_time()``) the head last moved: the start of a fan-out."""
+        """When (``trio.current_time()``) the newest visible entry was committed."""
         ...
 
     def answered(self) -> None:
@@ -308,32 +308,29 @@ class SQLiteCursorLog:
             entry["cursor"] = self._format(seq)
             return json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
 
+        mine = {id(entry) for _, _, entry in items}
         batch = self._batch
         if batch is not None:  # a commit is being prepared: ride along with it
-            mine = {id(entry) for _, _, entry in items}
             batch.items.extend(items)
             await batch.done.wait()
             if batch.error is not None:
                 raise batch.error
-            return [entry for entry in batch.new if id(entry) in mine]
-        batch = self._batch = _Batch(list(items))  # a list of its own: others extend it
-        # Shielded: those riding along wait for this task, whatever happens to its caller.
-        with trio.CancelScope(shield=True):
-            try:
-                new = await self._commit(batch, render)
-            except BaseException as exc:
-                batch.error = exc
-                raise
-            finally:
-                if self._batch is batch:
-                    self._batch = None
-                batch.done.set()
-        mine = {id(entry) for _, _, entry in items}
-        return [entry for entry in new if id(entry) in mine]
+        else:
+            batch = self._batch = _Batch(list(items))  # a list of its own: others extend it
+            # Shielded: those riding along wait for this task, whatever happens to its caller.
+            with trio.CancelScope(shield=True):
+                try:
+                    await self._commit(batch, render)
+                except BaseException as exc:
+                    batch.error = exc
+                    raise
+                finally:
+                    if self._batch is batch:
+                        self._batch = None
+                    batch.done.set()
+        return [entry for entry in batch.new if id(entry) in mine]
 
-    async def _commit(
-        self, batch: _Batch, render: Callable[[int, dict[str, Any]], str]
-    ) -> list[dict[str, Any]]:
+    async def _commit(self, batch: _Batch, render: Callable[[int, dict[str, Any]], str]) -> None:
         """Insert *batch* (and whatever joins it until the write lock is ours) in one go.
 
         Group commit: pushes arriving while the previous transaction runs share the next one,
@@ -344,7 +341,7 @@ class SQLiteCursorLog:
             stored = await self._offload(self._store.insert_new, batch.items, render)
             batch.new = [entry for _, entry in stored]
             if not stored:
-                return []
+                return
             # Committed: only now does anyone get to see them.
             self._ring.extend([row for row, _ in stored])
             self._committed = stored[-1][0].seq
@@ -362,7 +359,6 @@ class SQLiteCursorLog:
             if self._committed - self._pruned_at >= max(1, self._backlog // 4):
                 await self._offload(self._store.prune, self._backlog)
                 self._pruned_at = self._committed
-        return batch.new
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Coalesce wake-ups, forever: one per burst of appends within the window.

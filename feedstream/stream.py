@@ -175,12 +175,11 @@ class StreamEndpoints:
             raise ApiError(404, f"unknown feed {feed_id[:64]!r}")
         if not feed.accepts_push:
             raise ApiError(403, f"feed {feed.id!r} takes no pushes (it has no token or secret)")
-        limit = self.max_push_bytes
-        length = _header(scope, b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            raise ApiError(413 if length.isdigit() else 400, _too_large(limit, length))
+        length = _header(scope, b"content-length")  # h11 has refused a malformed one
+        if length is not None and length.isdigit() and int(length) > self.max_push_bytes:
+            raise _too_large(self.max_push_bytes)  # before reading a byte of it
         media_type = push_media_type(_header(scope, b"content-type"))
-        body = await _read_body(receive, limit)
+        body = await _read_body(receive, self.max_push_bytes)
         check_push_auth(
             feed, _header(scope, b"authorization"), _header(scope, b"x-hub-signature"), body
         )
@@ -285,10 +284,8 @@ class _SseClient:
                 return
 
 
-def _too_large(limit: int, length: str) -> str:
-    if not length.isdigit():
-        return "Content-Length: not a number"
-    return f"body over the {limit}-byte limit"
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"body over the {limit}-byte limit")
 
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
@@ -302,7 +299,7 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, f"body over the {limit}-byte limit")
+            raise _too_large(limit)
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)

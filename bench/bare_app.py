@@ -53,6 +53,18 @@ async def app(scope, receive, send) -> None:
     await reply(send, 200, body)
 
 
+async def main(config: Config, policy: str) -> None:
+    async with trio.open_nursery() as nursery:
+        if policy == "freeze":
+            gc.freeze()  # what a server would do after start-up: old objects leave the GC's scans
+        elif policy != "default":  # exactly what feedstream does once it serves (server.gc)
+            from feedstream.gcpolicy import manage_gc
+
+            await nursery.start(manage_gc, policy)
+        await serve(app, config)
+        nursery.cancel_scope.cancel()
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, required=True)
@@ -61,13 +73,5 @@ if __name__ == "__main__":
     config = Config()
     config.bind, config.backlog, config.keep_alive_timeout = [f"127.0.0.1:{args.port}"], 4096, 75
     config.accesslog, config.graceful_timeout = None, 3.0
-    if args.gc == "freeze":
-        gc.freeze()  # what a server would do after start-up: old objects leave the GC's scans
-    elif args.gc == "tuned":  # exactly what feedstream does once it serves (server.gc = "tuned")
-        from feedstream.server import tune_gc
-
-        tune_gc("tuned")
-    elif args.gc == "off":
-        gc.disable()
     print(f"bare_app: gc={args.gc} port={args.port}", flush=True)
-    trio.run(serve, app, config)
+    trio.run(main, config, args.gc)

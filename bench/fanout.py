@@ -406,14 +406,11 @@ class Target:
         return ""
 
 
-# `python -m feedstream` with the garbage collector set as --gc says (feedstream's code as is)
-GC_WRAPPER = """import gc, os, sys
-policy = os.environ.pop("FANOUT_GC")
-if policy == "off":
-    gc.disable()
+# `python -m feedstream` with start-up objects frozen and the collector otherwise Python's own
+# (--gc freeze); the other --gc policies are feedstream's own server.gc settings.
+FREEZE_WRAPPER = """import gc, sys
 from feedstream.cli import main
-if policy == "freeze":
-    gc.freeze()
+gc.freeze()
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -424,19 +421,19 @@ class Feedstream(Target):
     def start(self) -> None:
         data = self.tmp / "feedstream-data"
         config = self.tmp / "feedstream.toml"
+        policy = {"freeze": "default", None: None}.get(self.args.gc, self.args.gc)
         config.write_text(
-            f'[server]\nhost = "{HOST}"\nport = {self.port}\ndata_dir = "{data}"\n\n'
-            f'[[feeds]]\nid = "{FEED_ID}"\ntoken = "{TOKEN}"\n'
+            f'[server]\nhost = "{HOST}"\nport = {self.port}\ndata_dir = "{data}"\n'
+            + (f'gc = "{policy}"\n' if policy else "")
+            + f'\n[[feeds]]\nid = "{FEED_ID}"\ntoken = "{TOKEN}"\n'
         )
         src = self.tmp / "src"  # a frozen copy: the work tree may change while we measure
         self.source = snapshot_feedstream(self.args.feedstream_src, src)
         cmd = [sys.executable, "-m", "feedstream"]
-        env = None
-        if self.args.gc:  # an experiment: feedstream's own code untouched, its GC set around it
-            cmd = [sys.executable, "-c", GC_WRAPPER]
-            env = dict(os.environ, FANOUT_GC=self.args.gc)
+        if self.args.gc == "freeze":  # an experiment: no such server.gc setting
+            cmd = [sys.executable, "-c", FREEZE_WRAPPER]
         cmd += ["serve", "--config", str(config), "--port", str(self.port)]
-        self.proc = spawn(cmd, self.log, self.nofile, cwd=src, env=env)
+        self.proc = spawn(cmd, self.log, self.nofile, cwd=src)
 
     def ready_check(self) -> None:
         status, _ = control(self.port, "GET", "/healthz", timeout=1)
@@ -473,6 +470,17 @@ class Feedstream(Target):
 
     def waiting(self) -> int:
         return int(json.loads(control(self.port, "GET", "/api/status")[1])["waiting"])
+
+    def gc_figures(self) -> dict[str, float]:
+        """Collections by the tuned policy so far, and their pauses (from ``/metrics``)."""
+        _, text = control(self.port, "GET", "/metrics", timeout=30)
+        found = {}
+        for line in text.decode().splitlines():
+            name, _, value = line.rpartition(" ")
+            wanted = name.startswith(("feedstream_gc_collections_total", "feedstream_gc_pause"))
+            if wanted and "_bucket" not in name:
+                found[name.removeprefix("feedstream_gc_")] = float(value)
+        return found
 
     def status(self) -> dict[str, Any]:
         return dict(json.loads(control(self.port, "GET", "/api/status", timeout=30)[1]))
@@ -1064,6 +1072,12 @@ class Bench:
                 lag = f"/api/status did not answer: {exc!r}"
             self.res[f"loop_lag_{phase}"] = lag
             self.say(f"feedstream /api/status loop_lag after {phase}: {lag}")
+            try:
+                gcs = self.target.gc_figures()
+            except (OSError, http.client.HTTPException) as exc:
+                gcs = f"/metrics did not answer: {exc!r}"
+            self.res[f"gc_{phase}"] = gcs
+            self.say(f"feedstream garbage collections so far: {gcs}")
 
     def park(self) -> None:
         client, target, pid, n = self.client, self.target, self.pid, self.n
@@ -1363,7 +1377,7 @@ def feedstream_gc_policy(rev: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         snapshot_feedstream(rev, Path(tmp) / "src")
         text = "\n".join(p.read_text() for p in (Path(tmp) / "src/feedstream").glob("*.py"))
-    if "def tune_gc(" in text:  # server.gc, default "tuned": freeze + raised thresholds
+    if "def manage_gc(" in text or "def tune_gc(" in text:  # server.gc, default "tuned"
         return "tuned"
     if "gc.disable(" in text:
         return "off"
@@ -1438,8 +1452,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--gc",
         choices=["default", "freeze", "tuned", "off"],
-        help="experiment: force this GC policy on both Python servers (feedstream through a "
-        "wrapper around its unchanged code); default: feedstream as shipped, bare_app alike",
+        help="experiment: force this GC policy on both Python servers (feedstream's server.gc; "
+        "freeze: a wrapper); default: feedstream as shipped, bare_app alike",
     )
     parser.add_argument(
         "--feedstream-src",

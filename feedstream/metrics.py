@@ -48,6 +48,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 FETCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 60.0)
 #: Seconds from an entry's commit to a listener's answer (the coalescing window included).
 FANOUT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: Seconds the event loop stood still for one garbage collection (see :mod:`feedstream.gcpolicy`).
+GC_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class Histogram:
@@ -123,6 +125,8 @@ class Stats:
     fanout_seconds: Histogram = field(default_factory=lambda: Histogram(FANOUT_BUCKETS))
     waiting: dict[str, int] = field(default_factory=lambda: {"longpoll": 0, "sse": 0})
     reloads: Counter[str] = field(default_factory=Counter)  # by result: ok, error
+    gc_collections: Counter[str] = field(default_factory=Counter)  # growth, idle, interval
+    gc_seconds: Histogram = field(default_factory=lambda: Histogram(GC_BUCKETS))
 
     def count_ingest(
         self, offered: Iterable[Mapping[str, Any]], new: Iterable[Mapping[str, Any]]
@@ -216,6 +220,17 @@ class _RuntimeCollector(Collector):
             "Config reloads (SIGHUP or the admin API) since start, by result (ok, error)",
             ["result"],
             {(result,): stats.reloads[result] for result in ("ok", "error")},
+        )
+        yield _counter(
+            "feedstream_gc_collections",
+            "Garbage collections run by the tuned policy, by trigger (growth, idle, interval)",
+            ["trigger"],
+            {(t,): stats.gc_collections[t] for t in ("growth", "idle", "interval")},
+        )
+        yield _histogram(
+            "feedstream_gc_pause_seconds",
+            "How long each of those collections held the event loop",
+            stats.gc_seconds,
         )
         subscriptions = GaugeMetricFamily(
             "feedstream_websub_subscriptions", "WebSub subscriptions, by state", labels=["state"]

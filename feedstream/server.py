@@ -9,7 +9,6 @@ within its graceful timeout.
 
 from __future__ import annotations
 
-import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -20,6 +19,7 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from .app import create_app
 from .config import Config, ConfigError
+from .gcpolicy import manage_gc
 from .runtime import ReloadUnavailable, Runtime
 
 logger = logging.getLogger(__name__)
@@ -27,32 +27,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["serve", "wait_for_signal"]
 
 GRACEFUL_TIMEOUT = 3.0
-
-#: Garbage-collector thresholds once serving: generation 0 is collected every 50,000 net
-#: allocations instead of 700, and a full collection is rarer. With 10,000 parked long-polls a
-#: full collection walks every waiting task; at the default thresholds the collector ran several
-#: of those per fan-out and took most of its time (measured in bench/fanout.py).
-GC_THRESHOLDS = (50_000, 20, 100)
-
-
-def tune_gc(policy: str) -> None:
-    """Apply the garbage-collector *policy* once start-up is done.
-
-    ``tuned`` (default) moves everything alive now (modules, config, the app) out of the
-    collector's sight with ``gc.freeze()`` and raises the thresholds; ``default`` leaves
-    Python's settings; ``off`` disables automatic collection (cyclic garbage then leaks: for
-    measurements only).
-    """
-    if policy == "default":
-        return
-    gc.collect()
-    gc.freeze()
-    if policy == "off":
-        gc.disable()
-    else:
-        gc.set_threshold(*GC_THRESHOLDS)
-    logger.debug("gc policy %s: %d objects frozen, thresholds %s", policy, gc.get_freeze_count(),
-                 gc.get_threshold())  # fmt: skip
 
 
 async def wait_for_signal() -> None:
@@ -119,5 +93,5 @@ async def serve(
         binds = await nursery.start(run_server)
         if loader is not None and hasattr(signal, "SIGHUP"):
             await nursery.start(reload_on_sighup, runtime)
-        tune_gc(config.server.gc)
+        await nursery.start(manage_gc, config.server.gc, runtime.stats)
         task_status.started(binds)

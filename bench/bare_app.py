@@ -3,8 +3,10 @@
 ``POST /publish`` appends the body (one entry's JSON) to an in-memory list; ``GET /entries?after=N
 &timeout=S`` answers ``{"cursor": "<M>", "entries": [...], "reset": false}`` (the shape of
 feedstream's ``/api/entries``, at most 50 entries) as soon as there is an entry past index N, or
-empty after S seconds; one ``trio.Event`` is replaced and set per publish. ``GET /status`` says
-how many are waiting. Run: ``python bench/bare_app.py --port 8090 --gc default``.
+empty after S seconds; one ``trio.Event`` is replaced and set per publish. Every answer carries
+the headers feedstream's API answers carry (CORS, no caching, nosniff), so that both send the same
+HTTP answer and the difference is the framework. ``GET /status`` says how many are waiting.
+Run: ``python bench/bare_app.py --port 8090 --gc default``.
 """
 
 import argparse
@@ -19,8 +21,16 @@ messages: list[bytes] = []
 state = {"changed": trio.Event(), "waiting": 0}
 
 
+API_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"access-control-allow-origin", b"*"),
+    (b"cache-control", b"no-store"),
+]
+
+
 async def reply(send, status: int, body: bytes) -> None:
-    headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    headers = [*API_HEADERS, (b"content-type", b"application/json")]
+    headers.append((b"content-length", b"%d" % len(body)))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -1118,6 +1118,7 @@ class Bench:
         assert client is not None
         arrivals = array("d", [math.nan]) * n
         fan = {"got": 0, "other": 0, "ack": math.nan}
+        heads: list[bytes] = []  # the first answer's status line and headers
 
         def response(conn: Conn, status: int, body: bytes) -> None:
             ids = MARK.findall(body)
@@ -1126,6 +1127,8 @@ class Bench:
             if b"000001" in ids:
                 arrivals[conn.idx] = now() - client.push_sent[1]
                 fan["got"] += 1
+                if not heads:
+                    heads.append(conn.head)
             else:  # a timeout or an unrelated answer: poll again
                 fan["other"] += 1
                 client.send(conn)
@@ -1170,6 +1173,10 @@ class Bench:
             f"{client_cpu:.2f} s ({client_cpu / wall:.0%}); answer body "
             f"{client.resp_bytes // max(client.responses, 1)} B; {net_delta(net0)}"
         )
+        if heads:
+            names = [line.split(b":", 1)[0].decode() for line in heads[0].split(b"\r\n")[1:]]
+            self.res["answer_headers"] = names
+            self.say(f"answer head {len(heads[0]) + 4} B: {', '.join(sorted(names))}")
         self.feedstream_lag("fanout")
 
     def sustained(self, count: int) -> None:

@@ -207,7 +207,7 @@ class SQLiteCursorLog:
         self._counts = dict(snapshot.counts)
         self._write_lock = trio.Lock()
         self._batch: _Batch | None = None  # the next transaction, while it gathers entries
-        self._changed = trio.Event()
+        self._waiters = trio.lowlevel.ParkingLot()  # woken all at once by each round
         self._committed_at = self._published_at = trio.current_time()
         self._closed = False
         # Pacing (see run()): listeners that left a round, and came back asking again.
@@ -294,7 +294,7 @@ class SQLiteCursorLog:
             if page.entries or page.reset:
                 self._left += 1
                 return
-            await self._changed.wait()
+            await self._waiters.park()  # no await since the check: no wake-up is missed
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -420,8 +420,7 @@ class SQLiteCursorLog:
                 break
 
     def _wake(self) -> None:
-        changed, self._changed = self._changed, trio.Event()
-        changed.set()
+        self._waiters.unpark_all()
 
     def close(self) -> None:
         self._closed = True

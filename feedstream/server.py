@@ -86,7 +86,11 @@ async def serve(
         runtime.drain()  # answer waiting long-polls now, before hypercorn drains connections
 
     async def run_server(*, task_status: trio.TaskStatus[list[str]]) -> None:
-        await hypercorn_serve(app, hconfig, shutdown_trigger=trigger, task_status=task_status)
+        # mode: the app's __call__ is a plain function returning a coroutine (see stream.py),
+        # which hypercorn's guess would take for WSGI.
+        await hypercorn_serve(
+            app, hconfig, shutdown_trigger=trigger, task_status=task_status, mode="asgi"
+        )
         nursery.cancel_scope.cancel()  # served and drained: end the signal listener too
 
     async with trio.open_nursery() as nursery:

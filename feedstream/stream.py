@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import deque
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -65,26 +66,28 @@ class StreamEndpoints:
             _encode(api_headers(None, self.cors_origins)) if "*" in self.cors_origins else None
         )
 
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+    def __call__(self, scope: Any, receive: Any, send: Any) -> Awaitable[None]:
+        """Route the request: the handler's coroutine is what the server awaits.
+
+        A plain function, not a coroutine of its own: a parked long-poll then keeps one frame
+        less alive (some 300 bytes of each waiting listener's 20 KiB).
+        """
         path = scope.get("path")
         if scope["type"] == "http" and isinstance(path, str) and path.startswith(PUSH):
-            await self._push(scope, receive, send, path[len(PUSH) :])
-            return
+            return self._push(scope, receive, send, path[len(PUSH) :])
         if scope["type"] != "http" or path not in (ENTRIES, STREAM):
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         method = scope["method"]
         if method == "OPTIONS":
-            await self._respond(send, scope, 204, b"", preflight_headers())
-        elif method not in ("GET", "HEAD"):
-            await self._error(send, scope, ApiError(405, f"{method} is not allowed here"))
-        elif self.runtime.waiting >= self.max_listeners:
+            return self._respond(send, scope, 204, b"", preflight_headers())
+        if method not in ("GET", "HEAD"):
+            return self._error(send, scope, ApiError(405, f"{method} is not allowed here"))
+        if self.runtime.waiting >= self.max_listeners:
             error = ApiError(503, "too many listeners; retry shortly")
-            await self._error(send, scope, error, {"Retry-After": "5"})
-        elif path == ENTRIES:
-            await self._entries(scope, send)
-        else:
-            await self._stream(scope, send)
+            return self._error(send, scope, error, {"Retry-After": "5"})
+        if path == ENTRIES:
+            return self._entries(scope, send)
+        return self._stream(scope, send)
 
     # -- responses ---------------------------------------------------------------------------
 

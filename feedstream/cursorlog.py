@@ -89,8 +89,25 @@ class CursorLog(Protocol):
     async def wait(self, after: str | None, *, feeds: Collection[str] | None) -> None:
         """Return as soon as :meth:`read` has something for *after* (or the log is closed).
 
-        Never returns by itself otherwise: the caller bounds it with a cancel scope.
+        Never returns by itself otherwise: the caller bounds it with a cancel scope. It is
+        :meth:`asking`, then :meth:`ready` / :meth:`changed` in a loop; the long-poll runs that
+        loop itself, so that each parked listener keeps one coroutine frame less alive.
         """
+        ...
+
+    def asking(self) -> None:
+        """A listener starts waiting (most likely right after its last answer): paces rounds."""
+        ...
+
+    def ready(self, after: str, *, feeds: Collection[str] | None) -> bool:
+        """Whether :meth:`read` has something for *after* now, or the log is closed.
+
+        ``True`` also counts the listener as leaving with news (this paces rounds too).
+        """
+        ...
+
+    def changed(self) -> Awaitable[None]:
+        """Something to await that returns when what :meth:`ready` says may have changed."""
         ...
 
     async def append(self, entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -286,15 +303,30 @@ class SQLiteCursorLog:
         return Page(self._format(head), taken)
 
     async def wait(self, after: str | None, *, feeds: Collection[str] | None) -> None:
-        if after is not None and not self._closed:
-            self._returned += 1  # asking again (most likely right after an answer)
+        if after is None:
+            return
+        self.asking()
+        while not self.ready(after, feeds=feeds):
+            await self.changed()
+
+    def asking(self) -> None:
+        if not self._closed:
+            self._returned += 1
             self._returned_at = trio.current_time()
-        while not self._closed and after is not None:
-            page = self.read(after, feeds=feeds, limit=1)
-            if page.entries or page.reset:
-                self._left += 1
-                return
-            await self._waiters.park()  # no await since the check: no wake-up is missed
+
+    def ready(self, after: str, *, feeds: Collection[str] | None) -> bool:
+        if self._closed:
+            return True
+        page = self.read(after, feeds=feeds, limit=1)
+        if page.entries or page.reset:
+            self._left += 1
+            return True
+        return False
+
+    def changed(self) -> Awaitable[None]:
+        # Parks right away: nothing runs between a caller's ready() and this, so no wake-up
+        # is missed.
+        return self._waiters.park()
 
     # -- writing -----------------------------------------------------------------------------
 

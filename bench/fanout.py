@@ -14,7 +14,7 @@ For each server (feedstream, a bare raw-ASGI app on the same hypercorn trio work
 Before the servers, a client self-test reads N canned responses with no server work at all,
 which bounds what the client itself can measure. See bench/README-fanout.md.
 
-    .venv/bin/python bench/fanout.py                      # N=10,000, all three servers
+    .venv/bin/python bench/fanout.py                      # N=10,000, every server
     .venv/bin/python bench/fanout.py --listeners 1000 --only feedstream --sustain-seconds 10
 """
 
@@ -322,6 +322,7 @@ class Conn:
         "buf",
         "cursor",
         "etag",
+        "events",
         "fd",
         "head",
         "hlen",
@@ -332,11 +333,13 @@ class Conn:
         "need",
         "pending",
         "sock",
+        "stream",
     )
 
     def __init__(self, sock: socket.socket, idx: int) -> None:
         self.sock, self.fd, self.idx = sock, sock.fileno(), idx
-        self.buf = b""
+        self.buf = self.events = b""  # events: SSE text short of its closing blank line
+        self.stream = False
         self.hlen = self.need = 0
         self.head = self.low = b""
         self.cursor: bytes = b""
@@ -349,6 +352,7 @@ class Conn:
 
 class Target:
     name = ""
+    streams = False  # listeners hold one streaming answer open instead of re-polling
     proc: subprocess.Popen[bytes] | None = None
 
     def __init__(self, tmp: Path, nofile: int, args: argparse.Namespace) -> None:
@@ -419,15 +423,15 @@ class Feedstream(Target):
     name = "feedstream"
 
     def start(self) -> None:
-        data = self.tmp / "feedstream-data"
-        config = self.tmp / "feedstream.toml"
+        data = self.tmp / f"{self.name}-data"
+        config = self.tmp / f"{self.name}.toml"
         policy = {"freeze": "default", None: None}.get(self.args.gc, self.args.gc)
         config.write_text(
             f'[server]\nhost = "{HOST}"\nport = {self.port}\ndata_dir = "{data}"\n'
             + (f'gc = "{policy}"\n' if policy else "")
             + f'\n[[feeds]]\nid = "{FEED_ID}"\ntoken = "{TOKEN}"\n'
         )
-        src = self.tmp / "src"  # a frozen copy: the work tree may change while we measure
+        src = self.tmp / f"{self.name}-src"  # a frozen copy: the tree may change as we measure
         self.source = snapshot_feedstream(self.args.feedstream_src, src)
         cmd = [sys.executable, "-m", "feedstream"]
         if self.args.gc == "freeze":  # an experiment: no such server.gc setting
@@ -487,6 +491,26 @@ class Feedstream(Target):
 
     def describe(self) -> str:
         return f"python -m feedstream serve, hypercorn trio worker; source: {self.source}"
+
+
+class FeedstreamSse(Feedstream):
+    """The same server, each listener on one ``GET /api/stream`` (Server-Sent Events): no
+    re-polls; every round's entries reach a listener as one chunk on its open stream."""
+
+    name = "feedstream-sse"
+    streams = True
+
+    def request(self, conn: Conn) -> bytes:
+        return (
+            b"GET /api/stream?after=%s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Accept: text/event-stream\r\n\r\n" % conn.cursor
+        )
+
+    def update(self, conn: Conn, status: int, body: bytes) -> None:
+        pass  # the stream carries on from where it is
+
+    def describe(self) -> str:
+        return super().describe() + "; listeners on GET /api/stream (SSE)"
 
 
 class Bare(Target):
@@ -607,7 +631,12 @@ def header(head: bytes, low: bytes, name: bytes) -> bytes | None:
     return head[start : end if end >= 0 else len(head)].strip()
 
 
-TARGETS: dict[str, type[Target]] = {"feedstream": Feedstream, "bare": Bare, "nchan": Nchan}
+TARGETS: dict[str, type[Target]] = {
+    "feedstream": Feedstream,
+    "bare": Bare,
+    "nchan": Nchan,
+    "feedstream-sse": FeedstreamSse,
+}
 
 
 # -- the client ----------------------------------------------------------------------------------
@@ -657,6 +686,7 @@ class Client:
                 conn = Conn(sock, idx)
                 if self.target is not None:
                     self.target.initial(conn)
+                    conn.stream = self.target.streams
                 self.conns[conn.fd] = conn
                 self.listeners.append(conn)
                 wave[conn.fd] = conn
@@ -716,6 +746,8 @@ class Client:
 
     def send(self, conn: Conn, data: bytes | None = None) -> None:
         if data is None:
+            if conn.stream and conn.pending:  # "poll again" on an open stream: keep reading
+                return
             assert self.target is not None
             data = self.target.request(conn)
         conn.pending = True
@@ -786,6 +818,9 @@ class Client:
         if not data:
             self._dead(conn)
             return
+        if conn.stream:
+            self._stream_data(conn, data)
+            return
         buf = conn.buf + data if conn.buf else data
         while True:
             if not conn.need:  # a new answer: wait for its whole head
@@ -827,6 +862,51 @@ class Client:
                 self.target.update(conn, status, body)
             self.on_response(conn, status, body)
         conn.buf = buf
+
+    def _stream_data(self, conn: Conn, data: bytes) -> None:
+        """An SSE answer: its head once, then chunked data; every batch of complete events
+        that holds an entry (not a heartbeat alone) goes to :attr:`on_response` as a body."""
+        buf = conn.buf + data if conn.buf else data
+        if not conn.head:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                conn.buf = buf
+                return
+            conn.head, buf = buf[:end], buf[end + 4 :]
+            status = int(conn.head[9:12])
+            self.statuses[status] += 1
+            if status != 200 or b"transfer-encoding: chunked" not in conn.head.lower():
+                raise RuntimeError(f"not an SSE stream: {conn.head!r}")
+        payload = []
+        while buf:
+            if conn.hlen:  # the CRLF after a chunk's data
+                skip = min(conn.hlen, len(buf))
+                buf, conn.hlen = buf[skip:], conn.hlen - skip
+            elif not conn.need:  # a chunk-size line
+                eol = buf.find(b"\r\n")
+                if eol < 0:
+                    break
+                size = int(buf[:eol].split(b";", 1)[0], 16)
+                buf = buf[eol + 2 :]
+                if size == 0:  # the server ended the stream
+                    self._dead(conn)
+                    return
+                conn.need = size
+            else:
+                take = buf[: conn.need]
+                buf, conn.need = buf[len(take) :], conn.need - len(take)
+                payload.append(take)
+                if not conn.need:
+                    conn.hlen = 2
+        conn.buf = buf
+        text = conn.events + b"".join(payload)
+        cut = text.rfind(b"\n\n") + 2
+        conn.events = text[cut:]
+        complete = text[:cut]
+        if b"\nevent: " in b"\n" + complete:
+            self.responses += 1
+            self.resp_bytes += len(complete)
+            self.on_response(conn, 200, complete)
 
     def _ignore(self, conn: Conn, status: int, body: bytes) -> None:
         pass
@@ -902,9 +982,18 @@ def client_selftest(n: int) -> dict[str, float]:
 
 def check_sample(body: bytes, ids: list[bytes], name: str) -> None:
     """On a sample of answers: the marker count must equal the entries a JSON parser finds."""
+    if body.startswith((b"id: ", b"event: ", b": ")):  # Server-Sent Events
+        found = 0
+        for event in body.split(b"\n\n"):
+            fields = dict(line.split(b": ", 1) for line in event.split(b"\n") if b": " in line)
+            if fields.get(b"event") == b"entry":
+                entry = json.loads(fields[b"data"])
+                found += entry["cursor"] == fields[b"id"].decode()
     # Nchan sends one message, or several in multipart/mixed: count the entries' openings
-    json_body = body.startswith(b'{"cursor"')
-    found = len(json.loads(body)["entries"]) if json_body else body.count(b'{"id":"')
+    elif body.startswith(b'{"cursor"'):
+        found = len(json.loads(body)["entries"])
+    else:
+        found = body.count(b'{"id":"')
     if found != len(ids):
         raise RuntimeError(f"{name}: {len(ids)} markers but {found} entries in {body[:300]!r}")
 
@@ -1199,7 +1288,7 @@ class Bench:
             ids = MARK.findall(body)
             if client.responses % 100 == 1 and status == 200:
                 check_sample(body, ids, target.name)
-            if body.endswith(b'"reset":true}'):
+            if body.endswith(b'"reset":true}') or b"event: reset\n" in body:
                 st["resets"] += 1
             mine = seen[conn.idx]
             for raw in ids:
@@ -1398,19 +1487,19 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print(
         f"\n=== summary: N={args.listeners}, sustained {args.rate:g} entries/s for "
         f"{args.sustain_seconds:g} s ===\n"
-        f"{'':11}{'fan-out of one push (ms)':^40}{'':17} | "
+        f"{'':15}{'fan-out of one push (ms)':^40}{'':17} | "
         f"{'sustained: listeners with loss/dup, latency ms':^54}\n"
-        f"{'server':<11}{'answered':>9}{'p50':>8}{'p99':>8}{'max':>8}{'ack':>8}"
+        f"{'server':<15}{'answered':>9}{'p50':>8}{'p99':>8}{'max':>8}{'ack':>8}"
         f"{'KiB/lsn':>9}{'open s':>8} | {'lost':>5}{'dup':>5}{'tail':>6}{'p50':>8}{'p99':>8}"
         f"{'max':>8}{'ent/ans':>8}{'srv cpu':>8}{'cli cpu':>8}"
     )
     for r in results:
         if "fanout" not in r:
-            print(f"{r['name']:<11}failed: {r.get('error', '?')}")
+            print(f"{r['name']:<15}failed: {r.get('error', '?')}")
             continue
         f = r.get("fanout", {})
         line = (
-            f"{r['name']:<11}{r.get('fanout_answered', 0):>9}{ms(f.get('p50', nan)):>8}"
+            f"{r['name']:<15}{r.get('fanout_answered', 0):>9}{ms(f.get('p50', nan)):>8}"
             f"{ms(f.get('p99', nan)):>8}{ms(f.get('max', nan)):>8}"
             f"{ms(r.get('push_ack', nan)):>8}{r.get('rss_per_listener_kib', nan):>9.1f}"
             f"{r.get('open_s', nan):>8.1f} |"

@@ -31,6 +31,11 @@ PAGE_CACHE = 4096  # distinct questions answered per head before the cache start
 PACE_TICK = 0.005  # seconds between two looks at whether a round is over
 PACE_QUIET = 0.05  # a round is over when nobody came back for this long
 PACE_LIMIT = 10.0  # and at the latest after this long
+#: Streaming waiters (SSE) woken per scheduler pass. Thousands of open streams woken at once
+#: make one pass so long that every other task (a push being taken in) waits seconds for each
+#: of its steps; in groups, pushes are acknowledged in between. Long-polls are woken all at
+#: once: their answers then leave soonest, and their clean-up comes after (measured).
+WAKE_GROUP = 256
 
 __all__ = ["CursorLog", "Offload", "Page", "SQLiteCursorLog", "format_time"]
 
@@ -86,12 +91,16 @@ class CursorLog(Protocol):
         """
         ...
 
-    async def wait(self, after: str | None, *, feeds: Collection[str] | None) -> None:
+    async def wait(
+        self, after: str | None, *, feeds: Collection[str] | None, streaming: bool = False
+    ) -> None:
         """Return as soon as :meth:`read` has something for *after* (or the log is closed).
 
         Never returns by itself otherwise: the caller bounds it with a cancel scope. It is
         :meth:`asking`, then :meth:`ready` / :meth:`changed` in a loop; the long-poll runs that
         loop itself, so that each parked listener keeps one coroutine frame less alive.
+        *streaming* waiters (an open stream's producer) are woken in groups, see
+        :data:`WAKE_GROUP`.
         """
         ...
 
@@ -106,7 +115,7 @@ class CursorLog(Protocol):
         """
         ...
 
-    def changed(self) -> Awaitable[None]:
+    def changed(self, *, streaming: bool = False) -> Awaitable[None]:
         """Something to await that returns when what :meth:`ready` says may have changed."""
         ...
 
@@ -224,7 +233,8 @@ class SQLiteCursorLog:
         self._counts = dict(snapshot.counts)
         self._write_lock = trio.Lock()
         self._batch: _Batch | None = None  # the next transaction, while it gathers entries
-        self._waiters = trio.lowlevel.ParkingLot()  # woken all at once by each round
+        self._waiters = trio.lowlevel.ParkingLot()  # long-polls: woken all at once each round
+        self._streams = trio.lowlevel.ParkingLot()  # SSE producers: woken WAKE_GROUP at a time
         self._committed_at = self._published_at = trio.current_time()
         self._closed = False
         # Pacing (see run()): listeners that left a round, and came back asking again.
@@ -302,12 +312,14 @@ class SQLiteCursorLog:
             return Page(self._format(taken[-1].seq), taken)
         return Page(self._format(head), taken)
 
-    async def wait(self, after: str | None, *, feeds: Collection[str] | None) -> None:
+    async def wait(
+        self, after: str | None, *, feeds: Collection[str] | None, streaming: bool = False
+    ) -> None:
         if after is None:
             return
         self.asking()
         while not self.ready(after, feeds=feeds):
-            await self.changed()
+            await self.changed(streaming=streaming)
 
     def asking(self) -> None:
         if not self._closed:
@@ -323,10 +335,10 @@ class SQLiteCursorLog:
             return True
         return False
 
-    def changed(self) -> Awaitable[None]:
+    def changed(self, *, streaming: bool = False) -> Awaitable[None]:
         # Parks right away: nothing runs between a caller's ready() and this, so no wake-up
         # is missed.
-        return self._waiters.park()
+        return (self._streams if streaming else self._waiters).park()
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -406,7 +418,8 @@ class SQLiteCursorLog:
                 await self._dirty.wait()
                 await trio.sleep(self._coalesce)
                 self._dirty = trio.Event()
-                self._publish()
+                self._publish(streams=False)
+                await self._wake_streams()
                 await self._absorbed()
         finally:
             self._waker = False
@@ -416,14 +429,28 @@ class SQLiteCursorLog:
         self._answered += 1
         self._answered_at = trio.current_time()
 
-    def _publish(self) -> None:
-        """Make everything committed visible, and wake the waiters: a new round."""
+    def _publish(self, *, streams: bool = True) -> None:
+        """Make everything committed visible and wake the long-polls (and, unless told not to,
+        the streams): a new round."""
         self._left = self._returned = self._answered = 0
         if self._head != self._committed:
             self._head = self._committed
             self._published_at = self._committed_at
             self._pages.clear()
-        self._wake()
+        self._waiters.unpark_all()
+        if streams:
+            self._streams.unpark_all()
+
+    async def _wake_streams(self) -> None:
+        """Wake the streams parked now, :data:`WAKE_GROUP` per scheduler pass (FIFO: those
+        parking meanwhile, on the new head, stay parked)."""
+        left = len(self._streams)
+        while left > 0 and not self._closed:
+            woken = self._streams.unpark(count=min(WAKE_GROUP, left))
+            if not woken:
+                return
+            left -= len(woken)
+            await trio.lowlevel.checkpoint()
 
     async def _absorbed(self) -> None:
         """Wait until the listeners the last round answered have come back (most of them).
@@ -451,12 +478,10 @@ class SQLiteCursorLog:
             if self._returned >= 0.9 * self._left or quiet or now - started >= PACE_LIMIT:
                 break
 
-    def _wake(self) -> None:
-        self._waiters.unpark_all()
-
     def close(self) -> None:
         self._closed = True
-        self._wake()
+        self._waiters.unpark_all()
+        self._streams.unpark_all()
 
     @property
     def closed(self) -> bool:

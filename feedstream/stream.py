@@ -233,7 +233,7 @@ class StreamEndpoints:
                 logger.info("SSE client too slow, dropped (it resumes by Last-Event-ID)")
                 return
             with trio.move_on_after(HEARTBEAT) as quiet:
-                await log.wait(page.cursor, feeds=feeds)
+                await log.wait(page.cursor, feeds=feeds, streaming=True)
             if log.closed:
                 return
             if quiet.cancelled_caught:

@@ -320,3 +320,41 @@ async def test_a_listener_that_never_comes_back_holds_the_next_round_only_briefl
                 await trio.sleep(0.01)
         nursery.cancel_scope.cancel()
     assert seen[0] - start < 0.1  # not PACE_LIMIT (10 s) later
+
+
+async def test_streams_wake_in_groups_long_polls_all_at_once(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("feedstream.cursorlog.WAKE_GROUP", 2)
+    log = coalescing_log(tmp_path)
+    passes = 0  # scheduler passes, counted by a task that checkpoints in every one
+    woke: dict[str, list[int]] = {"stream": [], "poll": []}
+
+    async def count_passes() -> None:
+        nonlocal passes
+        await trio.sleep(0.005)  # wakes with the log's publishing task: same deadline
+        for _ in range(50):  # then a bounded number: virtual time cannot move meanwhile
+            await trio.lowlevel.checkpoint()
+            passes += 1
+
+    async def waiter(kind: str) -> None:
+        await log.wait(log.cursor, feeds=None, streaming=kind == "stream")
+        woke[kind].append(passes)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.run)
+        for kind in ["stream"] * 10 + ["poll"] * 3:
+            nursery.start_soon(waiter, kind)
+        await trio.testing.wait_all_tasks_blocked()
+        await log.append([entry("a", "one")])  # starts the 5 ms window
+        nursery.start_soon(count_passes)
+        with trio.fail_after(5):
+            while len(woke["stream"]) < 10 or len(woke["poll"]) < 3:  # noqa: ASYNC110
+                await trio.sleep(0.001)
+        nursery.cancel_scope.cancel()
+    # A task sees the count before or after the counter's turn in its pass (trio shuffles
+    # each pass), so each figure is its pass's number or one less.
+    assert max(woke["poll"]) - min(woke["poll"]) <= 1, woke  # every long-poll in one pass
+    # Streams: two per pass, five passes in a row.
+    assert max(woke["stream"]) - min(woke["stream"]) >= 3, woke
+    assert max(woke["stream"].count(p) for p in woke["stream"]) <= 4, woke

@@ -193,9 +193,7 @@ def control(
         conn.close()
 
 
-def spawn(
-    cmd: list[str], log: Path, nofile: int, cwd: Path = ROOT, env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
+def spawn(cmd: list[str], log: Path, nofile: int, cwd: Path = ROOT) -> subprocess.Popen[bytes]:
     """Start a server pinned to SERVER_CPU with RLIMIT_NOFILE raised, output to *log*."""
 
     def child() -> None:
@@ -205,7 +203,7 @@ def spawn(
     out = open(log, "wb")  # noqa: SIM115 - the child owns it
     try:
         return subprocess.Popen(
-            cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, preexec_fn=child
+            cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, preexec_fn=child
         )
     finally:
         out.close()

@@ -39,6 +39,10 @@ class ConfigError(ValueError):
     """The configuration cannot be used; the message says where and why."""
 
 
+#: ``server.gc``: what :func:`feedstream.gcpolicy.manage_gc` does once the server is up.
+GC_POLICIES = ("tuned", "default", "off")
+
+
 @dataclass(frozen=True, slots=True)
 class FetchLimits:
     """Limits applied to every fetch of a feed (``[defaults]``, overridable per feed)."""
@@ -307,7 +311,7 @@ class _Validator:
             max_listeners=g(
                 raw, "max_listeners", _int_range(1, 1_000_000), d.max_listeners, "server"
             ),
-            gc=g(raw, "gc", _choice("tuned", "default", "off"), d.gc, "server"),
+            gc=g(raw, "gc", _choice(*GC_POLICIES), d.gc, "server"),
             sse_buffer_bytes=g(
                 raw, "sse_buffer_bytes", _int_range(1024, 1 << 30), d.sse_buffer_bytes, "server"
             ),

@@ -44,6 +44,7 @@ import time
 
 import trio
 
+from .config import GC_POLICIES
 from .metrics import Stats
 
 logger = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ __all__ = [
     "CHECK_EVERY", "GROWTH_FLOOR", "INTERVAL", "POLICIES", "QUIET_LAG", "Pacer", "manage_gc",
 ]  # fmt: skip
 
-POLICIES = ("tuned", "default", "off")
+POLICIES = GC_POLICIES
 
 #: Collect when the heap grew by at least this many blocks since the last collection (and by as
 #: many as it held after it): about 13 MB of small objects.

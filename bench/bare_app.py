@@ -68,7 +68,7 @@ async def main(config: Config, policy: str) -> None:
         if policy == "freeze":
             gc.freeze()  # what a server would do after start-up: old objects leave the GC's scans
         elif policy != "default":  # exactly what feedstream does once it serves (server.gc)
-            from feedstream.gcpolicy import manage_gc
+            from feedstream.service.gcpolicy import manage_gc
 
             await nursery.start(manage_gc, policy)
         await serve(app, config)

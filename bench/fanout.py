@@ -235,7 +235,7 @@ def snapshot_feedstream(rev: str, dest: Path) -> str:
             tar.extractall(dest, filter="data")
         what = f"git {rev} = {git('rev-parse', '--short', rev)}"
     digest = hashlib.sha256()
-    for path in sorted((dest / "feedstream").glob("*.py")):
+    for path in sorted((dest / "feedstream").rglob("*.py")):
         digest.update(path.read_bytes())
     return f"{what}, sha256 of feedstream/*.py {digest.hexdigest()[:12]}"
 
@@ -1470,7 +1470,7 @@ def feedstream_gc_policy(rev: str) -> str:
     """What feedstream does with the garbage collector, read from its source."""
     with tempfile.TemporaryDirectory() as tmp:
         snapshot_feedstream(rev, Path(tmp) / "src")
-        text = "\n".join(p.read_text() for p in (Path(tmp) / "src/feedstream").glob("*.py"))
+        text = "\n".join(p.read_text() for p in (Path(tmp) / "src/feedstream").rglob("*.py"))
     if "def manage_gc(" in text or "def tune_gc(" in text:  # server.gc, default "tuned"
         return "tuned"
     if "gc.disable(" in text:

@@ -7,9 +7,9 @@
    own phase, with an ETag (unchanged documents get 304).
 2. Parse overhead, before the server starts and in this process: the same kind of documents
    through bare ``feedparser.parse`` and through feedstream's whole normalize path
-   (``feedstream.normalize.parse_feed``: feedparser + normalizing + nh3), median time per
+   (``feedstream.core.normalize.parse_feed``: feedparser + normalizing + nh3), median time per
    document, and the ratio.
-3. The real server (``feedstream.server.serve``, in-process, on trio) polls the N feeds every
+3. The real server (``feedstream.web.server.serve``, in-process, on trio) polls the N feeds every
    ``--interval`` seconds. After a warm-up (every feed's first document ingested), for
    ``--seconds`` seconds: entries ingested per second (from the cursor log), polls answered by
    the origin (200 / 304), this process's CPU time, and event-loop lag measured by a heartbeat
@@ -245,7 +245,7 @@ def parse_overhead(args: argparse.Namespace) -> dict[str, float]:
     """Median seconds per document: bare feedparser, feedparser as feedstream calls it, full."""
     import feedparser
 
-    from feedstream.normalize import parse_feed
+    from feedstream.core.normalize import parse_feed
 
     origin = "http://127.0.0.1:8000"
     start = time.time()
@@ -310,9 +310,9 @@ def quantile(ordered: list[float], q: float) -> float:
 async def ingest(args: argparse.Namespace, origin: OriginProcess, data_dir: Path) -> dict[str, Any]:
     import trio
 
-    from feedstream.config import Config, FeedConfig, ServerConfig
-    from feedstream.runtime import Runtime
-    from feedstream.server import serve
+    from feedstream.core.config import Config, FeedConfig, ServerConfig
+    from feedstream.service.runtime import Runtime
+    from feedstream.web.server import serve
 
     feeds = tuple(
         FeedConfig(id=f"feed{i:04d}", url=f"{origin.url}/feed/{i}", interval=args.interval)

@@ -1,0 +1,5 @@
+"""cli"""
+
+from feedstream.cli.commands import main
+
+__all__ = ["main"]

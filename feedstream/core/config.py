@@ -1,0 +1,482 @@
+"""Configuration: a TOML file, validated completely before anything starts.
+
+Every problem is reported as a :class:`ConfigError` whose message names the file, the line (when
+it can be found), the key and what is wrong with it, e.g.::
+
+    feeds.toml:14: feeds[1].interval: must be a number of seconds >= 1, got "often"
+
+The loader is pure: :func:`parse_config` takes the text and returns frozen dataclasses, so it is
+tested without touching the disk. :func:`load_config` only adds the reading of the file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+__all__ = [
+    "Config",
+    "ConfigChanges",
+    "ConfigError",
+    "FeedConfig",
+    "FetchLimits",
+    "ServerConfig",
+    "compare",
+    "load_config",
+    "parse_config",
+]
+
+FEED_ID_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the message says where and why."""
+
+
+#: ``server.gc``: what :func:`feedstream.service.gcpolicy.manage_gc` does once the server is up.
+GC_POLICIES = ("tuned", "default", "off")
+
+
+@dataclass(frozen=True, slots=True)
+class FetchLimits:
+    """Limits applied to every fetch of a feed (``[defaults]``, overridable per feed)."""
+
+    timeout: float = 20.0  # total seconds for one fetch, connect to last byte
+    connect_timeout: float = 10.0
+    max_bytes: int = 15 * 1024 * 1024  # decompressed body
+    max_redirects: int = 5
+    max_entries: int = 500  # newest entries taken from one document
+    parse_timeout: float = 30.0  # seconds of parsing before the worker is killed
+    user_agent: str = "feedstream/0.1 (+https://github.com/feedstream/feedstream)"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str | None = None
+    data_dir: Path = Path(".feedstream")
+    backlog: int = 1000
+    cors_origins: tuple[str, ...] = ("*",)
+    max_push_bytes: int = 5 * 1024 * 1024
+    max_fetches: int = 10  # concurrent fetches over all feeds
+    per_host_fetches: int = 2  # concurrent fetches to one host
+    host_gap: float = 1.0  # seconds between two requests to one host
+    static_dir: Path | None = None  # None: the bundled static/ folder
+    coalesce_ms: int = 5  # entries appended within this window reach listeners in one answer
+    max_listeners: int = 20_000  # parked long-polls + SSE streams; beyond: 503 + Retry-After
+    sse_buffer_bytes: int = 1 << 20  # an SSE client with more than this unsent is dropped
+    gc: str = "tuned"  # garbage-collector policy once serving: tuned | default | off
+    admin_token: str | None = None  # enables POST /api/admin/reload (Bearer)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedConfig:
+    id: str
+    url: str | None = None  # None: a push-only source
+    title: str | None = None
+    interval: float = 300.0
+    token: str | None = None
+    secret: str | None = None
+    limits: FetchLimits = field(default_factory=FetchLimits)
+    websub: bool | None = None  # None: on when server.public_url is set and the feed has a url
+    websub_lease: int = 10 * 86400  # hub.lease_seconds asked for
+    websub_poll: float = 6 * 3600.0  # safety-net poll interval while push is healthy
+
+    @property
+    def kind(self) -> str:
+        return "poll" if self.url else "push"
+
+    @property
+    def accepts_push(self) -> bool:
+        return self.token is not None or self.secret is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    server: ServerConfig = field(default_factory=ServerConfig)
+    feeds: tuple[FeedConfig, ...] = ()
+    source: str = "<config>"
+
+    def feed(self, feed_id: str) -> FeedConfig | None:
+        for feed in self.feeds:
+            if feed.id == feed_id:
+                return feed
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigChanges:
+    """What reloading would change: feeds by id, and server settings that need a restart."""
+
+    added: tuple[FeedConfig, ...] = ()
+    removed: tuple[FeedConfig, ...] = ()
+    changed: tuple[FeedConfig, ...] = ()  # the new versions
+    unchanged: tuple[str, ...] = ()
+    restart_needed: tuple[str, ...] = ()  # [server] keys whose new values wait for a restart
+
+    def summary(self) -> dict[str, list[str]]:
+        return {
+            "added": [feed.id for feed in self.added],
+            "removed": [feed.id for feed in self.removed],
+            "changed": [feed.id for feed in self.changed],
+            "unchanged": list(self.unchanged),
+            "restart_needed": list(self.restart_needed),
+        }
+
+
+def compare(old: Config, new: Config) -> ConfigChanges:
+    """What changes from *old* to *new*. ``[defaults]`` are folded into each feed already."""
+    before = {feed.id: feed for feed in old.feeds}
+    after = {feed.id: feed for feed in new.feeds}
+    return ConfigChanges(
+        added=tuple(feed for feed in new.feeds if feed.id not in before),
+        removed=tuple(feed for feed in old.feeds if feed.id not in after),
+        changed=tuple(f for f in new.feeds if f.id in before and before[f.id] != f),
+        unchanged=tuple(f.id for f in new.feeds if before.get(f.id) == f),
+        restart_needed=tuple(
+            name
+            for name in ServerConfig.__dataclass_fields__
+            if getattr(old.server, name) != getattr(new.server, name)
+        ),
+    )
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and validate the TOML file at *path*; relative ``data_dir`` is kept relative to it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    config = parse_config(text, source=str(path))
+    data_dir = config.server.data_dir
+    if not data_dir.is_absolute():
+        config = replace(config, server=replace(config.server, data_dir=path.parent / data_dir))
+    return config
+
+
+def parse_config(text: str, *, source: str = "<config>") -> Config:
+    """Validate the TOML *text* and return the configuration, or raise :class:`ConfigError`."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+    return _Validator(text, source).config(raw)
+
+
+_T = TypeVar("_T")
+
+
+_SERVER_KEYS = {
+    "host", "port", "public_url", "data_dir", "backlog", "cors_origins", "max_push_bytes",
+    "max_fetches", "per_host_fetches", "host_gap", "static_dir", "coalesce_ms",
+    "max_listeners", "sse_buffer_bytes", "gc", "admin_token",
+}  # fmt: skip
+_LIMIT_KEYS = {
+    "timeout", "connect_timeout", "max_bytes", "max_redirects", "max_entries", "user_agent",
+    "parse_timeout",
+}  # fmt: skip
+_WEBSUB_KEYS = {"websub", "websub_lease", "websub_poll"}
+_FEED_KEYS = {"id", "url", "title", "interval", "token", "secret"} | _LIMIT_KEYS | _WEBSUB_KEYS
+_DEFAULT_KEYS = {"interval"} | _LIMIT_KEYS | _WEBSUB_KEYS
+
+
+class _Validator:
+    """Turns the decoded TOML into dataclasses, naming the line of each problem."""
+
+    def __init__(self, text: str, source: str) -> None:
+        self.lines = text.splitlines()
+        self.source = source
+
+    # -- error reporting -------------------------------------------------------------------
+
+    def fail(
+        self, key: str, message: str, table: str = "", index: int | None = None
+    ) -> ConfigError:
+        line = self._locate(table, index, key.rsplit(".", 1)[-1])
+        where = f"{self.source}:{line}" if line else self.source
+        name = (
+            key
+            if not table
+            else (f"{table}[{index}].{key}" if index is not None else f"{table}.{key}")
+        )
+        return ConfigError(f"{where}: {name}: {message}")
+
+    def _locate(self, table: str, index: int | None, key: str) -> int | None:
+        """Best-effort line number of *key* inside ``[table]`` or the index-th ``[[table]]``."""
+        current, seen = "", -1
+        header = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.-]+)\s*\]\]?")
+        key_re = re.compile(rf"^\s*\"?{re.escape(key)}\"?\s*=")
+        found_table: int | None = None
+        for number, line in enumerate(self.lines, start=1):
+            match = header.match(line)
+            if match:
+                current = match.group(1)
+                if current == table and line.lstrip().startswith("[["):
+                    seen += 1
+                if current == table and (index is None or seen == index):
+                    found_table = number
+                continue
+            in_table = current == table and (index is None or seen == index)
+            if in_table and key_re.match(line):
+                return number
+        return found_table
+
+    # -- typed getters ---------------------------------------------------------------------
+
+    def check_keys(
+        self, data: Mapping[str, Any], allowed: set[str], table: str, index: int | None = None
+    ) -> None:
+        for key in data:
+            if key not in allowed:
+                hint = difflib.get_close_matches(key, sorted(allowed), n=1)
+                more = f" (did you mean {hint[0]!r}?)" if hint else ""
+                raise self.fail(key, f"unknown key{more}", table, index)
+
+    def get(
+        self,
+        data: Mapping[str, Any],
+        key: str,
+        convert: Callable[[Any], _T],
+        default: _T,
+        table: str,
+        index: int | None = None,
+    ) -> _T:
+        if key not in data:
+            return default
+        try:
+            return convert(data[key])
+        except (TypeError, ValueError) as exc:
+            raise self.fail(key, f"{exc}, got {data[key]!r}", table, index) from None
+
+    # -- sections --------------------------------------------------------------------------
+
+    def config(self, raw: dict[str, Any]) -> Config:
+        self.check_keys(raw, {"server", "defaults", "feeds"}, "")
+        server_raw = raw.get("server", {})
+        if not isinstance(server_raw, dict):
+            raise self.fail("server", "must be a table ([server])")
+        server = self.server(server_raw)
+        defaults_raw = raw.get("defaults", {})
+        if not isinstance(defaults_raw, dict):
+            raise self.fail("defaults", "must be a table ([defaults])")
+        self.check_keys(defaults_raw, _DEFAULT_KEYS, "defaults")
+        default_interval = self.get(defaults_raw, "interval", _interval, 300.0, "defaults")
+        default_limits = self.limits(defaults_raw, FetchLimits(), "defaults", None)
+        base = self.websub(defaults_raw, FeedConfig(id="-", interval=default_interval), "defaults")
+        feeds_raw = raw.get("feeds", [])
+        if not isinstance(feeds_raw, list) or not all(isinstance(f, dict) for f in feeds_raw):
+            raise self.fail("feeds", "must be an array of tables ([[feeds]])")
+        feeds: list[FeedConfig] = []
+        seen: set[str] = set()
+        for index, feed_raw in enumerate(feeds_raw):
+            feed = self.feed(feed_raw, index, base, default_limits)
+            if feed.id in seen:
+                raise self.fail("id", f"duplicate feed id {feed.id!r}", "feeds", index)
+            seen.add(feed.id)
+            feeds.append(feed)
+        return Config(server=server, feeds=tuple(feeds), source=self.source)
+
+    def server(self, raw: dict[str, Any]) -> ServerConfig:
+        self.check_keys(raw, _SERVER_KEYS, "server")
+        d = ServerConfig()
+        g = self.get
+        static_dir = g(raw, "static_dir", _path, None, "server")
+        return ServerConfig(
+            host=g(raw, "host", _nonempty_str, d.host, "server"),
+            port=g(raw, "port", _int_range(0, 65535), d.port, "server"),
+            public_url=g(raw, "public_url", _http_url, None, "server"),
+            data_dir=g(raw, "data_dir", _path, d.data_dir, "server"),
+            backlog=g(raw, "backlog", _int_range(1, 1_000_000), d.backlog, "server"),
+            cors_origins=g(raw, "cors_origins", _origins, d.cors_origins, "server"),
+            max_push_bytes=g(
+                raw, "max_push_bytes", _int_range(1024, 1 << 30), d.max_push_bytes, "server"
+            ),
+            max_fetches=g(raw, "max_fetches", _int_range(1, 1000), d.max_fetches, "server"),
+            per_host_fetches=g(
+                raw, "per_host_fetches", _int_range(1, 100), d.per_host_fetches, "server"
+            ),
+            host_gap=g(raw, "host_gap", _float_range(0, 3600), d.host_gap, "server"),
+            static_dir=static_dir,
+            coalesce_ms=g(raw, "coalesce_ms", _int_range(0, 1000), d.coalesce_ms, "server"),
+            max_listeners=g(
+                raw, "max_listeners", _int_range(1, 1_000_000), d.max_listeners, "server"
+            ),
+            gc=g(raw, "gc", _choice(*GC_POLICIES), d.gc, "server"),
+            sse_buffer_bytes=g(
+                raw, "sse_buffer_bytes", _int_range(1024, 1 << 30), d.sse_buffer_bytes, "server"
+            ),
+            admin_token=g(raw, "admin_token", _admin_token, None, "server"),
+        )
+
+    def limits(
+        self, raw: Mapping[str, Any], base: FetchLimits, table: str, index: int | None
+    ) -> FetchLimits:
+        g = self.get
+        return FetchLimits(
+            timeout=g(raw, "timeout", _float_range(0.1, 600), base.timeout, table, index),
+            connect_timeout=g(
+                raw, "connect_timeout", _float_range(0.1, 600), base.connect_timeout, table, index
+            ),
+            max_bytes=g(raw, "max_bytes", _int_range(1024, 1 << 31), base.max_bytes, table, index),
+            max_redirects=g(
+                raw, "max_redirects", _int_range(0, 20), base.max_redirects, table, index
+            ),
+            max_entries=g(
+                raw, "max_entries", _int_range(1, 100_000), base.max_entries, table, index
+            ),
+            user_agent=g(raw, "user_agent", _nonempty_str, base.user_agent, table, index),
+            parse_timeout=g(
+                raw, "parse_timeout", _float_range(0.1, 3600), base.parse_timeout, table, index
+            ),
+        )
+
+    def websub(
+        self, raw: Mapping[str, Any], base: FeedConfig, table: str, index: int | None = None
+    ) -> FeedConfig:
+        """*base* with the WebSub keys of *raw* applied."""
+        g = self.get
+        return replace(
+            base,
+            websub=g(raw, "websub", _bool, base.websub, table, index),
+            websub_lease=g(
+                raw, "websub_lease", _int_range(60, 365 * 86400), base.websub_lease, table, index
+            ),
+            websub_poll=g(
+                raw, "websub_poll", _float_range(60, 7 * 86400), base.websub_poll, table, index
+            ),
+        )
+
+    def feed(
+        self, raw: dict[str, Any], index: int, base: FeedConfig, limits: FetchLimits
+    ) -> FeedConfig:
+        self.check_keys(raw, _FEED_KEYS, "feeds", index)
+        if "id" not in raw:
+            raise self.fail("id", "missing (every feed needs an id)", "feeds", index)
+        g = self.get
+        feed = FeedConfig(
+            id=g(raw, "id", _feed_id, "", "feeds", index),
+            url=g(raw, "url", _http_url, None, "feeds", index),
+            title=g(raw, "title", _nonempty_str, None, "feeds", index),
+            interval=g(raw, "interval", _interval, base.interval, "feeds", index),
+            token=g(raw, "token", _secret, None, "feeds", index),
+            secret=g(raw, "secret", _secret, None, "feeds", index),
+            limits=self.limits(raw, limits, "feeds", index),
+        )
+        feed = self.websub(raw, replace(base, **_identity(feed)), "feeds", index)
+        if feed.url is None and not feed.accepts_push:
+            raise self.fail(
+                "url", "missing: a feed needs a url to poll, or a token/secret to accept pushes",
+                "feeds", index,
+            )  # fmt: skip
+        return feed
+
+
+# -- converters: each raises ValueError/TypeError with a message saying what is expected -----
+
+
+def _identity(feed: FeedConfig) -> dict[str, Any]:
+    """The per-feed fields of *feed* that do not come from the defaults."""
+    keys = ("id", "url", "title", "interval", "token", "secret", "limits")
+    return {key: getattr(feed, key) for key in keys}
+
+
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if value not in choices:
+            raise ValueError("must be one of " + ", ".join(repr(c) for c in choices))
+        return str(value)
+
+    return convert
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("must be true or false")
+    return value
+
+
+def _nonempty_str(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise TypeError("must be a non-empty string")
+    return value.strip()
+
+
+def _secret(value: Any) -> str:
+    text = _nonempty_str(value)
+    if len(text) < 8:
+        raise ValueError("must be at least 8 characters")
+    return text
+
+
+def _admin_token(value: Any) -> str:
+    text = _nonempty_str(value)
+    if len(text) < 16:
+        raise ValueError("must be at least 16 characters (it guards reloading the config)")
+    return text
+
+
+def _feed_id(value: Any) -> str:
+    if not isinstance(value, str) or not FEED_ID_RE.match(value):
+        raise ValueError("must be 1-64 characters of a-z, 0-9, '-' and '_'")
+    return value
+
+
+def _http_url(value: Any) -> str:
+    text = _nonempty_str(value)
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an absolute http:// or https:// URL")
+    return text
+
+
+def _path(value: Any) -> Path:
+    return Path(_nonempty_str(value))
+
+
+def _int_range(low: int, high: int) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError("must be a whole number")
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}")
+        return value
+
+    return convert
+
+
+def _float_range(low: float, high: float) -> Callable[[Any], float]:
+    def convert(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError("must be a number")
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low:g} and {high:g}")
+        return float(value)
+
+    return convert
+
+
+def _interval(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError("must be a number of seconds")
+    if not 1 <= value <= 7 * 86400:
+        raise ValueError("must be between 1 and 604800 seconds")
+    return float(value)
+
+
+def _origins(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise TypeError('must be a list of origins such as ["*"] or ["https://example.org"]')
+    for origin in value:
+        if origin != "*" and urlsplit(origin).scheme not in ("http", "https"):
+            raise ValueError(f'{origin!r} is neither "*" nor an http(s) origin')
+    return tuple(value)

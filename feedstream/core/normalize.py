@@ -1,0 +1,843 @@
+"""Turn the bytes of a fetched feed document into normalized, sanitized entries.
+
+This is the sans-io core of feedstream: :func:`parse_feed` takes the body of an Atom, RSS
+0.9x/2.0, RSS 1.0 (RDF) or JSON Feed 1.0/1.1 document and returns a :class:`ParsedFeed` whose
+entries are plain dicts with exactly the keys of :data:`ENTRY_KEYS`, every string in them made
+safe by :mod:`feedstream.core.sanitize`. It never raises for any input: a body that is not a usable
+feed comes back with ``error`` set and no entries.
+
+The work is done in two steps. A reader turns the document into format-neutral
+``_RawEntry``/``_RawFeed`` records holding the untrusted values, each string already cut to
+``max_field_chars``; ``_normalize_entry`` then builds the entry dicts from them, so every rule
+(ids, dates, sanitizing, limits) lives in one place whatever the format.
+
+XML goes through feedparser with its own sanitizing and URI rewriting off. Two details matter
+for safety:
+
+* feedparser is handed a ``BytesIO``, never the bytes themselves: given ``bytes`` it first tries
+  them as a file name and would read that local file (``b"/etc/passwd"``).
+* The DOCTYPE is neutralized before parsing (``_neutralize_doctype``). Python's expat already
+  skips external entities (no XXE), and expat 2.4.0 and later stop runaway entity expansion,
+  but only past 8 MiB of expanded text, and only where Python was built with such an expat.
+  Rewriting the DOCTYPE makes both independent of the expat at hand: only short literal
+  entities such as ``<!ENTITY copy "&#169;">`` are kept, which cannot nest or amplify.
+* Character references that name no character (``&#55357;``, ``&#x110000;``) crash
+  feedparser; they are mended first (``_mend_character_references``). Any other failure inside
+  feedparser makes the document an error rather than an exception.
+
+JSON Feed is mapped here, since feedparser's JSON support is not released.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import io
+import json
+import logging
+import re
+import time
+import xml.sax
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from html import escape, unescape
+from typing import Any, NamedTuple
+
+import feedparser
+
+from feedstream.core.sanitize import clean_html, plain_text, remove_control_chars, safe_url
+
+__all__ = ["ENTRY_KEYS", "ParsedFeed", "parse_feed"]
+
+logger = logging.getLogger(__name__)
+
+ENTRY_KEYS = (
+    "id", "cursor", "feed", "feed_title", "title", "url", "author", "published", "updated",
+    "summary", "content_html", "tags", "enclosures", "image", "via", "received",
+)  # fmt: skip
+
+SUMMARY_CHARS = 300
+MAX_ID_CHARS = 512
+MAX_TAGS = 50
+TAG_CHARS = 100
+MAX_ENCLOSURES = 20
+WARNING_CHARS = 300
+
+_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+_LATEST = datetime(2101, 1, 1, tzinfo=UTC)  # exclusive
+
+_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+_JSON_TYPES = frozenset({"application/feed+json", "application/json"})
+_JSON_FEED_VERSION = "https://jsonfeed.org/version/"
+
+_MEDIA_TYPE = re.compile(r"[a-z0-9][\w!#$&^.+-]{0,126}/[a-z0-9][\w!#$&^.+-]{0,126}", re.ASCII)
+_IMG_SRC = re.compile(r'<img\s[^>]*?\bsrc="([^"]*)"')
+_HTML_PAGE = re.compile(
+    r"(?:\s|<\?.*?\?>|<!--.*?-->)*<(?:!doctype\s+html|html|head|body)\b",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedFeed:
+    """What :func:`parse_feed` found in one document."""
+
+    format: str  # "atom" | "rss" | "rdf" | "json" | "unknown"
+    title: str | None  # plain text
+    link: str | None  # site URL, http(s) or None
+    entries: list[dict[str, Any]]  # normalized, oldest first
+    hubs: list[str]  # WebSub hub URLs
+    self_url: str | None  # rel="self" / JSON Feed feed_url
+    ttl_seconds: int | None  # RSS <ttl>
+    error: str | None  # the body is not a usable feed (then entries == [])
+    warning: str | None  # the document is broken but was read
+
+    @classmethod
+    def failure(cls, error: str) -> ParsedFeed:
+        return cls("unknown", None, None, [], [], None, None, error, None)
+
+
+class _NotAFeed(Exception):
+    """The body is not a usable feed; the message is the ``ParsedFeed.error`` sentence."""
+
+
+class _Text(NamedTuple):
+    value: str
+    is_html: bool
+
+
+class _RawEnclosure(NamedTuple):
+    url: str | None
+    type: str | None
+    length: object
+
+
+@dataclass(slots=True)
+class _RawEntry:
+    """One entry's untrusted values, whatever the format, strings cut to the field limit."""
+
+    guid: str | None = None
+    link: str | None = None
+    title: _Text | None = None
+    author: str | None = None
+    published: datetime | None = None
+    updated: datetime | None = None
+    summary: _Text | None = None
+    content: _Text | None = None
+    base: str | None = None  # xml:base of the content, if any
+    tags: list[str] = field(default_factory=list)
+    enclosures: list[_RawEnclosure] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)  # candidates, best first
+
+    @property
+    def date(self) -> datetime | None:
+        return self.published or self.updated
+
+    def is_empty(self) -> bool:
+        return not (
+            self.guid or self.link or self.title or self.summary or self.content or self.enclosures
+        )
+
+
+@dataclass(slots=True)
+class _RawFeed:
+    format: str
+    title: _Text | None = None
+    link: str | None = None
+    hubs: list[str] = field(default_factory=list)
+    self_url: str | None = None
+    ttl_seconds: int | None = None
+    entries: list[_RawEntry] = field(default_factory=list)
+    warning: str | None = None
+
+    def is_blank(self) -> bool:
+        """Nothing was read: no title, no link, no entry with anything in it."""
+        return not (self.title or self.link or any(not entry.is_empty() for entry in self.entries))
+
+
+def parse_feed(
+    body: bytes,
+    *,
+    feed_id: str,
+    base_url: str | None,
+    content_type: str | None = None,
+    via: str = "poll",
+    max_entries: int = 500,
+    max_field_chars: int = 100_000,
+) -> ParsedFeed:
+    """Parse and normalize one feed document. Never raises for any ``body``.
+
+    ``base_url`` (normally the URL the body was fetched from) resolves relative links.
+    At most ``max_entries`` entries are kept, the newest ones, and returned oldest first.
+    """
+    try:
+        raw = _read_document(body, content_type, max_field_chars)
+        feed_title = _plain(raw.title)
+        entries = [
+            _normalize_entry(
+                entry, feed_id=feed_id, feed_title=feed_title, base_url=base_url, via=via
+            )
+            for entry in _newest(raw.entries, max_entries)
+        ]
+    except _NotAFeed as exc:
+        return ParsedFeed.failure(str(exc))
+    except Exception:  # a hostile document must not take the caller down
+        logger.exception(
+            "feed %s: unexpected error while parsing", feed_id, extra={"feed": feed_id}
+        )
+        return ParsedFeed.failure("could not parse the document (internal error)")
+    return ParsedFeed(
+        format=raw.format,
+        title=feed_title,
+        link=safe_url(raw.link, base_url),
+        entries=entries,
+        hubs=_unique(safe_url(hub, base_url) for hub in raw.hubs),
+        self_url=safe_url(raw.self_url, base_url),
+        ttl_seconds=raw.ttl_seconds,
+        error=None,
+        warning=raw.warning,
+    )
+
+
+# --- Reading the document --------------------------------------------------------------------
+
+
+def _read_document(body: bytes, content_type: str | None, limit: int) -> _RawFeed:
+    codec, bom_length = _sniff_encoding(body)
+    if not body[bom_length:].strip():
+        raise _NotAFeed("empty body")
+    head = body[bom_length : bom_length + 4096].decode(codec or "utf-8", "replace").lstrip()
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if head.startswith(("{", "[")) or (media_type in _JSON_TYPES and not head.startswith("<")):
+        return _read_json(body[bom_length:], codec or "utf-8", limit)
+    return _read_xml(body, head, content_type, limit)
+
+
+_WIDE_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+)
+
+
+def _sniff_encoding(body: bytes) -> tuple[str | None, int]:
+    """Return the codec of a UTF-16/32 body (by BOM or NUL bytes) and its BOM's length.
+
+    For an ASCII-compatible body the codec is ``None``; the BOM length is 3 after a UTF-8 BOM.
+    """
+    for bom, codec in _WIDE_BOMS:
+        if body.startswith(bom):
+            return codec, len(bom)
+    if body.startswith(codecs.BOM_UTF8):
+        return None, len(codecs.BOM_UTF8)
+    if body[:3] == b"\0\0\0":
+        return "utf-32-be", 0
+    if body[1:4] == b"\0\0\0":
+        return "utf-32-le", 0
+    if body[:1] == b"\0":
+        return "utf-16-be", 0
+    if body[1:2] == b"\0":
+        return "utf-16-le", 0
+    return None, 0
+
+
+# --- XML through feedparser ------------------------------------------------------------------
+
+# The DOCTYPE after the prolog (XML declaration, comments, processing instructions). Every
+# alternative is atomic and unterminated quotes and comments run to the end of the text, so a
+# hostile document cannot make the match slow. ``declaration`` is None when the DOCTYPE has no
+# end that can be found.
+_DOCTYPE = re.compile(
+    r"""
+    (?P<prolog>(?>\s+|<\?.*?\?>|<!--.*?-->)*+)
+    <!DOCTYPE
+    (?P<declaration>
+        \s+(?P<root>[^\s\[>]+)
+        (?>\s+|"[^"]*"|'[^']*'|[^\s\[>"']+)*+
+        (?:\[(?P<subset>
+            (?><!--.*?(?:-->|\Z)|<\?.*?(?:\?>|\Z)|"[^"]*(?:"|\Z)|'[^']*(?:'|\Z)|[^\]"'<]+|<)*+
+        )\])?
+        \s*>
+    )?
+    """,
+    re.DOTALL | re.VERBOSE,
+)
+_CHARACTER_REFERENCE = re.compile(r"&#(?:[xX]([0-9a-fA-F]+)|([0-9]+));")
+# Up to 64 character references in a row. A regex call holds the GIL, and a body can be megabytes
+# of references: one match per run would stall the event loop although parsing runs in a worker
+# thread. The leading literal lets the search skip quickly to the next "&#".
+_CHARACTER_REFERENCES = re.compile(
+    r"&#(?:[xX][0-9a-fA-F]+|[0-9]+);(?:&#(?:[xX][0-9a-fA-F]+|[0-9]+);){0,63}"
+)
+# References that certainly name an XML character: U+0020 to U+CFFF in hexadecimal, 32 to 49999
+# in decimal, without leading zeros. Most runs are only these, and pass without a number parsed.
+_PLAIN_CHARACTER_REFERENCES = re.compile(
+    r"""(?:&\#(?:
+        3[2-9]|[4-9][0-9]|[1-9][0-9]{2,3}|[1-4][0-9]{4}
+        |[xX](?:[2-9a-fA-F][0-9a-fA-F]|[1-9a-fA-F][0-9a-fA-F]{2}|[1-9a-cA-C][0-9a-fA-F]{3})
+    );)+""",
+    re.VERBOSE,
+)
+# The encoding in the XML declaration, which feedparser reads only at the very start.
+_DECLARED_ENCODING = re.compile(
+    r"""<\?xml\s[^>]{0,200}?\bencoding\s*=\s*(["'])(?P<name>[A-Za-z][\w.-]{0,39})\1"""
+)
+# An entity declaration that cannot nest or amplify: a short literal or one character reference.
+# feedparser keeps the same kinds (and only those) when it rewrites the DOCTYPE itself.
+_SAFE_ENTITY = re.compile(
+    r"""<!ENTITY\s+(\w+)\s+"([^"&%<>']{0,32}|&#(?:[0-9]{1,7}|x[0-9a-fA-F]{1,6});)"\s*>"""
+)
+
+
+def _prepare_xml(body: bytes) -> bytes:
+    """Return ``body`` ready for feedparser: safe DOCTYPE, valid references, a true encoding.
+
+    The DOCTYPE is neutralized, invalid character references are mended and, for a body that
+    cannot be UTF-16 or UTF-32, a declaration of either becomes UTF-8. The text is decoded only
+    to be edited: an ASCII-compatible body as latin-1, so that every
+    byte maps to one character and comes back unchanged whatever its real encoding.
+    """
+    codec, bom_length = _sniff_encoding(body)
+    codec = codec or "latin-1"
+    text = body[bom_length:].decode(codec, "replace")
+    prepared = text
+    if not bom_length and b"\0" not in body:  # an 8-bit body, whatever it declares
+        prepared = _undeclare_wide_encoding(prepared)
+    prepared = _mend_character_references(_neutralize_doctype(prepared))
+    return body if prepared == text else body[:bom_length] + prepared.encode(codec)
+
+
+def _undeclare_wide_encoding(text: str) -> str:
+    """Declare UTF-8 instead of a UTF-16 or UTF-32 encoding that the bytes cannot be in.
+
+    A body without a BOM and without a NUL byte is not UTF-16 or UTF-32 (its own ``<?xml``
+    would have NUL bytes), yet feedparser believes such a declaration: an odd-length body then
+    fails to decode and falls back to UTF-8, an even-length one decodes into garbage.
+    """
+    match = _DECLARED_ENCODING.match(text)
+    if match is None or not _is_wide_encoding(match["name"]):
+        return text
+    return text[: match.start("name")] + "utf-8" + text[match.end("name") :]
+
+
+def _is_wide_encoding(name: str) -> bool:
+    try:
+        return codecs.lookup(name).name.startswith(("utf-16", "utf-32"))
+    except LookupError:
+        return False
+
+
+def _neutralize_doctype(text: str) -> str:
+    """Reduce the DOCTYPE to the safe literal entity declarations it has.
+
+    A DOCTYPE whose end cannot be found loses its ``<!``, so that the XML parser stops right
+    there instead of reading any declaration in it.
+    """
+    match = _DOCTYPE.match(text)
+    if match is None:
+        return text
+    if match["declaration"] is None:
+        replacement = "DOCTYPE"
+    else:
+        entities = _SAFE_ENTITY.findall(match["subset"] or "")
+        declarations = "".join(f'<!ENTITY {name} "{value}">\n' for name, value in entities)
+        replacement = f"<!DOCTYPE {match['root']} [\n{declarations}]>" if entities else ""
+    return match["prolog"] + replacement + text[match.end() :]
+
+
+def _mend_character_references(text: str) -> str:
+    """Rewrite character references that name no XML character.
+
+    feedparser crashes on a reference to a surrogate or to a number past U+10FFFF, and some
+    feeds write an emoji as a UTF-16 surrogate pair (``&#55357;&#56832;``): pairs are joined
+    into the character they encode, anything else invalid becomes U+FFFD.
+
+    References are read in slices of at most 64: a slice with an invalid one is rewritten whole,
+    and a slice that ends in the high half of a surrogate pair takes the low half along.
+    """
+    pieces: list[str] = []
+    copied = 0  # text[:copied] is in pieces
+    position = 0
+    while match := _CHARACTER_REFERENCES.search(text, position):
+        position = match.end()
+        if _PLAIN_CHARACTER_REFERENCES.fullmatch(match[0]):
+            continue
+        numbers = [_reference_number(*groups) for groups in _CHARACTER_REFERENCE.findall(match[0])]
+        if _is_high_surrogate(numbers[-1]):  # its low half may begin the next slice
+            following = _CHARACTER_REFERENCE.match(text, position)
+            if following and _is_low_surrogate(low := _reference_number(*following.groups())):
+                numbers.append(low)
+                position = following.end()
+        if not all(map(_is_xml_character, numbers)):
+            pieces += (text[copied : match.start()], _mended_references(numbers))
+            copied = position
+    if not pieces:
+        return text
+    pieces.append(text[copied:])
+    return "".join(pieces)
+
+
+def _mended_references(numbers: list[int]) -> str:
+    characters: list[int] = []
+    for number in numbers:
+        previous = characters[-1] if characters else 0
+        if _is_low_surrogate(number) and _is_high_surrogate(previous):
+            characters[-1] = 0x10000 + ((previous - 0xD800) << 10) + (number - 0xDC00)
+        else:
+            characters.append(number)
+    return "".join(
+        f"&#x{number if _is_xml_character(number) else 0xFFFD:X};" for number in characters
+    )
+
+
+def _reference_number(hexadecimal: str, decimal: str) -> int:
+    digits = (hexadecimal or decimal).lstrip("0") or "0"
+    if len(digits) > 8:  # never a character, and too long for int() to be cheap
+        return -1
+    return int(digits, 16 if hexadecimal else 10)
+
+
+def _is_high_surrogate(number: int) -> bool:
+    return 0xD800 <= number <= 0xDBFF
+
+
+def _is_low_surrogate(number: int) -> bool:
+    return 0xDC00 <= number <= 0xDFFF
+
+
+def _is_xml_character(number: int) -> bool:
+    return (
+        number in (0x9, 0xA, 0xD)
+        or 0x20 <= number <= 0xD7FF
+        or 0xE000 <= number <= 0xFFFD
+        or 0x10000 <= number <= 0x10FFFF
+    )
+
+
+def _read_xml(body: bytes, head: str, content_type: str | None, limit: int) -> _RawFeed:
+    try:
+        result = feedparser.parse(
+            io.BytesIO(_prepare_xml(body)),
+            response_headers={"content-type": content_type} if content_type else {},
+            sanitize_html=False,
+            resolve_relative_uris=False,
+        )
+    except Exception as exc:  # feedparser's lenient parser has bugs on badly broken input
+        logger.debug("feedparser failed", exc_info=True)
+        raise _NotAFeed(
+            f"not a feed: the document is too broken to read ({type(exc).__name__} in feedparser)"
+        ) from None
+    version = _string(result.get("version"), 32) or ""
+    problem = _describe_problem(result.get("bozo_exception")) if result.get("bozo") else None
+    entries = _mappings(result.get("entries"))
+    if not version and not entries:
+        raise _NotAFeed(_not_a_feed(head, problem))
+    feed = _mapping(result.get("feed"))
+    links = _mappings(feed.get("links"))
+    raw = _RawFeed(
+        format=_format(version),
+        title=_detail_text(feed.get("title_detail"), limit),
+        link=_string(feed.get("link"), limit),
+        hubs=_link_hrefs(links, "hub", limit),
+        self_url=next(iter(_link_hrefs(links, "self", limit)), None),
+        ttl_seconds=_ttl_seconds(feed.get("ttl")),
+        entries=[_xml_entry(entry, feed, limit) for entry in entries],
+        warning=problem,
+    )
+    # When the XML is not well-formed feedparser's lenient parser takes over, and it finds an
+    # RSS or Atom document in any junk with "<rss" or "<feed" in it. A valid feed may be empty;
+    # a broken document that yields nothing is not a feed.
+    if isinstance(result.get("bozo_exception"), xml.sax.SAXException) and raw.is_blank():
+        raise _NotAFeed(_not_a_feed(head, problem))
+    return raw
+
+
+def _not_a_feed(head: str, problem: str | None) -> str:
+    if _HTML_PAGE.match(head):
+        return "not a feed: looks like an HTML page"
+    if problem:
+        return f"not a feed: {problem}"
+    return "not a feed: no RSS, Atom or RDF document element"
+
+
+def _format(version: str) -> str:
+    """Our name for a feedparser ``version`` ("rss20", "atom10", "rss10", "cdf"...)."""
+    if version.startswith("atom"):
+        return "atom"
+    if version in ("rss090", "rss10"):
+        return "rdf"
+    return "rss" if version.startswith("rss") else "unknown"
+
+
+def _link_hrefs(links: list[Mapping[str, Any]], rel: str, limit: int) -> list[str]:
+    return _present(*(_string(link.get("href"), limit) for link in links if link.get("rel") == rel))
+
+
+def _describe_problem(exc: object) -> str:
+    if isinstance(exc, xml.sax.SAXParseException):
+        text = (
+            f"XML error at line {exc.getLineNumber()}, column {exc.getColumnNumber()}: "
+            f"{exc.getMessage()}"
+        )
+    else:
+        text = str(exc) or type(exc).__name__
+    return text[:WARNING_CHARS]
+
+
+def _xml_entry(entry: Mapping[str, Any], feed: Mapping[str, Any], limit: int) -> _RawEntry:
+    summary = _mapping(entry.get("summary_detail"))
+    content = _best_content(_mappings(entry.get("content")), limit) or summary
+    enclosures = [
+        _RawEnclosure(
+            _string(item.get("href"), limit), _string(item.get("type"), limit), item.get("length")
+        )
+        for item in _mappings(entry.get("enclosures"))
+    ]
+    media = _mappings(entry.get("media_content"))
+    return _RawEntry(
+        guid=_string(entry.get("id"), limit),
+        link=_string(entry.get("link"), limit),
+        title=_detail_text(entry.get("title_detail"), limit),
+        author=_xml_author(entry, limit) or _xml_author(feed, limit),
+        published=_from_struct_time(entry.get("published_parsed")),
+        # feedparser answers ``updated_parsed`` with the published date when there is none.
+        updated=_from_struct_time(
+            entry.get("updated_parsed") if "updated_parsed" in entry else None
+        ),
+        summary=_detail_text(summary, limit),
+        content=_detail_text(content, limit),
+        base=_string(content.get("base"), limit),
+        tags=[
+            tag
+            for item in _mappings(entry.get("tags"))
+            if (tag := _string(item.get("term"), limit) or _string(item.get("label"), limit))
+        ],
+        enclosures=enclosures,
+        images=_present(
+            *(_string(item.get("url"), limit) for item in _mappings(entry.get("media_thumbnail"))),
+            *(
+                _string(item.get("url"), limit)
+                for item in media
+                if item.get("medium") == "image" or _is_image_type(item.get("type"))
+            ),
+            *(enclosure.url for enclosure in enclosures if _is_image_type(enclosure.type)),
+        ),
+    )
+
+
+def _best_content(contents: Sequence[Mapping[str, Any]], limit: int) -> Mapping[str, Any] | None:
+    """The HTML version of the content if there is one, else the plain text one."""
+    usable = [item for item in contents if _string(item.get("value"), limit)]
+    html = (item for item in usable if _is_html_type(item.get("type")))
+    text = (item for item in usable if item.get("type") == "text/plain")
+    return next(html, None) or next(text, None)
+
+
+def _detail_text(detail: object, limit: int) -> _Text | None:
+    """A feedparser ``*_detail`` dict as text, HTML or not as its declared type says."""
+    detail = _mapping(detail)
+    value = _string(detail.get("value"), limit)
+    return _Text(value, _is_html_type(detail.get("type"))) if value else None
+
+
+def _xml_author(item: Mapping[str, Any], limit: int) -> str | None:
+    return _string(_mapping(item.get("author_detail")).get("name"), limit) or _string(
+        item.get("author"), limit
+    )
+
+
+def _from_struct_time(value: object) -> datetime | None:
+    if not isinstance(value, time.struct_time):
+        return None
+    try:
+        moment = datetime(*value[:5], min(value.tm_sec, 59), tzinfo=UTC)
+    except (ValueError, OverflowError):
+        return None
+    return _within_range(moment)
+
+
+def _ttl_seconds(value: object) -> int | None:
+    text = value.strip() if isinstance(value, str) else ""
+    if not text.isascii() or not text.isdigit() or len(text) > 9 or int(text) == 0:
+        return None
+    return int(text) * 60
+
+
+# --- JSON Feed -------------------------------------------------------------------------------
+
+
+def _read_json(body: bytes, codec: str, limit: int) -> _RawFeed:
+    warning = None
+    try:
+        text = body.decode(codec)
+    except UnicodeDecodeError:
+        text = body.decode(codec, "replace")
+        warning = f"invalid {codec} bytes replaced"
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):
+        raise _NotAFeed("not a feed: invalid JSON") from None
+    version = document.get("version") if isinstance(document, dict) else None
+    if not (isinstance(version, str) and version.startswith(_JSON_FEED_VERSION)):
+        raise _NotAFeed("not a feed: JSON without a JSON Feed version")
+    items = document.get("items")
+    if not isinstance(items, list):
+        warning = warning or "JSON Feed without an items list"
+    feed_author = _json_author(document, limit)
+    return _RawFeed(
+        format="json",
+        title=_json_text(document.get("title"), limit),
+        link=_string(document.get("home_page_url"), limit),
+        hubs=_present(
+            *(
+                _string(hub.get("url"), limit)
+                for hub in _mappings(document.get("hubs"))
+                if str(hub.get("type", "WebSub")).lower() == "websub"  # not rssCloud
+            )
+        ),
+        self_url=_string(document.get("feed_url"), limit),
+        entries=[_json_item(item, feed_author, limit) for item in _mappings(items)],
+        warning=warning,
+    )
+
+
+def _json_item(item: Mapping[str, Any], feed_author: str | None, limit: int) -> _RawEntry:
+    content_html = _string(item.get("content_html"), limit)
+    item_id = item.get("id")
+    if isinstance(item_id, int | float) and not isinstance(item_id, bool):
+        item_id = str(item_id)  # the spec says string, some feeds use numbers
+    attachments = [
+        _RawEnclosure(
+            _string(attachment.get("url"), limit),
+            _string(attachment.get("mime_type"), limit),
+            attachment.get("size_in_bytes"),
+        )
+        for attachment in _mappings(item.get("attachments"))
+    ]
+    return _RawEntry(
+        guid=_string(item_id, limit),
+        link=_string(item.get("url"), limit) or _string(item.get("external_url"), limit),
+        title=_json_text(item.get("title"), limit),
+        author=_json_author(item, limit) or feed_author,
+        published=_from_rfc3339(item.get("date_published")),
+        updated=_from_rfc3339(item.get("date_modified")),
+        summary=_json_text(item.get("summary"), limit),
+        content=(
+            _Text(content_html, True)
+            if content_html
+            else _json_text(item.get("content_text"), limit)
+        ),
+        tags=_present(*(_string(tag, limit) for tag in _sequence(item.get("tags")))),
+        enclosures=attachments,
+        images=_present(
+            _string(item.get("image"), limit),
+            _string(item.get("banner_image"), limit),
+            *(attachment.url for attachment in attachments if _is_image_type(attachment.type)),
+        ),
+    )
+
+
+def _json_text(value: object, limit: int) -> _Text | None:
+    text = _string(value, limit)
+    return _Text(text, False) if text else None
+
+
+def _json_author(item: Mapping[str, Any], limit: int) -> str | None:
+    """The first named author: ``authors`` (JSON Feed 1.1), else ``author`` (1.0)."""
+    candidates = [*_mappings(item.get("authors")), _mapping(item.get("author"))]
+    return next(
+        (name for author in candidates if (name := _string(author.get("name"), limit))), None
+    )
+
+
+def _from_rfc3339(value: object) -> datetime | None:
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
+    return _within_range(moment)
+
+
+# --- Normalizing -----------------------------------------------------------------------------
+
+
+def _newest(entries: list[_RawEntry], max_entries: int) -> list[_RawEntry]:
+    """The newest ``max_entries`` non-empty entries, oldest first.
+
+    Dates decide when every entry has one; otherwise document order does, newest first as
+    feeds list them.
+    """
+    entries = [entry for entry in entries if not entry.is_empty()]
+    if all(entry.date for entry in entries):
+        # A stable sort, even reversed: entries with the same date keep document order.
+        entries = sorted(entries, key=lambda entry: entry.date or _EARLIEST, reverse=True)
+    return entries[: max(max_entries, 0)][::-1]
+
+
+def _normalize_entry(
+    raw: _RawEntry, *, feed_id: str, feed_title: str | None, base_url: str | None, via: str
+) -> dict[str, Any]:
+    content_base = safe_url(raw.base, base_url) or base_url
+    content_html = _content_html(raw.content, content_base)
+    enclosures = _enclosures(raw.enclosures, base_url)
+    return {
+        "id": _entry_id(feed_id, raw),
+        "cursor": None,
+        "feed": feed_id,
+        "feed_title": feed_title,
+        "title": _plain(raw.title),
+        "url": safe_url(raw.link, base_url),
+        "author": plain_text(raw.author, is_html=False),
+        "published": _rfc3339(raw.published),
+        "updated": _rfc3339(raw.updated),
+        "summary": _plain(raw.summary or raw.content, max_chars=SUMMARY_CHARS),
+        "content_html": content_html,
+        "tags": _tags(raw.tags),
+        "enclosures": enclosures,
+        "image": _image(raw.images, content_html, base_url),
+        "via": via,
+        "received": None,
+    }
+
+
+def _entry_id(feed_id: str, raw: _RawEntry) -> str:
+    """``feed_id:`` + the guid, else the link, else a digest of title and content."""
+    candidates = (_id_text(value) for value in (raw.guid, raw.link) if value)
+    key = next((candidate for candidate in candidates if candidate), None)
+    if key is None:
+        title, content = raw.title, raw.content or raw.summary
+        key = _sha256(f"{title.value if title else ''}\n{content.value if content else ''}")
+    elif len(key) > MAX_ID_CHARS:
+        key = _sha256(key)
+    return f"{feed_id}:{key}"
+
+
+def _id_text(value: str) -> str:
+    return remove_control_chars(value).strip()
+
+
+def _sha256(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _plain(text: _Text | None, max_chars: int | None = None) -> str | None:
+    if text is None:
+        return None
+    return plain_text(text.value, is_html=text.is_html, max_chars=max_chars)
+
+
+def _content_html(content: _Text | None, base_url: str | None) -> str | None:
+    if content is None:
+        return None
+    if content.is_html:
+        return clean_html(content.value, base_url)
+    return clean_html(f"<p>{escape(content.value.strip(), quote=False)}</p>", base_url)
+
+
+def _rfc3339(moment: datetime | None) -> str | None:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+
+
+def _within_range(moment: datetime) -> datetime | None:
+    return moment if _EARLIEST <= moment < _LATEST else None
+
+
+def _tags(values: list[str]) -> list[str]:
+    tags: list[str] = []
+    seen: set[str] = set()
+    for value in values:
+        tag = plain_text(value, is_html=False, max_chars=TAG_CHARS)
+        if tag and tag.casefold() not in seen:
+            seen.add(tag.casefold())
+            tags.append(tag)
+            if len(tags) == MAX_TAGS:
+                break
+    return tags
+
+
+def _enclosures(raw: list[_RawEnclosure], base_url: str | None) -> list[dict[str, Any]]:
+    enclosures: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for enclosure in raw:
+        url = safe_url(enclosure.url, base_url)
+        if url is None or url in seen:
+            continue
+        seen.add(url)
+        enclosures.append(
+            {"url": url, "type": _media_type(enclosure.type), "length": _length(enclosure.length)}
+        )
+        if len(enclosures) == MAX_ENCLOSURES:
+            break
+    return enclosures
+
+
+def _image(candidates: list[str], content_html: str | None, base_url: str | None) -> str | None:
+    """The first usable declared image, else the first image in the (sanitized) content."""
+    for candidate in candidates:
+        if url := safe_url(candidate, base_url):
+            return url
+    for match in _IMG_SRC.finditer(content_html or ""):
+        if url := safe_url(unescape(match[1])):
+            return url
+    return None
+
+
+def _media_type(value: str | None) -> str | None:
+    media_type = (value or "").split(";")[0].strip().lower()
+    return media_type if _MEDIA_TYPE.fullmatch(media_type) else None
+
+
+def _is_html_type(value: object) -> bool:
+    return isinstance(value, str) and value in _HTML_TYPES
+
+
+def _is_image_type(value: object) -> bool:
+    return isinstance(value, str) and value.strip().lower().startswith("image/")
+
+
+def _length(value: object) -> int | None:
+    """A byte count: a non-negative integer, or a string of at most 18 digits."""
+    if isinstance(value, str):
+        digits = value.strip()
+        return int(digits) if digits.isascii() and digits.isdigit() and len(digits) <= 18 else None
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+# --- Type-defensive access to untrusted structures -------------------------------------------
+
+
+def _string(value: object, limit: int) -> str | None:
+    """``value`` cut to ``limit`` characters if it is a string and not blank, else None."""
+    if not isinstance(value, str):
+        return None
+    text = value[:limit]
+    return text if text.strip() else None
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _mappings(value: object) -> list[Mapping[str, Any]]:
+    return [item for item in _sequence(value) if isinstance(item, Mapping)]
+
+
+def _sequence(value: object) -> Sequence[object]:
+    return value if isinstance(value, list | tuple) else ()
+
+
+def _present(*values: str | None) -> list[str]:
+    return [value for value in values if value]
+
+
+def _unique(values: Iterable[str | None]) -> list[str]:
+    return list(dict.fromkeys(value for value in values if value))

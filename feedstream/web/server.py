@@ -1,0 +1,101 @@
+"""Serving the app with hypercorn's trio worker, and stopping it gracefully.
+
+:func:`serve` is what ``feedstream serve`` runs and what the integration tests start in their own
+nursery (``await nursery.start(serve, config)`` hands back the bound URLs, so port 0 works).
+Shutdown (SIGINT, SIGTERM or the *shutdown_trigger*) first answers every waiting long-poll with
+what it has, so clients resume by cursor at once, then lets hypercorn close the connections
+within its graceful timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from feedstream.core.config import Config, ConfigError
+from feedstream.service.gcpolicy import manage_gc
+from feedstream.service.runtime import ReloadUnavailable, Runtime
+from feedstream.web.app import create_app
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["serve", "wait_for_signal"]
+
+GRACEFUL_TIMEOUT = 3.0
+
+
+async def wait_for_signal() -> None:
+    """Return on the first SIGINT or SIGTERM."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            logger.info("received %s, shutting down", signal.Signals(signum).name)
+            return
+
+
+async def reload_on_sighup(
+    runtime: Runtime, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Reload the config on every SIGHUP; a broken config is logged and changes nothing."""
+    with trio.open_signal_receiver(signal.SIGHUP) as signals:
+        task_status.started()
+        async for _ in signals:
+            logger.info("received SIGHUP, reloading %s", runtime.config.source)
+            try:
+                await runtime.reload()
+            except (ConfigError, ReloadUnavailable) as exc:
+                logger.error("reload failed, nothing changed: %s", exc)
+
+
+async def serve(
+    config: Config,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[None]] | None = wait_for_signal,
+    runtime: Runtime | None = None,
+    loader: Callable[[], Config] | None = None,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve *config* until *shutdown_trigger* returns (or the task is cancelled).
+
+    With a *loader* (which re-reads the config file), SIGHUP and ``POST /api/admin/reload``
+    reload the feeds.
+    """
+    runtime = runtime or Runtime(config, loader=loader)
+    app = create_app(config, runtime)
+    hconfig = HypercornConfig()
+    host = config.server.host
+    hconfig.bind = [
+        f"[{host}]:{config.server.port}" if ":" in host else f"{host}:{config.server.port}"
+    ]
+    hconfig.graceful_timeout = GRACEFUL_TIMEOUT
+    hconfig.accesslog = None
+    hconfig.errorlog = logging.getLogger("hypercorn.error")
+    hconfig.keep_alive_timeout = 75  # longer than a long-poll, so connections are reused
+    hconfig.backlog = 4096
+    hconfig.include_server_header = False  # no banner; one header less on every answer
+
+    async def trigger() -> None:
+        if shutdown_trigger is None:
+            await trio.sleep_forever()
+        else:
+            await shutdown_trigger()
+        runtime.drain()  # answer waiting long-polls now, before hypercorn drains connections
+
+    async def run_server(*, task_status: trio.TaskStatus[list[str]]) -> None:
+        # mode: the app's __call__ is a plain function returning a coroutine (see stream.py),
+        # which hypercorn's guess would take for WSGI.
+        await hypercorn_serve(
+            app, hconfig, shutdown_trigger=trigger, task_status=task_status, mode="asgi"
+        )
+        nursery.cancel_scope.cancel()  # served and drained: end the signal listener too
+
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(run_server)
+        if loader is not None and hasattr(signal, "SIGHUP"):
+            await nursery.start(reload_on_sighup, runtime)
+        await nursery.start(manage_gc, config.server.gc, runtime.stats)
+        task_status.started(binds)

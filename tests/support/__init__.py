@@ -1,0 +1,1 @@
+"""Shared test helpers: ports, servers, feed documents, hubs (no fixtures: conftest.py)."""

@@ -1,0 +1,348 @@
+"""The WebSub subscriber on virtual time: leases, renewals, retries, restarts, push health."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import httpx
+import pytest
+import trio
+import trio.testing
+
+from feedstream.core.config import FeedConfig
+from feedstream.log.store import Store, Subscription
+from feedstream.websub.protocol import Discovery, renewal_time
+from feedstream.websub.subscriber import VERIFY_TIMEOUT, Subscriber
+from tests.support.helpers import inline
+
+EPOCH = 1_700_000_000.0
+HUB = "https://hub.test/"
+TOPIC = "https://pub.test/feed"
+FEED = FeedConfig(id="f", url=TOPIC, interval=300, websub_poll=6 * 3600, websub_lease=1000)
+
+
+def now() -> float:
+    return EPOCH + trio.current_time()
+
+
+class MockHub:
+    """A hub behind httpx.MockTransport that verifies synchronously, inside the POST."""
+
+    def __init__(self) -> None:
+        self.subscriber: Subscriber | None = None
+        self.posts: list[tuple[float, dict[str, str]]] = []
+        self.status = 202
+        self.verify = True
+        self.lease = 1000
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
+        self.posts.append((trio.current_time(), form))
+        if self.status == 202 and self.verify:
+            assert self.subscriber is not None
+            token = form["hub.callback"].rsplit("/", 1)[1]
+            query = {
+                "hub.mode": form["hub.mode"],
+                "hub.topic": form["hub.topic"],
+                "hub.challenge": "c",
+            }
+            if form["hub.mode"] == "subscribe":
+                query["hub.lease_seconds"] = str(self.lease)
+            decision = await self.subscriber.verify(token, query)
+            assert decision.status == 200 and decision.body == "c"
+        return httpx.Response(self.status)
+
+    def times(self, mode: str = "subscribe") -> list[float]:
+        return [t for t, form in self.posts if form["hub.mode"] == mode]
+
+
+@asynccontextmanager
+async def subscriber(
+    store: Store, hub: MockHub, feeds: list[FeedConfig], ingested: list[bytes] | None = None
+) -> AsyncIterator[Subscriber]:
+    async def ingest(feed: FeedConfig, body: bytes, content_type: str | None) -> int:
+        if ingested is not None:
+            ingested.append(body)
+        return 1
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(hub)) as client:
+        sub = Subscriber(
+            public_url="http://me.test:8080/",
+            store=store,
+            client=client,
+            ingest=ingest,
+            offload=inline,
+            wall_clock=now,
+            jitter=lambda: 0.5,
+        )
+        hub.subscriber = sub
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(sub.run, feeds))
+            yield sub
+            nursery.cancel_scope.cancel()
+
+
+def discovery() -> Discovery:
+    return Discovery([HUB], TOPIC, "headers")
+
+
+async def test_lease_renewal_at_about_80_percent(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    store = Store(tmp_path / "db")
+    hub = MockHub()
+    async with subscriber(store, hub, [FEED]) as sub:
+        sub.discovered(FEED, discovery(), TOPIC)
+        await trio.sleep(1)
+        assert hub.times() == [0]
+        state = sub.subs["f"]
+        assert state.state == "active" and state.lease_seconds == 1000
+        assert state.lease_expires == pytest.approx(EPOCH + 1000)
+        token = state.token
+        first_renewal = renewal_time(EPOCH, 1000, random.Random(token).random()) - EPOCH
+        assert 750 <= first_renewal <= 800
+        await trio.sleep(2000)
+        times = hub.times()
+        assert times[1] == pytest.approx(first_renewal)
+        assert times[2] == pytest.approx(times[1] + first_renewal)
+        assert sub.subs["f"].token == token  # a renewal keeps the callback
+        assert {form["hub.lease_seconds"] for _, form in hub.posts} == {"1000"}
+
+
+async def test_subscription_is_stored_before_the_post(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The mock hub verifies inside the POST: that only works if the row exists already."""
+    store = Store(tmp_path / "db")
+    hub = MockHub()
+    async with subscriber(store, hub, [FEED]) as sub:
+        sub.discovered(FEED, discovery(), TOPIC)
+        await trio.sleep(1)
+    stored = store.subscriptions()["f"]
+    assert (stored.state, stored.hub, stored.topic) == ("active", HUB, TOPIC)
+    assert stored.secret and len(stored.secret.encode()) < 200
+
+
+async def test_restart_keeps_the_subscription(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    store = Store(tmp_path / "db")
+    hub = MockHub()
+    async with subscriber(store, hub, [FEED]) as sub:
+        sub.discovered(FEED, discovery(), TOPIC)
+        await trio.sleep(100)
+        token = sub.subs["f"].token
+    assert hub.times() == [0]
+
+    restarted_hub = MockHub()
+    async with subscriber(Store(tmp_path / "db"), restarted_hub, [FEED]) as sub:
+        assert sub.subs["f"].state == "active" and sub.push_is_live("f")
+        await trio.sleep(500)
+        assert restarted_hub.posts == []  # nothing to do before the renewal is due
+        query = {"hub.mode": "subscribe", "hub.topic": TOPIC, "hub.lease_seconds": "1000"}
+        decision = await sub.verify(token, {**query, "hub.challenge": "x"})
+        assert decision.status == 200  # the stored callback still answers (and re-verifies)
+        await trio.sleep(1000)
+        assert len(restarted_hub.times()) == 1  # renewed from the stored lease
+
+
+async def test_refused_subscription_backs_off_and_polling_stays_normal(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MockHub()
+    hub.status = 500
+    async with subscriber(Store(tmp_path / "db"), hub, [FEED]) as sub:
+        sub.discovered(FEED, discovery(), TOPIC)
+        await trio.sleep(1)
+        state = sub.subs["f"]
+        assert state.state == "failed" and "500" in (state.error or "")
+        assert sub.interval(FEED) == FEED.interval
+        await trio.sleep(3600)
+        times = hub.times()
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert len(times) >= 4 and all(g2 > g1 for g1, g2 in itertools.pairwise(gaps))
+        hub.status = 202
+        await trio.sleep(6 * 3600)
+        assert sub.subs["f"].state == "active" and sub.subs["f"].attempts == 0
+
+
+async def test_accepted_but_never_verified_is_retried(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MockHub()
+    hub.verify = False
+    async with subscriber(Store(tmp_path / "db"), hub, [FEED]) as sub:
+        sub.discovered(FEED, discovery(), TOPIC)
+        await trio.sleep(1)
+        assert sub.subs["f"].state == "pending"
+        await trio.sleep(VERIFY_TIMEOUT)
+        assert sub.subs["f"].state == "failed"
+        await trio.sleep(3600)
+        assert len(hub.times()) >= 2
+
+
+async def test_push_health_moves_the_poll_interval(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MockHub()
+    ingested: list[bytes] = []
+    async with subscriber(Store(tmp_path / "db"), hub, [FEED], ingested) as sub:
+        sub.discovered(FEED, discovery(), TOPIC)
+        await trio.sleep(1)
+        assert sub.interval(FEED) == 6 * 3600  # push works: poll as a safety net only
+        await sub.polled(FEED, 0, now())
+        assert sub.interval(FEED) == 6 * 3600
+        await sub.polled(FEED, 3, now())  # a poll found entries the hub never delivered
+        assert sub.interval(FEED) == FEED.interval and sub.status("f")["push_healthy"] is False  # type: ignore[index]
+        state = sub.subs["f"]
+        body = b"<feed/>"
+        signature = (
+            "sha256=" + hmac.new((state.secret or "").encode(), body, hashlib.sha256).hexdigest()
+        )
+        result = await sub.deliver(state.token, signature, body, "application/atom+xml")
+        assert result.status == 200
+        await trio.sleep(1)
+        assert ingested == [body]
+        assert sub.interval(FEED) == 6 * 3600 and sub.subs["f"].last_push == pytest.approx(
+            now(), abs=2
+        )
+
+
+async def test_removed_feed_is_unsubscribed(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    store = Store(tmp_path / "db")
+    store.save_subscription(
+        Subscription(
+            feed_id="gone",
+            token="t" * 43,
+            hub=HUB,
+            endpoint=HUB,
+            topic=TOPIC,
+            secret="s",
+            state="active",
+        )
+    )
+    hub = MockHub()
+    async with subscriber(store, hub, []):
+        await trio.sleep(1)
+        assert hub.times("unsubscribe") == [0]
+    assert store.subscriptions() == {}
+
+
+async def test_new_hub_means_a_new_subscription(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MockHub()
+    async with subscriber(Store(tmp_path / "db"), hub, [FEED]) as sub:
+        sub.discovered(FEED, discovery(), TOPIC)
+        await trio.sleep(1)
+        old_token = sub.subs["f"].token
+        sub.discovered(FEED, Discovery(["https://other-hub.test/"], TOPIC, "headers"), TOPIC)
+        await trio.sleep(1)
+        assert sub.subs["f"].hub == "https://other-hub.test/" and sub.subs["f"].token != old_token
+        assert hub.times("unsubscribe") != []  # the old subscription is given up
+
+
+async def test_deliveries_beyond_the_queue_get_503(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MockHub()
+    blocker = trio.Event()
+
+    async def slow_ingest(feed: FeedConfig, body: bytes, content_type: str | None) -> int:
+        await blocker.wait()
+        return 0
+
+    async with subscriber(Store(tmp_path / "db"), hub, [FEED]) as sub:
+        sub._ingest = slow_ingest
+        sub.discovered(FEED, discovery(), TOPIC)
+        await trio.sleep(1)
+        state = sub.subs["f"]
+        body = b"<feed/>"
+        signature = (
+            "sha256=" + hmac.new((state.secret or "").encode(), body, hashlib.sha256).hexdigest()
+        )
+        statuses = [
+            (await sub.deliver(state.token, signature, body, None)).status for _ in range(70)
+        ]
+        assert statuses.count(200) >= 64 and statuses[-1] == 503
+        blocker.set()
+
+
+async def test_poller_slows_down_while_push_works_and_falls_back(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    from feedstream.log.cursorlog import SQLiteCursorLog
+    from feedstream.service.fetch import HostGate
+    from feedstream.service.poller import PollContext, run_feed
+
+    store = Store(tmp_path / "db")
+    hub = MockHub()
+    polls: list[float] = []
+    entries = ["a"]
+
+    def publisher(request: httpx.Request) -> httpx.Response:
+        polls.append(trio.current_time())
+        items = "".join(f"<entry><id>urn:{k}</id><title>{k}</title></entry>" for k in entries)
+        body = f'<feed xmlns="http://www.w3.org/2005/Atom"><title>T</title>{items}</feed>'
+        link = f'<{HUB}>; rel="hub", <{TOPIC}>; rel="self"'
+        return httpx.Response(200, content=body.encode(), headers={"Link": link})
+
+    async def route(request: httpx.Request) -> httpx.Response:
+        return await hub(request) if request.url.host == "hub.test" else publisher(request)
+
+    async def ingest(feed: FeedConfig, body: bytes, content_type: str | None) -> int:
+        return 0
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(route)) as client:
+        sub = Subscriber(public_url="http://me.test", store=store, client=client, ingest=ingest,
+                         offload=inline, wall_clock=now, jitter=lambda: 0.5)  # fmt: skip
+        hub.subscriber = sub
+        log = SQLiteCursorLog(store, store.snapshot(10), backlog=10, offload=inline)
+        ctx = PollContext(client, log, store, HostGate(total=2, per_host=2, gap=0), inline, now,
+                          lambda: 0.5, websub=sub, parse=inline)  # fmt: skip
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(sub.run, [FEED]))
+            await nursery.start(run_feed, FEED, ctx)
+            await trio.sleep(1)
+            assert sub.subs["f"].state == "active"
+            await trio.sleep(2 * 3600)
+            # The poll that found the hub may end before or after the hub verified (trio does
+            # not order tasks woken at the same instant): its successor is at 300 s or 6 h.
+            assert polls in ([0], [0, 300])
+            last = polls[-1]
+            entries.append("b")  # published, but the hub never pushes it
+            await trio.sleep(last + 6 * 3600 + 1 - trio.current_time())
+            assert polls[-1] == last + 6 * 3600  # the safety net finds it
+            assert sub.subs["f"].push_healthy is False
+            await trio.sleep(300)
+            assert polls[-1] == last + 6 * 3600 + 300  # back to the feed's own interval
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_denial_is_recorded_and_polling_stays_normal(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MockHub()
+    hub.verify = False
+    async with subscriber(Store(tmp_path / "db"), hub, [FEED]) as sub:
+        sub.discovered(FEED, discovery(), TOPIC)
+        await trio.sleep(1)
+        token = sub.subs["f"].token
+        query = {"hub.mode": "denied", "hub.topic": TOPIC, "hub.reason": "not <b>allowed</b>"}
+        decision = await sub.verify(token, query)
+        assert decision.status == 200
+        state = sub.subs["f"]
+        assert state.state == "denied" and "not" in (state.error or "")
+        assert sub.interval(FEED) == FEED.interval
+        await trio.sleep(24 * 3600)
+        assert len(hub.times()) == 1  # no retry storm after a denial

@@ -12,7 +12,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from feedstream.core.config import FEED_ID_RE, FeedConfig
-from feedstream.websub.protocol import SignatureStatus, verify_signature
+from feedstream.core.signatures import SignatureStatus, verify_signature
 
 __all__ = [
     "API_SECURITY_HEADERS",

@@ -45,7 +45,7 @@ import time
 import trio
 
 from feedstream.core.config import GC_POLICIES
-from feedstream.web.metrics import Stats
+from feedstream.service.stats import Stats
 
 logger = logging.getLogger(__name__)
 

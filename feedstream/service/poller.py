@@ -25,7 +25,7 @@ from feedstream.core.schedule import plan
 from feedstream.log.cursorlog import CursorLog, Offload
 from feedstream.log.store import FeedState, Store
 from feedstream.service.fetch import FetchError, FetchResult, HostGate, fetch
-from feedstream.web.metrics import Stats, fetch_outcome
+from feedstream.service.stats import Stats, fetch_outcome
 from feedstream.websub import protocol as websub
 from feedstream.websub.protocol import Discovery
 from feedstream.websub.subscriber import Subscriber

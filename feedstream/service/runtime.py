@@ -33,7 +33,7 @@ from feedstream.service.poller import (
     parse_within,
     run_feed,
 )
-from feedstream.web.metrics import Stats
+from feedstream.service.stats import Stats
 from feedstream.websub.protocol import SubscriptionState
 from feedstream.websub.subscriber import Subscriber
 

@@ -10,11 +10,8 @@ several servers in one process (tests) never share series.
 
 from __future__ import annotations
 
-from bisect import bisect_left
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, TypeVar
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -25,77 +22,16 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from feedstream.service.fetch import FetchError, FetchTimeout, NetworkError, RedirectError, TooLarge
+from feedstream.service.stats import Histogram
 
 if TYPE_CHECKING:
     from feedstream.service.runtime import Runtime
 
-__all__ = [
-    "CONTENT_TYPE",
-    "Histogram",
-    "Stats",
-    "fetch_outcome",
-    "metrics_registry",
-    "push_reason",
-    "render",
-]
+__all__ = ["CONTENT_TYPE", "metrics_registry", "push_reason", "render"]
 
 _Labels = TypeVar("_Labels", bound=tuple[str, ...])
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-#: Seconds; a fetch is bounded by ``limits.timeout`` (20 s by default).
-FETCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 60.0)
-#: Seconds from an entry's commit to a listener's answer (the coalescing window included).
-FANOUT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-#: Seconds the event loop stood still for one garbage collection (see
-#: :mod:`feedstream.service.gcpolicy`).
-GC_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
-
-
-class Histogram:
-    """Observations counted into fixed buckets: one bisect and two additions per value."""
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = tuple(sorted(bounds))
-        self.counts = [0] * (len(self.bounds) + 1)  # the last one is +Inf
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect_left(self.bounds, value)] += 1  # buckets are "less than or equal"
-        self.sum += value
-
-    @property
-    def count(self) -> int:
-        return sum(self.counts)
-
-    def cumulative(self) -> list[tuple[str, float]]:
-        """``(le, count)`` pairs as Prometheus wants them, ending with ``+Inf``."""
-        out, total = [], 0
-        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts, strict=True):
-            total += count
-            out.append((bound, float(total)))
-        return out
-
-
-def fetch_outcome(status: int | None, error: Exception | None, usable: bool) -> str:
-    """One word for how a fetch went, the ``outcome`` label of ``feedstream_fetches_total``."""
-    if isinstance(error, FetchTimeout):
-        return "timeout"
-    if isinstance(error, TooLarge):
-        return "too_large"
-    if isinstance(error, RedirectError):
-        return "bad_redirect"
-    if isinstance(error, NetworkError):
-        return "network_error"
-    if isinstance(error, FetchError) or status is None:
-        return "error"
-    if status == 304:
-        return "not_modified"
-    if status == 200:
-        return "ok" if usable else "not_a_feed"
-    return f"http_{status // 100}xx"
-
 
 #: ``reason`` labels of ``feedstream_pushes_total`` for the webhook's refusals, by status.
 _PUSH_REASONS = {
@@ -112,35 +48,6 @@ _PUSH_REASONS = {
 
 def push_reason(status: int) -> str:
     return "accepted" if status < 300 else _PUSH_REASONS.get(status, f"http_{status}")
-
-
-@dataclass(slots=True)
-class Stats:
-    """What the runtime counts as it goes; read by the collector at scrape time."""
-
-    fetches: Counter[tuple[str, str]] = field(default_factory=Counter)  # (feed, outcome)
-    fetch_seconds: Histogram = field(default_factory=lambda: Histogram(FETCH_BUCKETS))
-    ingested: Counter[tuple[str, str]] = field(default_factory=Counter)  # (feed, via)
-    duplicates: Counter[str] = field(default_factory=Counter)  # by feed
-    pushes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, reason)
-    fanout_seconds: Histogram = field(default_factory=lambda: Histogram(FANOUT_BUCKETS))
-    waiting: dict[str, int] = field(default_factory=lambda: {"longpoll": 0, "sse": 0})
-    reloads: Counter[str] = field(default_factory=Counter)  # by result: ok, error
-    gc_collections: Counter[str] = field(default_factory=Counter)  # growth, idle, interval
-    gc_seconds: Histogram = field(default_factory=lambda: Histogram(GC_BUCKETS))
-
-    def count_ingest(
-        self, offered: Iterable[Mapping[str, Any]], new: Iterable[Mapping[str, Any]]
-    ) -> None:
-        """Count what an append was *offered* and what was *new*: the rest were duplicates."""
-        seen: Counter[str] = Counter(str(entry["feed"]) for entry in offered)
-        for entry in new:
-            feed = str(entry["feed"])
-            self.ingested[feed, str(entry.get("via") or "poll")] += 1
-            seen[feed] -= 1
-        for feed, duplicates in seen.items():
-            if duplicates > 0:
-                self.duplicates[feed] += duplicates
 
 
 class _RuntimeCollector(Collector):

@@ -20,7 +20,7 @@ from feedstream.service.gcpolicy import (
     Pacer,
     manage_gc,
 )
-from feedstream.web.metrics import Stats
+from feedstream.service.stats import Stats
 from tests.support.helpers import sample, scrape
 from tests.support.servers import make_config, push_feed, running
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from feedstream.service.fetch import FetchError, FetchTimeout, NetworkError, RedirectError, TooLarge
-from feedstream.web.metrics import Histogram, Stats, fetch_outcome, push_reason
+from feedstream.service.stats import Histogram, Stats, fetch_outcome
+from feedstream.web.metrics import push_reason
 from tests.support.helpers import entry
 
 

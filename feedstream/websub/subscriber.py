@@ -1,10 +1,13 @@
 """The WebSub subscriber: keeps one subscription per feed alive, and takes its deliveries.
 
-A thin trio shell around :mod:`feedstream.websub.protocol` (which decides everything that can be
-decided from data alone). The poller tells it what discovery found on each fetch; one task per
-feed then subscribes, waits for the hub's verification, renews before the lease ends and retries
-with backoff; a removed feed is unsubscribed. Subscriptions live in SQLite, written *before*
-each request goes out, because hubs may verify before they answer the POST.
+A thin trio shell around :mod:`feedstream.websub.machine`, which decides everything about a
+subscription's lifecycle (when to subscribe, renew, retry or give up, which form goes to the
+hub, what push health is). This module only performs the machine's actions: HTTP requests to
+hubs (following 307/308 redirects), store writes through the offload, and timers. The poller
+tells it what discovery found on each fetch; one task per feed waits for the machine's next
+wake-up and feeds it :class:`~feedstream.websub.machine.Due`; a removed feed is unsubscribed.
+Subscriptions live in SQLite, written *before* each request goes out, because hubs may verify
+before they answer the POST.
 
 Deliveries are checked (signature, state) and answered at once; parsing and ingesting happen in
 a worker task fed by a bounded channel, so a hub never waits for feedparser, and a flood gets
@@ -18,7 +21,6 @@ subscription that failed, sends the feed back to its normal interval until a pus
 from __future__ import annotations
 
 import logging
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -31,42 +33,29 @@ import trio
 from feedstream.core.config import FeedConfig
 from feedstream.log.cursorlog import Offload, format_time
 from feedstream.log.store import Store, Subscription
+from feedstream.websub import machine as m
+from feedstream.websub.discovery import Discovery
+from feedstream.websub.machine import VERIFY_TIMEOUT, Sub
 from feedstream.websub.protocol import (
-    ASSUMED_LEASE_SECONDS,
     DeliveryDecision,
-    Discovery,
     HubOutcome,
     HubResponse,
     IntentDecision,
     Mode,
     SubscriptionRecord,
-    SubscriptionState,
     check_delivery,
     classify_hub_response,
-    new_callback_token,
-    new_secret,
-    renewal_time,
-    retry_delay,
-    subscription_form,
     verify_intent,
 )
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DeliveryResult", "Subscriber"]
+__all__ = ["VERIFY_TIMEOUT", "DeliveryResult", "Subscriber"]
 
-VERIFY_TIMEOUT = 300.0  # seconds a hub gets to verify a request it accepted
 HUB_TIMEOUT = 20.0  # seconds for one request to a hub
 DELIVERY_QUEUE = 64  # deliveries accepted but not yet parsed
 
-_S = SubscriptionState
 Ingest = Callable[[FeedConfig, bytes, str | None], Awaitable[int]]
-
-
-@dataclass(frozen=True, slots=True)
-class _Target:
-    hub: str
-    topic: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +71,8 @@ def _refusal(decision: DeliveryDecision) -> str:
     return "unknown_callback" if decision.status == 404 else "inactive"
 
 
-def _is_local(url: str) -> bool:
-    host = httpx.URL(url).host
-    return host in ("localhost", "127.0.0.1", "::1")
+def _row(sub: Sub) -> Subscription:
+    return Subscription(**sub.row_values())
 
 
 class Subscriber:
@@ -106,13 +94,13 @@ class Subscriber:
         self._offload = offload
         self._now = wall_clock
         self._jitter = jitter
-        self.subs: dict[str, Subscription] = {}
+        self.subs: dict[str, Subscription] = {}  # the stored rows, by feed id
         self._tokens: dict[str, str] = {}  # callback token -> feed id
-        self._targets: dict[str, _Target | None] = {}  # None: discovery found no hub
+        self._targets: dict[str, m.Target | None] = {}  # None: discovery found no hub
         self._feeds: dict[str, FeedConfig] = {}
         self._changed: dict[str, trio.Event] = {}
         self._nursery: trio.Nursery | None = None
-        self._retiring: dict[str, Subscription] = {}  # replaced subscriptions being given up
+        self._retiring: dict[str, Sub] = {}  # replaced subscriptions being given up
         self._upkeep: dict[str, trio.CancelScope] = {}  # each feed's _maintain task
         self._queue_in, self._queue_out = trio.open_memory_channel[
             tuple[FeedConfig, bytes, str | None]
@@ -175,16 +163,17 @@ class Subscriber:
         if event is not None:
             event.set()
 
-    async def _save(self, sub: Subscription) -> None:
-        self.subs[sub.feed_id] = sub
-        self._tokens[sub.token] = sub.feed_id
-        await self._offload(self._store.save_subscription, sub)
+    def _wanted(self, feed: FeedConfig) -> m.Wanted:
+        return m.Wanted(
+            feed.id,
+            feed.websub_lease,
+            self._targets.get(feed.id),
+            discovered=feed.id in self._targets,
+        )
 
-    async def _forget(self, sub: Subscription) -> None:
-        if self.subs.get(sub.feed_id) is sub:
-            del self.subs[sub.feed_id]
-        self._tokens.pop(sub.token, None)
-        await self._offload(self._store.delete_subscription, sub.feed_id)
+    def _current(self, feed_id: str) -> Sub | None:
+        row = self.subs.get(feed_id)
+        return Sub.from_row(row) if row is not None else None
 
     async def _maintain(
         self, feed: FeedConfig, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -198,7 +187,7 @@ class Subscriber:
     async def _upkeep_loop(self, feed: FeedConfig) -> None:
         while True:
             changed = self._changed.setdefault(feed.id, trio.Event())
-            due = self._due(feed)
+            due = m.wakeup(self._current(feed.id), self._wanted(feed), self._now())
             if due is None:
                 await changed.wait()
                 continue
@@ -208,158 +197,107 @@ class Subscriber:
                     await changed.wait()
                     continue
             try:
-                await self._step(feed)
+                event = m.Due(self._wanted(feed), self._jitter())
+                await self._apply(self._current(feed.id), event)
             except Exception:  # a bug must not end the subscription's upkeep
                 logger.exception("feed %s: WebSub upkeep failed", feed.id, extra={"feed": feed.id})
                 await trio.sleep(60)
 
-    def _due(self, feed: FeedConfig) -> float | None:
-        """When :meth:`_step` has something to do for *feed* (None: wait for news)."""
-        sub = self.subs.get(feed.id)
-        target = self._targets.get(feed.id)
-        if sub is None:
-            return self._now() if target is not None else None
-        if target is not None and (target.hub, target.topic) != (sub.hub, sub.topic):
-            return self._now()  # the feed moved to another hub or topic
-        if feed.id in self._targets and target is None:
-            return None  # the feed no longer names a hub: let the subscription lapse
-        state = _S(sub.state)
-        if state is _S.PENDING:
-            return (sub.requested_at or 0.0) + VERIFY_TIMEOUT
-        if state is _S.FAILED:
-            return sub.retry_at or self._now()
-        if state is _S.ACTIVE:
-            if sub.retry_at is not None:  # a renewal failed or went unverified
-                return min(sub.retry_at, sub.lease_expires or sub.retry_at)
-            lease = sub.lease_seconds or ASSUMED_LEASE_SECONDS
-            jitter = random.Random(sub.token).random()
-            return renewal_time(sub.verified_at or self._now(), lease, jitter)
-        if state in (_S.NONE, _S.UNSUBSCRIBING):
-            return self._now()
-        return None  # denied: wait for discovery to name another hub or topic
+    # -- performing the machine's actions ------------------------------------------------------
 
-    async def _step(self, feed: FeedConfig) -> None:
-        sub = self.subs.get(feed.id)
-        target = self._targets.get(feed.id)
+    async def _apply(self, sub: Sub | None, event: m.Event) -> Sub | None:
         now = self._now()
-        if sub is not None and _S(sub.state) is _S.PENDING:
-            await self._failed(sub, "the hub accepted but never verified the request")
-            return
-        if sub is not None and sub.lease_expires is not None and now >= sub.lease_expires:
-            sub.state = _S.FAILED
-            sub.error = "lease expired before a renewal was verified"
-        if target is None:  # renewal of what we have (discovery not run yet since start)
-            assert sub is not None
-            target = _Target(sub.hub, sub.topic)
-        if sub is not None and (target.hub, target.topic) != (sub.hub, sub.topic):
-            logger.info(
-                "feed %s: hub or topic changed, subscribing afresh",
-                feed.id,
-                extra={"feed": feed.id},
+        new, actions = m.step(sub, event, now)
+        if sub is not None and new is not None and new.attempts > sub.attempts:
+            logger.warning(
+                "feed %s: WebSub %s (attempt %d, retry in %.0f s)",
+                new.feed_id,
+                new.error,
+                new.attempts,
+                (new.retry_at or now) - now,
+                extra={"feed": new.feed_id},
             )
-            self._tokens.pop(sub.token, None)
-            if _S(sub.state) in (_S.ACTIVE, _S.PENDING):
-                assert self._nursery is not None
-                self._nursery.start_soon(self._unsubscribe_quietly, sub)
-            sub = None
-        await self._subscribe(feed, target, sub)
+        for action in actions:
+            await self._perform(action)
+        return new
 
-    async def _unsubscribe_quietly(self, old: Subscription) -> None:
-        """Best effort: tell the hub we no longer want a replaced subscription."""
-        old.state = _S.UNSUBSCRIBING
-        self._retiring[old.token] = old
-        try:
-            answer = await self._request(old, Mode.UNSUBSCRIBE)
-            if answer.outcome is HubOutcome.ACCEPTED:
-                await trio.sleep(VERIFY_TIMEOUT)  # the hub's verification is welcome until then
-            else:
-                logger.info(
-                    "feed %s: unsubscribing %s: %s",
-                    old.feed_id,
-                    old.topic,
-                    answer.reason,
-                    extra={"feed": old.feed_id},
-                )
-        finally:
-            self._retiring.pop(old.token, None)
-
-    async def _subscribe(self, feed: FeedConfig, target: _Target, old: Subscription | None) -> None:
-        renewing = old is not None and _S(old.state) is _S.ACTIVE
-        if old is not None:
-            sub = old
+    async def _perform(self, action: m.Action) -> None:
+        if isinstance(action, m.Save):
+            await self._save(action.sub)
+        elif isinstance(action, m.Delete):
+            await self._forget(action.sub)
+        elif isinstance(action, m.Forget):
+            self._retiring.pop(action.sub.token, None)
+        elif isinstance(action, m.AwaitVerification):
+            await self._await_verification(action)
+        elif action.sub.retired:
+            assert self._nursery is not None
+            self._retiring[action.sub.token] = action.sub
+            self._nursery.start_soon(self._unsubscribe_quietly, action)
         else:
-            secret = (
-                new_secret() if target.hub.startswith("https:") or _is_local(target.hub) else None
-            )
-            sub = Subscription(
-                feed_id=feed.id,
-                token=new_callback_token(),
-                hub=target.hub,
-                endpoint=target.hub,
-                topic=target.topic,
-                secret=secret,
-                state=_S.PENDING,
-            )
-        if not renewing:
-            sub.state = _S.PENDING
-        sub.requested_at = self._now()
-        sub.retry_at = None
-        await self._save(sub)  # before the POST: the hub may verify before it answers
+            await self._send(action)
+
+    async def _save(self, sub: Sub) -> None:
+        old = self.subs.get(sub.feed_id)
+        if old is not None and old.token != sub.token:
+            self._tokens.pop(old.token, None)  # replaced: its callback is given up
+        self.subs[sub.feed_id] = _row(sub)
+        self._tokens[sub.token] = sub.feed_id
+        await self._offload(self._store.save_subscription, self.subs[sub.feed_id])
+
+    async def _forget(self, sub: Sub) -> None:
+        current = self.subs.get(sub.feed_id)
+        if current is not None and current.token == sub.token:
+            del self.subs[sub.feed_id]
+        self._tokens.pop(sub.token, None)
+        await self._offload(self._store.delete_subscription, sub.feed_id)
+        self._wake(sub.feed_id)
+
+    def _lookup(self, token: str) -> Sub | None:
+        if token in self._retiring:
+            return self._retiring[token]
+        feed_id = self._tokens.get(token)
+        return self._current(feed_id) if feed_id is not None else None
+
+    async def _send(self, send: m.Send) -> None:
+        sub = send.sub
         logger.info(
             "feed %s: %s %s at %s",
-            feed.id,
-            "renewing" if renewing else "subscribing",
+            sub.feed_id,
+            send.mode,
             sub.topic,
             sub.endpoint,
-            extra={"feed": feed.id},
-        )
-        answer = await self._request(sub, Mode.SUBSCRIBE, lease=feed.websub_lease)
-        if answer.outcome is HubOutcome.ACCEPTED:
-            verified = sub.verified_at is not None and sub.verified_at >= sub.requested_at
-            if renewing and not verified:  # if no verification comes, try again
-                sub.retry_at = sub.requested_at + VERIFY_TIMEOUT
-            await self._save(sub)
-        else:
-            await self._failed(sub, answer.reason, answer.retry_after)
-
-    async def _failed(
-        self, sub: Subscription, reason: str, retry_after: float | None = None
-    ) -> None:
-        sub.attempts += 1
-        sub.error = reason
-        delay = retry_delay(sub.attempts, self._jitter(), retry_after=retry_after)
-        sub.retry_at = self._now() + delay
-        if _S(sub.state) is not _S.ACTIVE:
-            sub.state = _S.FAILED
-        logger.warning(
-            "feed %s: WebSub %s (attempt %d, retry in %.0f s)",
-            sub.feed_id,
-            reason,
-            sub.attempts,
-            delay,
             extra={"feed": sub.feed_id},
         )
-        await self._save(sub)
+        answer, endpoint = await self._request(send)
+        if send.mode is Mode.UNSUBSCRIBE and answer.outcome is not HubOutcome.ACCEPTED:
+            logger.info(
+                "feed %s: unsubscribing %s: %s",
+                sub.feed_id,
+                sub.topic,
+                answer.reason,
+                extra={"feed": sub.feed_id},
+            )
+        current = self._lookup(sub.token)  # the hub may have verified or denied meanwhile
+        if current is None:
+            return
+        await self._apply(current, m.HubAnswered(send.mode, answer, endpoint, self._jitter()))
 
-    async def _request(
-        self, sub: Subscription, mode: Mode, lease: int | None = None
-    ) -> HubResponse:
-        """POST a (un)subscription request, following 307/308 from the hub."""
-        form = subscription_form(
-            mode,
-            self.callback_url(sub.token),
-            sub.topic,
-            lease_seconds=lease if mode is Mode.SUBSCRIBE else None,
-            secret=sub.secret if mode is Mode.SUBSCRIBE else None,
-        )
-        url, hops = sub.endpoint, 0
+    async def _request(self, send: m.Send) -> tuple[HubResponse, str]:
+        """POST a (un)subscription request, following 307/308 from the hub.
+
+        Returns the hub's answer and the endpoint for later requests (moved by a 308).
+        """
+        form = send.form(self.callback_url(send.sub.token))
+        endpoint = url = send.sub.endpoint
+        hops = 0
         while True:
             try:
                 with trio.fail_after(HUB_TIMEOUT):
                     response = await self._client.post(url, data=form, follow_redirects=False)
             except (httpx.HTTPError, trio.TooSlowError) as exc:
                 reason = f"hub unreachable: {type(exc).__name__} {exc}".strip()
-                return HubResponse(HubOutcome.FAILED, 0, reason, retryable=True)
+                return HubResponse(HubOutcome.FAILED, 0, reason, retryable=True), endpoint
             answer = classify_hub_response(
                 response.status_code,
                 url,
@@ -369,28 +307,46 @@ class Subscriber:
                 retry_after=response.headers.get("retry-after"),
             )
             if answer.outcome is not HubOutcome.REDIRECT or answer.redirect_to is None:
-                return answer
+                return answer, endpoint
+            if not send.may_follow(answer.redirect_to):
+                reason = f"hub redirected to {answer.redirect_to}: hub.secret only goes over https"
+                return HubResponse(HubOutcome.FAILED, answer.status, reason), endpoint
             if answer.permanent:
-                sub.endpoint = answer.redirect_to
+                endpoint = answer.redirect_to
             url, hops = answer.redirect_to, hops + 1
 
-    async def _retire(self, sub: Subscription) -> None:
+    async def _await_verification(self, wait: m.AwaitVerification) -> None:
+        """Give the hub until ``wait.until`` to verify an unsubscription, then abandon it."""
+        token = wait.sub.token
+        with trio.move_on_at(trio.current_time() + max(wait.until - self._now(), 0.0)):
+            while self._lookup(token) is not None:
+                await self._changed.setdefault(wait.sub.feed_id, trio.Event()).wait()
+        sub = self._lookup(token)
+        if sub is not None:
+            await self._apply(sub, m.Abandon())
+
+    async def _unsubscribe_quietly(self, send: m.Send) -> None:
+        """Best effort: tell the hub we no longer want a replaced subscription."""
+        logger.info(
+            "feed %s: hub or topic changed, unsubscribing %s",
+            send.sub.feed_id,
+            send.sub.topic,
+            extra={"feed": send.sub.feed_id},
+        )
+        try:
+            await self._send(send)
+        finally:
+            self._retiring.pop(send.sub.token, None)
+
+    async def _retire(self, row: Subscription) -> None:
         """Unsubscribe a feed that left the config, then forget it."""
         logger.info(
             "feed %s: no longer configured, unsubscribing from %s",
-            sub.feed_id,
-            sub.hub,
-            extra={"feed": sub.feed_id},
+            row.feed_id,
+            row.hub,
+            extra={"feed": row.feed_id},
         )
-        if _S(sub.state) in (_S.ACTIVE, _S.PENDING, _S.UNSUBSCRIBING):
-            sub.state = _S.UNSUBSCRIBING
-            await self._save(sub)
-            answer = await self._request(sub, Mode.UNSUBSCRIBE)
-            if answer.outcome is HubOutcome.ACCEPTED:
-                with trio.move_on_after(VERIFY_TIMEOUT):
-                    while sub.feed_id in self.subs:
-                        await self._changed.setdefault(sub.feed_id, trio.Event()).wait()
-        await self._forget(sub)
+        await self._apply(Sub.from_row(row), m.FeedRemoved())
 
     # -- what the poller tells us ------------------------------------------------------------
 
@@ -398,7 +354,7 @@ class Subscriber:
         if not self.wants(feed):
             return
         target = (
-            _Target(discovery.hub_urls[0], discovery.topic(fetched_url))
+            m.Target(discovery.hub_urls[0], discovery.topic(fetched_url))
             if discovery.found
             else None
         )
@@ -416,22 +372,19 @@ class Subscriber:
             self._wake(feed.id)
 
     def push_is_live(self, feed_id: str) -> bool:
-        sub = self.subs.get(feed_id)
-        return sub is not None and sub.state == _S.ACTIVE and sub.push_healthy
+        return m.push_is_live(self._current(feed_id))
 
     def interval(self, feed: FeedConfig) -> float:
         """The poll interval for *feed*: a slow safety net while push works."""
         return max(feed.interval, feed.websub_poll) if self.push_is_live(feed.id) else feed.interval
 
     async def polled(self, feed: FeedConfig, new_entries: int, fetched_at: float) -> None:
-        """A poll started at *fetched_at* found *new_entries*: should push have brought them?
-
-        Only if the subscription was verified before that fetch: the poll that discovers the
-        hub finds entries that were published before anyone subscribed.
-        """
-        sub = self.subs.get(feed.id)
-        verified_before = sub is not None and (sub.verified_at or math.inf) < fetched_at
-        if new_entries and sub is not None and verified_before and self.push_is_live(feed.id):
+        """A poll started at *fetched_at* found *new_entries*: should push have brought them?"""
+        sub = self._current(feed.id)
+        if sub is None:
+            return
+        new = await self._apply(sub, m.Polled(new_entries, fetched_at))
+        if new is not None and sub.push_healthy and not new.push_healthy:
             logger.warning(
                 "feed %s: a poll found %d entries the hub never pushed; polling at the "
                 "normal interval until a push arrives",
@@ -439,24 +392,16 @@ class Subscriber:
                 new_entries,
                 extra={"feed": feed.id},
             )
-            sub.push_healthy = False
-            await self._save(sub)
 
     # -- what the hub sends ------------------------------------------------------------------
-
-    def _lookup(self, token: str) -> Subscription | None:
-        if token in self._retiring:
-            return self._retiring[token]
-        feed_id = self._tokens.get(token)
-        return self.subs.get(feed_id) if feed_id is not None else None
 
     async def verify(self, token: str, query: Any) -> IntentDecision:
         """Answer a verification of intent (or a denial) on a callback URL."""
         sub = self._lookup(token)
-        record = SubscriptionRecord(sub.topic, _S(sub.state)) if sub is not None else None
-        now = self._now()
-        decision = verify_intent(query, record, now)
-        if sub is None or decision.new_state is None:
+        record = SubscriptionRecord(sub.topic, sub.state) if sub is not None else None
+        decision = verify_intent(query, record, self._now())
+        event = m.event_for(decision)
+        if sub is None or event is None:
             if sub is not None:
                 logger.info(
                     "feed %s: verification refused (%s)",
@@ -465,28 +410,14 @@ class Subscriber:
                     extra={"feed": sub.feed_id},
                 )
             return decision
-        if decision.new_state is _S.ACTIVE:
-            sub.state = _S.ACTIVE
-            sub.lease_seconds = decision.lease_seconds
-            sub.lease_expires = decision.lease_expires_at or now + ASSUMED_LEASE_SECONDS
-            sub.verified_at, sub.retry_at, sub.attempts, sub.error = now, None, 0, None
-            logger.info(
-                "feed %s: subscription verified, lease %s s",
-                sub.feed_id,
-                sub.lease_seconds,
-                extra={"feed": sub.feed_id},
-            )
-            await self._save(sub)
-        elif decision.new_state is _S.NONE:
-            logger.info(
-                "feed %s: unsubscription verified", sub.feed_id, extra={"feed": sub.feed_id}
-            )
-            if self._retiring.pop(token, None) is None:
-                await self._forget(sub)
-        else:
-            sub.state, sub.error = decision.new_state, f"denied by the hub: {decision.reason}"
-            logger.warning("feed %s: %s", sub.feed_id, sub.error, extra={"feed": sub.feed_id})
-            await self._save(sub)
+        new = await self._apply(sub, event)
+        logger.info(
+            "feed %s: hub verification: %s%s",
+            sub.feed_id,
+            decision.reason,
+            f", lease {new.lease_seconds} s" if isinstance(event, m.Verified) and new else "",
+            extra={"feed": sub.feed_id},
+        )
         self._wake(sub.feed_id)
         return decision
 
@@ -495,7 +426,7 @@ class Subscriber:
     ) -> DeliveryResult:
         """Check a content distribution POST and queue it for ingest; answer at once."""
         sub = self._lookup(token)
-        state = _S(sub.state) if sub is not None else None
+        state = sub.state if sub is not None else None
         secret = sub.secret if sub is not None else None
         decision = await self._offload(check_delivery, state, secret, signature, body)
         if sub is None or not decision.process:
@@ -525,12 +456,11 @@ class Subscriber:
                     "feed %s: ingesting a delivery failed", feed.id, extra={"feed": feed.id}
                 )
                 continue
-            sub = self.subs.get(feed.id)
+            sub = self._current(feed.id)
             if sub is not None:
                 if not sub.push_healthy:
                     logger.info("feed %s: push works again", feed.id, extra={"feed": feed.id})
-                sub.last_push, sub.push_healthy = self._now(), True
-                await self._save(sub)
+                await self._apply(sub, m.Pushed())
             logger.info(
                 "feed %s: WebSub delivery, %d new entries", feed.id, new, extra={"feed": feed.id}
             )

@@ -33,9 +33,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TypeVar
 
+from feedstream.log.base import StoredEntry
+from feedstream.log.cursors import format_cursor
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["FeedState", "Snapshot", "Store", "StoredEntry", "Subscription", "format_cursor"]
+__all__ = ["FeedState", "Snapshot", "Store", "Subscription"]
 
 SCHEMA_VERSION = 1
 
@@ -131,19 +134,6 @@ class Subscription:
 
 
 _SUBSCRIPTION_COLUMNS = tuple(f.name for f in fields(Subscription))
-
-
-def format_cursor(log_id: str, seq: int) -> str:
-    """The opaque cursor of entry *seq* in the database named *log_id*."""
-    return f"{log_id}-{seq}"
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEntry:
-    seq: int
-    cursor: str
-    feed: str
-    json: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""One trio task per polled feed: fetch, parse off the event loop, append, sleep, repeat.
+"""One trio task per polled feed: fetch, ingest (parse off the event loop, append), sleep.
 
 The decisions (when to poll next, what counts as a failure) belong to
 :mod:`feedstream.core.schedule`; this module only carries them out. The loop is drift-free: the
@@ -8,77 +8,27 @@ next poll is due ``delay`` seconds after the *start* of the previous one, awaite
 from __future__ import annotations
 
 import logging
-import os
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
 import httpx
 import trio
-import trio_parallel
 
-from feedstream.core.config import FeedConfig, FetchLimits
-from feedstream.core.normalize import ParsedFeed, parse_feed
+from feedstream.core.config import FeedConfig
 from feedstream.core.schedule import plan
-from feedstream.log.cursorlog import CursorLog, Offload
+from feedstream.log.base import Log, Offload
 from feedstream.log.store import FeedState, Store
-from feedstream.service.fetch import FetchError, FetchResult, HostGate, fetch
+from feedstream.service.fetch import FetchError, HostGate, fetch
+from feedstream.service.ingest import Ingestor
+from feedstream.service.parsing import parse_in_worker, parse_slots
 from feedstream.service.stats import Stats, fetch_outcome
-from feedstream.websub import protocol as websub
-from feedstream.websub.protocol import Discovery
 from feedstream.websub.subscriber import Subscriber
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "PollContext",
-    "examine",
-    "feed_entries",
-    "overran",
-    "parse_in_worker",
-    "parse_slots",
-    "parse_within",
-    "poll_once",
-    "run_feed",
-]
-
-_T = TypeVar("_T")
-
-
-async def parse_in_worker(fn: Callable[..., Any], *args: Any) -> Any:
-    """Run *fn* in a trio-parallel worker process; killed if the caller stops waiting."""
-    return await trio_parallel.run_sync(fn, *args, kill_on_cancel=True)
-
-
-def parse_slots() -> trio.CapacityLimiter:
-    """One slot per core: how many documents are parsed at once."""
-    return trio.CapacityLimiter(os.cpu_count() or 2)
-
-
-def overran(limits: FetchLimits) -> ParsedFeed:
-    return ParsedFeed.failure(f"parsing took longer than {limits.parse_timeout:g} s; abandoned")
-
-
-async def parse_within(
-    parse: Offload,
-    slots: trio.CapacityLimiter,
-    limits: FetchLimits,
-    fn: Callable[..., _T],
-    *args: Any,
-) -> _T | None:
-    """``fn(*args)`` through *parse*, for at most ``limits.parse_timeout`` s; None if it overran.
-
-    The clock starts once one of the *slots* is ours: time spent queueing behind other
-    documents (a burst of pushes on a busy server) is not the document's fault, and must not
-    turn a good one into a rejected one.
-    """
-    async with slots:
-        with trio.move_on_after(limits.parse_timeout):
-            result: _T = await parse(fn, *args)
-            return result
-    return None
+__all__ = ["PollContext", "poll_once", "run_feed"]
 
 
 @dataclass(slots=True)
@@ -86,7 +36,7 @@ class PollContext:
     """What every feed task shares."""
 
     client: httpx.AsyncClient
-    log: CursorLog
+    log: Log
     store: Store
     gate: HostGate
     offload: Offload = trio.to_thread.run_sync  # blocking I/O (SQLite)
@@ -97,6 +47,12 @@ class PollContext:
     parse: Offload = parse_in_worker  # CPU work: parsing
     parse_slots: trio.CapacityLimiter = field(default_factory=parse_slots)
     stats: Stats = field(default_factory=Stats)
+    #: The ingest path; by default one over the fields above (the runtime passes its own).
+    ingestor: Ingestor | None = None
+
+    def __post_init__(self) -> None:
+        if self.ingestor is None:
+            self.ingestor = Ingestor(self.log, self.stats, parse=self.parse, slots=self.parse_slots)
 
 
 async def run_feed(
@@ -167,12 +123,17 @@ async def poll_once(feed: FeedConfig, state: FeedState, ctx: PollContext) -> flo
             )
             state.url = result.permanent_url
         if status == 200:
+            assert ctx.ingestor is not None
             discover = ctx.websub is not None and ctx.websub.wants(feed)
-            examined = await parse_within(
-                ctx.parse, ctx.parse_slots, feed.limits, examine, result, feed, discover
+            ingested = await ctx.ingestor.ingest(
+                feed,
+                result.body,
+                content_type=result.content_type,
+                via="poll",
+                url=result.url,
+                headers=result.headers if discover else None,
             )
-            # None: a hostile document, and the worker was killed
-            parsed, discovery = examined or (overran(feed.limits), None)
+            parsed, discovery = ingested.parsed, ingested.discovery
             if ctx.websub is not None and discovery is not None:
                 ctx.websub.discovered(feed, discovery, result.url)
             ttl = parsed.ttl_seconds
@@ -182,15 +143,15 @@ async def poll_once(feed: FeedConfig, state: FeedState, ctx: PollContext) -> flo
                 state.title = parsed.title or state.title
                 state.etag = headers.get("etag")
                 state.last_modified = headers.get("last-modified")
-                offered = feed_entries(feed, parsed)
-                new = await ctx.log.append(offered)
-                ctx.stats.count_ingest(offered, new)
-                if new:
+                if ingested.new:
                     logger.info(
-                        "feed %s: %d new entries", feed.id, len(new), extra={"feed": feed.id}
+                        "feed %s: %d new entries",
+                        feed.id,
+                        len(ingested.new),
+                        extra={"feed": feed.id},
                     )
                 if ctx.websub is not None:
-                    await ctx.websub.polled(feed, len(new), started)
+                    await ctx.websub.polled(feed, len(ingested.new), started)
         elif status != 304:
             error = f"HTTP {status}"
     ctx.stats.fetches[feed.id, fetch_outcome(status, failure, usable)] += 1
@@ -218,31 +179,3 @@ async def poll_once(feed: FeedConfig, state: FeedState, ctx: PollContext) -> flo
         )
     await ctx.offload(ctx.store.save_feed_state, state)
     return outcome.delay
-
-
-def examine(
-    result: FetchResult, feed: FeedConfig, discover: bool
-) -> tuple[ParsedFeed, Discovery | None]:
-    """Parse a fetched body and, for WebSub, look for its hub: one trip to a worker thread.
-
-    Discovery runs whether or not the body is a feed (a topic may be an HTML page).
-    """
-    parsed = parse_feed(
-        result.body,
-        feed_id=feed.id,
-        base_url=result.url,
-        content_type=result.content_type,
-        via="poll",
-        max_entries=feed.limits.max_entries,
-    )
-    if not discover:
-        return parsed, None
-    return parsed, websub.discover(result.headers, result.body, result.content_type, result.url)
-
-
-def feed_entries(feed: FeedConfig, parsed: ParsedFeed) -> list[dict[str, Any]]:
-    """The parsed entries as they go into the log: a configured feed title wins."""
-    title = feed.title or parsed.title or feed.id
-    if all(entry["feed_title"] == title for entry in parsed.entries):
-        return parsed.entries
-    return [dict(entry, feed_title=title) for entry in parsed.entries]

@@ -19,31 +19,22 @@ import trio
 
 from feedstream import __version__
 from feedstream.core.config import Config, ConfigChanges, ConfigError, FeedConfig, compare
-from feedstream.core.normalize import ParsedFeed, parse_feed
-from feedstream.log.cursorlog import CursorLog, Offload, SQLiteCursorLog, format_time
+from feedstream.log.base import Offload
+from feedstream.log.broadcast import Broadcaster
+from feedstream.log.sqlite import SQLiteLog, format_time
 from feedstream.log.store import FeedState, Store
 from feedstream.service.fetch import HostGate
+from feedstream.service.ingest import Ingestor
 from feedstream.service.monitor import LagMonitor
-from feedstream.service.poller import (
-    PollContext,
-    feed_entries,
-    overran,
-    parse_in_worker,
-    parse_slots,
-    parse_within,
-    run_feed,
-)
+from feedstream.service.parsing import parse_in_worker, parse_slots
+from feedstream.service.poller import PollContext, run_feed
 from feedstream.service.stats import Stats
 from feedstream.websub.protocol import SubscriptionState
 from feedstream.websub.subscriber import Subscriber
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PushResult", "ReloadUnavailable", "Runtime"]
-
-
-#: Pushed JSON up to this size is parsed on the event loop (see ``Runtime._parse_pushed``).
-INLINE_JSON_BYTES = 4096
+__all__ = ["Delivery", "Intake", "PushResult", "ReloadUnavailable", "Runtime"]
 
 
 class ReloadUnavailable(Exception):
@@ -56,7 +47,69 @@ class PushResult:
     error: str | None = None
 
 
+class Delivery:
+    """What the delivery endpoints (long-poll, SSE) see of the service."""
+
+    def __init__(self, stats: Stats, known_feeds: frozenset[str]) -> None:
+        #: Feed ids a ``feeds`` filter may name: configured now, or with stored entries.
+        self.known_feeds = known_feeds
+        self.waiting = stats.waiting  # listeners parked now, by kind
+        self.fanout_seconds = stats.fanout_seconds
+        self.draining = False  # shutting down: answers close their connections
+        self._broadcaster: Broadcaster | None = None
+
+    @property
+    def broadcaster(self) -> Broadcaster:
+        if self._broadcaster is None:
+            raise RuntimeError("the service is not running")
+        return self._broadcaster
+
+    @property
+    def listeners(self) -> int:
+        """Long-polls and SSE streams parked right now."""
+        return sum(self.waiting.values())
+
+
+class Intake:
+    """What the push endpoints (webhook, WebSub callbacks) see of the service."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self.pushes = runtime.stats.pushes  # by (kind, reason)
+
+    def feed(self, feed_id: str) -> FeedConfig | None:
+        """The feed's config as of the last reload."""
+        return self._runtime.config.feed(feed_id)
+
+    @property
+    def websub(self) -> Subscriber | None:
+        """The WebSub subscriber, when ``server.public_url`` is set and the service runs."""
+        return self._runtime.websub
+
+    async def push(self, feed: FeedConfig, body: bytes, content_type: str | None) -> PushResult:
+        """Ingest a webhook push with ``via: push``."""
+        ingested = await self._runtime.ingestor.ingest(
+            feed, body, content_type=content_type, via="push"
+        )
+        if ingested.parsed.error:
+            return PushResult(None, ingested.parsed.error)
+        logger.info(
+            "feed %s: push accepted, %d new of %d",
+            feed.id,
+            len(ingested.new),
+            len(ingested.parsed.entries),
+            extra={"feed": feed.id},
+        )
+        return PushResult(len(ingested.new))
+
+
 class Runtime:
+    """The service: store, log, broadcaster, ingest path, feed tasks, WebSub subscriber.
+
+    The HTTP layer gets its narrow parts (:attr:`delivery`, :attr:`intake`, and this object's
+    status and reload methods), never its fields.
+    """
+
     def __init__(
         self,
         config: Config,
@@ -68,48 +121,39 @@ class Runtime:
     ) -> None:
         self.config = config
         self.loader = loader  # re-reads the config for reload; None: no reloading
-        #: Feed ids a ``feeds`` filter may name: configured now, or with stored entries.
-        self.known_feeds = frozenset(feed.id for feed in config.feeds)
         self.offload = offload  # blocking I/O: worker threads
-        self.parse = parse  # parsing: worker processes, so the event loop never waits on the GIL
-        self.parse_slots = parse_slots()
+        self.stats = Stats()
+        self.lag = LagMonitor()
+        # parsing: worker processes, so the event loop never waits on the GIL
+        self.ingestor = Ingestor(None, self.stats, parse=parse, slots=parse_slots())
+        self.delivery = Delivery(self.stats, frozenset(feed.id for feed in config.feeds))
+        self.intake = Intake(self)
         self._transport = transport
-        self._log: CursorLog | None = None
+        self._log: SQLiteLog | None = None
         self._poll: PollContext | None = None
         self.websub: Subscriber | None = None
-        self._cancel = trio.CancelScope()
-        self.lag = LagMonitor()
-        self.stats = Stats()
         self._nursery: trio.Nursery | None = None
         self._feed_tasks: dict[str, tuple[trio.CancelScope, trio.Event]] = {}
         self._reload_lock = trio.Lock()
-        self.draining = False  # shutting down: answers close their connections
 
     @property
-    def waiting(self) -> int:
-        """Long-polls and SSE streams parked right now."""
-        return sum(self.stats.waiting.values())
-
-    @property
-    def log(self) -> CursorLog:
+    def log(self) -> SQLiteLog:
         if self._log is None:
             raise RuntimeError("the runtime is not running")
         return self._log
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Run until cancelled (or :meth:`stop`): the long-lived part of the server."""
+        """Run until cancelled: the long-lived part of the server, started with
+        ``nursery.start`` by :func:`feedstream.web.server.serve` before it serves."""
         server = self.config.server
         store: Store = await self.offload(Store, server.data_dir / "feedstream.sqlite3")
         try:
             snapshot = await self.offload(store.snapshot, server.backlog)
-            self.known_feeds |= frozenset(snapshot.counts)
-            log = SQLiteCursorLog(
-                store,
-                snapshot,
-                backlog=server.backlog,
-                offload=self.offload,
-                coalesce=server.coalesce_ms / 1000,
-            )
+            delivery = self.delivery
+            delivery.known_feeds |= frozenset(snapshot.counts)
+            log = SQLiteLog(store, snapshot, backlog=server.backlog, offload=self.offload)
+            broadcaster = Broadcaster(log, coalesce=server.coalesce_ms / 1000)
+            self.ingestor.log = log
             async with httpx.AsyncClient(transport=self._transport) as client:
                 states = await self.offload(store.feed_states)
                 ctx = PollContext(
@@ -122,42 +166,42 @@ class Runtime:
                         gap=server.host_gap,
                     ),
                     offload=self.offload,
-                    parse=self.parse,
-                    parse_slots=self.parse_slots,
                     states=states,
                     stats=self.stats,
+                    ingestor=self.ingestor,
                 )
-                self._log = log
-                with self._cancel:
-                    async with trio.open_nursery() as nursery:
-                        await nursery.start(self.lag.run)
-                        await nursery.start(log.run)
-                        if server.public_url:
-                            ctx.websub = Subscriber(
-                                public_url=server.public_url,
-                                store=store,
-                                client=client,
-                                ingest=self._ingest_delivery,
-                                offload=self.offload,
-                            )
-                            await nursery.start(ctx.websub.run, self.config.feeds)
-                            self.websub = ctx.websub
-                        self._poll, self._nursery = ctx, nursery
-                        for feed in self.config.feeds:
-                            await self._start_feed(feed)
-                        logger.info(
-                            "running: %d feeds, log head %s, data in %s",
-                            len(self.config.feeds),
-                            log.cursor,
-                            server.data_dir,
+                self._log, delivery._broadcaster = log, broadcaster
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self.lag.run)
+                    await nursery.start(broadcaster.run)
+                    if server.public_url:
+                        ctx.websub = Subscriber(
+                            public_url=server.public_url,
+                            store=store,
+                            client=client,
+                            ingest=self._ingest_delivery,
+                            offload=self.offload,
                         )
-                        task_status.started()
-                        await trio.sleep_forever()
+                        await nursery.start(ctx.websub.run, self.config.feeds)
+                        self.websub = ctx.websub
+                    self._poll, self._nursery = ctx, nursery
+                    for feed in self.config.feeds:
+                        await self._start_feed(feed)
+                    logger.info(
+                        "running: %d feeds, log head %s, data in %s",
+                        len(self.config.feeds),
+                        log.head,
+                        server.data_dir,
+                    )
+                    task_status.started()
+                    await trio.sleep_forever()
         finally:
             self._nursery = None
-            if self._log is not None:
-                self._log.close()
+            self.drain()
+            log_ = self._log
             self._log = None
+            if log_ is not None:
+                log_.close()
             store.close()
 
     async def _start_feed(self, feed: FeedConfig) -> None:
@@ -219,7 +263,7 @@ class Runtime:
                 ", ".join(changes.restart_needed),
             )
         self.config = replace(new, server=self.config.server)
-        self.known_feeds |= {feed.id for feed in new.feeds}
+        self.delivery.known_feeds |= {feed.id for feed in new.feeds}
         for feed in (*changes.removed, *changes.changed):
             await self._stop_feed(feed.id)
         if self.websub is not None:
@@ -238,79 +282,36 @@ class Runtime:
 
     def drain(self) -> None:
         """Answer every waiting listener now, and every later one at once (shutting down)."""
-        self.draining = True
-        if self._log is not None:
-            self._log.close()
+        self.delivery.draining = True
+        if self.delivery._broadcaster is not None:
+            self.delivery._broadcaster.close()
 
-    def stop(self) -> None:
-        """Stop the feed tasks and close the store."""
-        self.drain()
-        self._cancel.cancel()
-
-    # -- push ingest -------------------------------------------------------------------------
-
-    async def ingest(self, feed: FeedConfig, parsed: ParsedFeed) -> list[dict[str, Any]]:
-        """Append what *parsed* holds for *feed* to the log; return the new entries."""
-        offered = feed_entries(feed, parsed)
-        new = await self.log.append(offered)
-        self.stats.count_ingest(offered, new)
-        return new
-
-    async def push(self, feed: FeedConfig, body: bytes, content_type: str | None) -> PushResult:
-        """Parse a pushed document (off the event loop) and ingest it with ``via: push``."""
-        parsed = await self._parse_pushed(body, feed, content_type, "push")
-        if parsed.error:
-            return PushResult(None, parsed.error)
-        new = await self.ingest(feed, parsed)
-        logger.info(
-            "feed %s: push accepted, %d new of %d",
-            feed.id,
-            len(new),
-            len(parsed.entries),
-            extra={"feed": feed.id},
-        )
-        return PushResult(len(new))
+    # -- WebSub deliveries -------------------------------------------------------------------
 
     async def _ingest_delivery(
         self, feed: FeedConfig, body: bytes, content_type: str | None
     ) -> int:
         """Ingest a WebSub content distribution with ``via: websub``."""
-        parsed = await self._parse_pushed(body, feed, content_type, "websub")
-        if parsed.error:
+        ingested = await self.ingestor.ingest(feed, body, content_type=content_type, via="websub")
+        if ingested.parsed.error:
             logger.warning(
                 "feed %s: WebSub delivery is not a feed: %s",
                 feed.id,
-                parsed.error,
+                ingested.parsed.error,
                 extra={"feed": feed.id},
             )
-            return 0
-        return len(await self.ingest(feed, parsed))
-
-    async def _parse_pushed(
-        self, body: bytes, feed: FeedConfig, content_type: str | None, via: str
-    ) -> ParsedFeed:
-        """Parse a pushed body in a worker, within the feed's ``parse_timeout``.
-
-        A small JSON body is parsed right here instead. JSON parses in linear time (our own
-        JSON Feed reader: no XML, no entities, no feedparser), and 4 KiB take about a
-        millisecond at most. A trip to a worker process costs several passes of the
-        scheduler, each a long one on a server busy with thousands of listeners, and pushes
-        queue for the few workers: measured, this was what held push intake to one every
-        two seconds under the fan-out benchmark's load.
-        """
-        if len(body) <= INLINE_JSON_BYTES and _is_json(content_type, body):
-            return _parse_pushed(body, feed, content_type, via)
-        parsed = await parse_within(
-            self.parse, self.parse_slots, feed.limits, _parse_pushed, body, feed, content_type, via
-        )
-        return parsed or overran(feed.limits)
+        return len(ingested.new)
 
     # -- status ------------------------------------------------------------------------------
+
+    def counts(self) -> dict[str, int]:
+        """Entries stored per feed (empty when not running)."""
+        return dict(self._log.counts()) if self._log is not None else {}
 
     def feeds_status(self) -> list[dict[str, Any]]:
         """One object per configured feed, for ``/api/feeds``."""
         states = self._poll.states if self._poll is not None else {}
-        counts = self.log.counts() if self._log is not None else {}
+        counts = self._log.counts() if self._log is not None else {}
         out = []
         for feed in self.config.feeds:
             state = states.get(feed.id) or FeedState(id=feed.id)
@@ -346,29 +347,12 @@ class Runtime:
         """Process-wide figures for ``/api/status``."""
         return {
             "version": __version__,
-            "cursor": self.log.cursor,
+            "cursor": self.delivery.broadcaster.cursor,
             "feeds": len(self.config.feeds),
-            "waiting": self.waiting,
+            "waiting": self.delivery.listeners,
             "loop_lag": self.lag.stats(),
         }
 
 
 def _time(value: float | None) -> str | None:
     return None if value is None else format_time(value)
-
-
-def _is_json(content_type: str | None, body: bytes) -> bool:
-    if content_type is not None:
-        return content_type in ("application/feed+json", "application/json")
-    return body.lstrip()[:1] in (b"{", b"[")
-
-
-def _parse_pushed(body: bytes, feed: FeedConfig, content_type: str | None, via: str) -> ParsedFeed:
-    return parse_feed(
-        body,
-        feed_id=feed.id,
-        base_url=feed.url,
-        content_type=content_type,
-        via=via,
-        max_entries=feed.limits.max_entries,
-    )

@@ -1,9 +1,10 @@
-"""The Quart-Trio application: routes, headers and the lifespan that runs the service.
+"""The HTTP application: a small raw ASGI router in front of the Quart-Trio app.
 
-Routes are thin: they hand request data to :mod:`feedstream.core.httprules` (validation) and
-:class:`~feedstream.service.runtime.Runtime` and turn the results into responses. The two delivery
-endpoints, which carry nearly all the traffic, and the webhook live in :mod:`feedstream.web.stream`
-in front of this app.
+The delivery endpoints (:mod:`feedstream.web.delivery`), which carry nearly all the traffic,
+and the push endpoints (:mod:`feedstream.web.push`) are raw ASGI; everything else (the page,
+static files, ``/api/feeds``, ``/api/status``, ``/metrics``, ``/healthz``, the admin API) is a
+thin Quart route. The app is handed the service's narrow parts, never the service itself, and
+runs nothing of its own: :func:`feedstream.web.server.serve` owns every lifetime.
 Every error is a JSON body ``{"error": "..."}`` with a 4xx/5xx status, never a traceback.
 """
 
@@ -11,14 +12,15 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from feedstream.core.config import Config, ConfigError
+from feedstream.core.config import Config, ConfigChanges, ConfigError
 from feedstream.core.httprules import (
     SECURITY_HEADERS,
     ApiError,
@@ -27,16 +29,67 @@ from feedstream.core.httprules import (
     cors_headers,
     preflight_headers,
 )
-from feedstream.service.runtime import ReloadUnavailable, Runtime
+from feedstream.service.runtime import Delivery, Intake, ReloadUnavailable
+from feedstream.web.asgi import ASGIApp, Responder, Scope
+from feedstream.web.delivery import ENTRIES, STREAM, DeliveryEndpoints
 from feedstream.web.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from feedstream.web.metrics import metrics_registry, render
-from feedstream.web.stream import StreamEndpoints
+from feedstream.web.metrics import MetricsSource, metrics_registry, render
+from feedstream.web.push import PUSH, WEBSUB, PushEndpoints
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["create_app"]
+__all__ = ["Router", "Service", "create_app"]
 
 BUNDLED_STATIC = Path(__file__).resolve().parents[2] / "static"
+
+
+class Service(MetricsSource, Protocol):
+    """What the HTTP layer is given of the service (:class:`~feedstream.service.runtime.Runtime`
+    is one)."""
+
+    @property
+    def delivery(self) -> Delivery: ...
+
+    @property
+    def intake(self) -> Intake: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    async def reload(self) -> ConfigChanges: ...
+
+
+class Router:
+    """ASGI app: delivery and push requests to their raw endpoints, the rest to Quart."""
+
+    def __init__(self, delivery: DeliveryEndpoints, push: PushEndpoints, app: ASGIApp) -> None:
+        self.delivery = delivery
+        self.push = push
+        self.app = app
+
+    def __call__(self, scope: Scope, receive: Any, send: Any) -> Awaitable[None]:
+        """Route the request: the handler's coroutine is what the server awaits.
+
+        A plain function, not a coroutine of its own: a parked long-poll then keeps one frame
+        less alive.
+        """
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path in (ENTRIES, STREAM):
+                return self.delivery(scope, send)
+            if path.startswith(PUSH) or path.startswith(WEBSUB):
+                return self.push(scope, receive, send)
+        return self.app(scope, receive, send)
+
+
+def create_app(config: Config, service: Service) -> Router:
+    """The ASGI app for *config* over *service* (which must be running to answer)."""
+    delivery = service.delivery
+    responder = Responder(config.server.cors_origins, lambda: delivery.draining)
+    return Router(
+        DeliveryEndpoints(delivery, config, responder),
+        PushEndpoints(service.intake, config.server.max_push_bytes, responder),
+        _quart_app(config, service),
+    )
 
 
 def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -44,30 +97,12 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
     return Response(body, status=status, headers=headers, content_type="application/json")
 
 
-def create_app(config: Config, runtime: Runtime | None = None) -> StreamEndpoints:
-    """The ASGI app for *config*: the delivery endpoints in front of the Quart app.
-
-    The Quart app's lifespan starts *runtime* (a new one by default).
-    """
-    runtime = runtime or Runtime(config)
-    return StreamEndpoints(_quart_app(config, runtime), config, runtime)
-
-
-def _quart_app(config: Config, runtime: Runtime) -> QuartTrio:
-    """Everything but ``/api/entries`` and ``/api/stream`` (see :mod:`feedstream.web.stream`)."""
+def _quart_app(config: Config, service: Service) -> QuartTrio:
+    """Everything but the delivery and push endpoints."""
     static_dir = config.server.static_dir or BUNDLED_STATIC
     app = QuartTrio(__name__, static_folder=str(static_dir), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_push_bytes
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = 5
-    app.extensions["feedstream"] = runtime
-
-    @app.before_serving
-    async def start_runtime() -> None:
-        await app.nursery.start(runtime.run)
-
-    @app.after_serving
-    async def stop_runtime() -> None:
-        runtime.stop()
 
     @app.after_request
     async def add_headers(response: Response) -> Response:
@@ -111,9 +146,9 @@ def _quart_app(config: Config, runtime: Runtime) -> QuartTrio:
 
     @app.get("/api/feeds")
     async def feeds() -> Response:
-        return _json(runtime.feeds_status())
+        return _json(service.feeds_status())
 
-    registry = metrics_registry(runtime)
+    registry = metrics_registry(service)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -121,36 +156,17 @@ def _quart_app(config: Config, runtime: Runtime) -> QuartTrio:
 
     @app.get("/api/status")
     async def status() -> Response:
-        return _json(runtime.status())
+        return _json(service.status())
 
     @app.post("/api/admin/reload")
     async def admin_reload() -> Response:
         check_admin_auth(config.server.admin_token, request.headers.get("Authorization"))
         try:
-            changes = await runtime.reload()
+            changes = await service.reload()
         except ConfigError as error:
             raise ApiError(422, f"config error, nothing changed: {error}") from None
         except ReloadUnavailable as error:
             raise ApiError(409, f"cannot reload: {error}") from None
         return _json(changes.summary())
-
-    @app.get("/websub/<token>")
-    async def websub_verify(token: str) -> Response:
-        if runtime.websub is None:
-            raise ApiError(404, "WebSub is off (server.public_url is not set)")
-        decision = await runtime.websub.verify(token, request.args)
-        return Response(decision.body, status=decision.status, headers=dict(decision.headers))
-
-    @app.post("/websub/<token>")
-    async def websub_deliver(token: str) -> Response:
-        if runtime.websub is None:
-            raise ApiError(404, "WebSub is off (server.public_url is not set)")
-        body = await request.get_data(cache=False, as_text=False)
-        assert isinstance(body, bytes)
-        result = await runtime.websub.deliver(
-            token, request.headers.get("X-Hub-Signature"), body, request.headers.get("Content-Type")
-        )
-        runtime.stats.pushes["websub", result.outcome] += 1
-        return _json({"status": result.reason}, result.status)
 
     return app

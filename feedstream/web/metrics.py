@@ -11,7 +11,7 @@ several servers in one process (tests) never share series.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -22,12 +22,27 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from feedstream.service.stats import Histogram
+from feedstream.service.monitor import LagMonitor
+from feedstream.service.stats import Histogram, Stats
 
-if TYPE_CHECKING:
-    from feedstream.service.runtime import Runtime
+__all__ = ["CONTENT_TYPE", "MetricsSource", "metrics_registry", "push_reason", "render"]
 
-__all__ = ["CONTENT_TYPE", "metrics_registry", "push_reason", "render"]
+
+class MetricsSource(Protocol):
+    """What the collector reads at scrape time."""
+
+    @property
+    def stats(self) -> Stats: ...
+
+    @property
+    def lag(self) -> LagMonitor: ...
+
+    def feeds_status(self) -> list[dict[str, Any]]: ...
+
+    def counts(self) -> dict[str, int]: ...
+
+    def subscription_states(self) -> dict[str, int]: ...
+
 
 _Labels = TypeVar("_Labels", bound=tuple[str, ...])
 
@@ -51,7 +66,7 @@ def push_reason(status: int) -> str:
 
 
 class _RuntimeCollector(Collector):
-    def __init__(self, runtime: Runtime) -> None:
+    def __init__(self, runtime: MetricsSource) -> None:
         self.runtime = runtime
 
     def collect(self) -> Iterator[Metric]:
@@ -79,10 +94,7 @@ class _RuntimeCollector(Collector):
         )
 
         feeds = runtime.feeds_status()
-        try:
-            counts = runtime.log.counts()
-        except RuntimeError:  # not running yet, or stopping
-            counts = {}
+        counts = runtime.counts()
         entries = CounterMetricFamily(
             "feedstream_entries", "Entries stored (new, deduplicated), by feed", labels=["feed"]
         )
@@ -163,7 +175,7 @@ def _histogram(name: str, documentation: str, histogram: Histogram) -> Histogram
     )
 
 
-def metrics_registry(runtime: Runtime) -> CollectorRegistry:
+def metrics_registry(runtime: MetricsSource) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_RuntimeCollector(runtime))
     return registry

@@ -86,14 +86,17 @@ async def serve(
         runtime.drain()  # answer waiting long-polls now, before hypercorn drains connections
 
     async def run_server(*, task_status: trio.TaskStatus[list[str]]) -> None:
-        # mode: the app's __call__ is a plain function returning a coroutine (see stream.py),
+        # mode: the app's __call__ is a plain function returning a coroutine (see app.Router),
         # which hypercorn's guess would take for WSGI.
         await hypercorn_serve(
             app, hconfig, shutdown_trigger=trigger, task_status=task_status, mode="asgi"
         )
-        nursery.cancel_scope.cancel()  # served and drained: end the signal listener too
+        nursery.cancel_scope.cancel()  # served and drained: stop the service and the rest
 
+    # One owner for every lifetime (the shape of hypercorn's worker_serve): the service starts
+    # first, the server once it runs; the server stops first, then the service with it.
     async with trio.open_nursery() as nursery:
+        await nursery.start(runtime.run)
         binds = await nursery.start(run_server)
         if loader is not None and hasattr(signal, "SIGHUP"):
             await nursery.start(reload_on_sighup, runtime)

@@ -36,7 +36,7 @@ import pytest
 import trio
 
 from feedstream.core.config import FeedConfig, FetchLimits
-from feedstream.log.cursorlog import SQLiteCursorLog
+from feedstream.log.sqlite import SQLiteLog
 from feedstream.log.store import FeedState, Store
 from feedstream.service.fetch import HostGate, host_of
 from feedstream.service.poller import PollContext, poll_once
@@ -143,7 +143,7 @@ async def poller(tmp_path: Path) -> AsyncIterator[PollContext]:
     """A PollContext as the runtime builds it: real store, worker threads, real httpx client."""
     store = Store(tmp_path / "hostile.sqlite3")
     try:
-        log = SQLiteCursorLog(store, store.snapshot(1000), backlog=1000)
+        log = SQLiteLog(store, store.snapshot(1000), backlog=1000)
         async with httpx.AsyncClient() as client:
             yield PollContext(
                 client=client,

@@ -14,16 +14,11 @@ import trio.testing
 import trio_parallel
 
 from feedstream.core.config import FeedConfig, FetchLimits
-from feedstream.log.cursorlog import SQLiteCursorLog
+from feedstream.log.sqlite import SQLiteLog
 from feedstream.log.store import FeedState, Store
 from feedstream.service.fetch import HostGate
-from feedstream.service.poller import (
-    PollContext,
-    parse_in_worker,
-    parse_within,
-    poll_once,
-    run_feed,
-)
+from feedstream.service.parsing import parse_in_worker, parse_within
+from feedstream.service.poller import PollContext, poll_once, run_feed
 from tests.support.helpers import inline
 
 EPOCH = 1_700_000_000.0
@@ -59,7 +54,7 @@ def virtual_context(client: httpx.AsyncClient, store: Store, **overrides: Any) -
     """A poll context for virtual time: inline offloads, wall clock tied to trio's, no jitter."""
     settings: dict[str, Any] = {
         "client": client,
-        "log": SQLiteCursorLog(store, store.snapshot(100), backlog=100, offload=inline),
+        "log": SQLiteLog(store, store.snapshot(100), backlog=100, offload=inline),
         "store": store,
         "gate": HostGate(total=10, per_host=2, gap=0.0),
         "offload": inline,
@@ -243,7 +238,7 @@ async def test_parsing_runs_in_a_worker_process(tmp_path: Path) -> None:
 
     recorder = Recorder(lambda r, n: httpx.Response(200, content=atom("a", "b")))
     store = Store(tmp_path / "db.sqlite3")
-    log = SQLiteCursorLog(store, store.snapshot(10), backlog=10)
+    log = SQLiteLog(store, store.snapshot(10), backlog=10)
     async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as client:
         ctx = PollContext(client, log, store, HostGate(total=1, per_host=1, gap=0), parse=spy)
         assert PollContext(client, log, store, ctx.gate).parse is parse_in_worker

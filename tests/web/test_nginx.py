@@ -24,11 +24,11 @@ import trio
 
 from feedstream.core.config import ServerConfig
 from feedstream.core.httprules import MAX_TIMEOUT
-from feedstream.web import stream
+from feedstream.web import delivery
 from tests.support.documents import json_feed, push
 from tests.support.helpers import free_port
 from tests.support.servers import make_config, push_feed, running, status_until
-from tests.web.test_stream import events, take
+from tests.web.test_delivery import events, take
 
 SNIPPET = Path(__file__).resolve().parents[2] / "docs" / "nginx.conf"
 DOCUMENTED_UPSTREAM = "server 127.0.0.1:8080;"
@@ -71,7 +71,7 @@ def test_snippet_limits_match_feedstream() -> None:
     found = locations(SNIPPET.read_text())
     assert {"= /api/entries", "= /api/stream", "/api/push/", "/websub/", "/"} <= set(found)
     assert seconds(found["= /api/entries"]["proxy_read_timeout"]) > MAX_TIMEOUT
-    assert seconds(found["= /api/stream"]["proxy_read_timeout"]) > stream.HEARTBEAT
+    assert seconds(found["= /api/stream"]["proxy_read_timeout"]) > delivery.HEARTBEAT
     assert found["= /api/stream"]["proxy_buffering"] == "off"
     for where in ("/api/push/", "/websub/"):
         assert size(found[where]["client_max_body_size"]) == ServerConfig().max_push_bytes
@@ -229,7 +229,7 @@ async def test_long_poll_waits_and_wakes_through_nginx(proxied: Proxied) -> None
 async def test_sse_is_not_buffered_by_nginx(
     proxied: Proxied, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(stream, "HEARTBEAT", 0.2)
+    monkeypatch.setattr(delivery, "HEARTBEAT", 0.2)
     proxy = proxied.nginx
     start = (await proxy.get("/api/entries")).json()["cursor"]
     with trio.fail_after(5):  # a buffering proxy holds back headers and events alike

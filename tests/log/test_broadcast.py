@@ -1,4 +1,5 @@
-"""The cursor log over a real SQLite store: cursors, dedup, filters, waiting, restarts."""
+"""The SQLite log backend and the broadcaster above it: cursors, dedup, filters, waiting,
+rounds, restarts (over a real SQLite store)."""
 
 from __future__ import annotations
 
@@ -12,21 +13,34 @@ import pytest
 import trio
 import trio.testing
 
-from feedstream.log.cursorlog import Page, SQLiteCursorLog
+from feedstream.log.base import Page
+from feedstream.log.broadcast import Broadcaster
+from feedstream.log.sqlite import SQLiteLog
 from feedstream.log.store import Store
+from feedstream.log.wire import entries_body
 from tests.support.helpers import entry, inline
 
 
-def coalescing_log(path: Path) -> SQLiteCursorLog:
-    """A log whose run() task coalesces appends over 5 ms and paces rounds (virtual time)."""
+class Harness(Broadcaster):
+    """A broadcaster over a SQLite log, with the log's append at hand."""
+
+    def __init__(self, log: SQLiteLog, *, coalesce: float = 0.0) -> None:
+        super().__init__(log, coalesce=coalesce)
+        self.append = log.append
+
+
+def coalescing_log(path: Path) -> Harness:
+    """A broadcaster whose run() task coalesces appends over 5 ms and paces rounds (virtual
+    time)."""
     store = Store(path / "db.sqlite3")
-    return SQLiteCursorLog(store, store.snapshot(10), backlog=10, offload=inline, coalesce=0.005)
+    log = SQLiteLog(store, store.snapshot(10), backlog=10, offload=inline)
+    return Harness(log, coalesce=0.005)
 
 
-def open_log(path: Path, backlog: int = 100) -> SQLiteCursorLog:
+def open_log(path: Path, backlog: int = 100) -> Harness:
     store = Store(path / "db.sqlite3")
     snapshot = store.snapshot(backlog)
-    return SQLiteCursorLog(store, snapshot, backlog=backlog, offload=inline, clock=lambda: 0.0)
+    return Harness(SQLiteLog(store, snapshot, backlog=backlog, offload=inline, clock=lambda: 0.0))
 
 
 def titles(page: Page) -> list[str]:
@@ -150,7 +164,7 @@ async def test_backlog_prunes_data_but_keeps_ids(tmp_path: Path) -> None:
 
 def test_page_json_is_valid() -> None:
     page = Page("abc-1", (), reset=True)
-    assert json.loads(page.body) == {"cursor": "abc-1", "entries": [], "reset": True}
+    assert json.loads(entries_body(page)) == {"cursor": "abc-1", "entries": [], "reset": True}
 
 
 @pytest.mark.parametrize("backlog", [1, 2, 5])
@@ -197,7 +211,7 @@ async def test_listeners_asking_the_same_share_one_serialized_page(tmp_path: Pat
     await log.append([entry("a", "x")])
     first = log.read(cursor, feeds={"a"}, limit=50)
     assert log.read(cursor, feeds=["a"], limit=50) is first
-    assert first.body is first.body
+    assert entries_body(first) is entries_body(first)
     await log.append([entry("a", "y")])
     assert log.read(cursor, feeds={"a"}, limit=50) is not first  # a new head, a new answer
 
@@ -214,7 +228,7 @@ async def test_appends_arriving_during_a_commit_share_the_next_one(tmp_path: Pat
                 await release.wait()  # the first transaction takes its time
         return fn(*args)
 
-    log = SQLiteCursorLog(store, store.snapshot(10), backlog=10, offload=offload)
+    log = Harness(SQLiteLog(store, store.snapshot(10), backlog=10, offload=offload))
     results: dict[str, list[str]] = {}
 
     async def append(name: str, *keys: str) -> None:
@@ -324,7 +338,7 @@ async def test_a_listener_that_never_comes_back_holds_the_next_round_only_briefl
 async def test_streams_wake_in_groups_long_polls_all_at_once(
     tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("feedstream.log.cursorlog.WAKE_GROUP", 2)
+    monkeypatch.setattr("feedstream.log.broadcast.WAKE_GROUP", 2)
     log = coalescing_log(tmp_path)
     passes = 0  # scheduler passes, counted by a task that checkpoints in every one
     woke: dict[str, list[int]] = {"stream": [], "poll": []}

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import trio
 
-from feedstream.web import stream
+from feedstream.web import delivery
 from tests.support.documents import json_feed, push
 from tests.support.servers import make_config, push_feed, running, status_until
 
@@ -73,7 +73,7 @@ async def test_sse_streams_entries_and_resumes_by_last_event_id(tmp_path: Path) 
 async def test_sse_filter_reset_and_heartbeat(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(stream, "HEARTBEAT", 0.2)
+    monkeypatch.setattr(delivery, "HEARTBEAT", 0.2)
     async with running(make_config(tmp_path, push_feed("a"), push_feed("b"))) as client:
         async with client.stream("GET", "/api/stream", params={"after": "nonsense-7"}) as response:
             received = events(response)

@@ -1,0 +1,97 @@
+"""The log interface: what every backend offers, and the pages it answers with.
+
+A backend keeps the entries: it deduplicates and stores what is appended, gives each new entry
+the next cursor, answers "what came after this cursor", and tells whoever watches it when new
+entries became readable. It knows nothing of listeners, rounds or wire formats: the
+:class:`~feedstream.log.broadcast.Broadcaster` above it paces delivery for any backend, and
+:mod:`feedstream.log.wire` renders pages as JSON or Server-Sent Events.
+
+Cursors are opaque strings issued by the backend. A cursor the backend cannot place (another
+database's, garbage, older than what it still holds, or ahead of its head) is answered with a
+``reset`` page, never misread as a position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = ["Log", "Offload", "Page", "StoredEntry"]
+
+#: Runs a blocking function away from the event loop: ``trio.to_thread.run_sync`` or, in tests on
+#: virtual time, an inline runner (a worker thread would let the autojump clock run ahead).
+Offload = Callable[..., Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEntry:
+    """One stored entry: its position, cursor, feed and its JSON as stored (cursor included)."""
+
+    seq: int
+    cursor: str
+    feed: str
+    json: str
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One answer of the log: entries after a cursor, and where to resume.
+
+    ``rendered`` memoizes the page's wire forms (see :mod:`feedstream.log.wire`): the
+    broadcaster hands the same page to every listener asking the same question, so a fan-out
+    renders each answer once.
+    """
+
+    cursor: str
+    entries: Sequence[StoredEntry]
+    reset: bool = False
+    rendered: dict[str, bytes] = field(default_factory=dict, compare=False, repr=False)
+
+
+class Log(Protocol):
+    """A deduplicating, append-only log of normalized entries."""
+
+    @property
+    def head(self) -> str:
+        """The cursor of the newest readable entry."""
+        ...
+
+    def read(
+        self,
+        after: str | None,
+        *,
+        feeds: Collection[str] | None,
+        limit: int,
+        upto: str | None = None,
+    ) -> Page:
+        """Entries after *after*, oldest first, at most *limit* (of *feeds* only, when given).
+
+        With no *after*: the newest *limit* entries. *upto* (a head this log issued) hides what
+        came after it, so that a broadcaster can publish in rounds; a first page or a reset
+        always shows everything readable.
+        """
+        ...
+
+    async def append(self, entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Store the entries whose id is new, give them cursors; return them as stored.
+
+        Returns only once they are durable and readable: nothing is acknowledged that is not
+        stored.
+        """
+        ...
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call *callback* (on the event loop, without awaiting) whenever :attr:`head` moved:
+        the backend's "wait for news", shaped so that any number of broadcasters and any
+        backend (a local commit, a tailed shared log) deliver it without a scheduler pass.
+        """
+        ...
+
+    def counts(self) -> Mapping[str, int]:
+        """Entries stored per feed."""
+        ...
+
+    def close(self) -> None:
+        """Shutting down: watchers are not called again (appends in flight still complete)."""
+        ...

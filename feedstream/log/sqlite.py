@@ -1,0 +1,184 @@
+"""The embedded log backend: entries in :class:`~feedstream.log.store.Store` (SQLite), the
+newest ``backlog`` of them in an in-memory ring.
+
+Appends are committed in one transaction per burst (group commit): appends that arrive while a
+transaction is being written share the next one, one trip to a worker thread for all of them
+instead of one each in single file behind the write lock. Only once committed are entries
+readable and watchers told. A read is slicing the ring and never touches SQLite.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import trio
+
+from feedstream.log.base import Offload, Page
+from feedstream.log.cursors import Ring, format_cursor, parse_cursor
+from feedstream.log.store import Snapshot, Store
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SQLiteLog", "format_time"]
+
+
+def format_time(timestamp: float) -> str:
+    """RFC 3339 UTC with ``Z``, seconds precision."""
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _Batch:
+    """Entries waiting for one transaction, from every append that came while it formed."""
+
+    __slots__ = ("done", "error", "items", "new")
+
+    def __init__(self, items: list[tuple[str, str, dict[str, Any]]]) -> None:
+        self.items = items
+        self.new: list[dict[str, Any]] = []
+        self.error: BaseException | None = None
+        self.done = trio.Event()
+
+
+class SQLiteLog:
+    """The :class:`~feedstream.log.base.Log` kept in a SQLite :class:`Store`.
+
+    *snapshot* is ``store.snapshot(backlog)``, read by the caller (in a worker thread).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        snapshot: Snapshot,
+        *,
+        backlog: int,
+        offload: Offload = trio.to_thread.run_sync,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self._store = store
+        self._backlog = backlog
+        self._offload = offload
+        self._now = clock or time.time
+        self._log_id = store.log_id
+        self._ring = Ring(backlog)
+        self._ring.extend(snapshot.recent)
+        self._head = snapshot.head
+        self._counts = dict(snapshot.counts)
+        self._write_lock = trio.Lock()
+        self._batch: _Batch | None = None  # the next transaction, while it gathers entries
+        self._watchers: list[Callable[[], None]] = []
+        self._pruned_at = 0
+        self._closed = False
+
+    # -- reading -----------------------------------------------------------------------------
+
+    @property
+    def head(self) -> str:
+        return format_cursor(self._log_id, self._head)
+
+    def counts(self) -> Mapping[str, int]:
+        return self._counts
+
+    def read(
+        self,
+        after: str | None,
+        *,
+        feeds: Collection[str] | None,
+        limit: int,
+        upto: str | None = None,
+    ) -> Page:
+        committed = self._head
+        seq = None if after is None else parse_cursor(after, self._log_id)
+        first = self._ring.first_seq
+        oldest_known = first - 1 if first is not None else committed
+        reset = after is not None and (seq is None or seq > committed or seq < oldest_known)
+        if after is None or reset:  # a first page or a reset: everything readable
+            entries = self._ring.newest(limit, feeds, committed)
+            return Page(format_cursor(self._log_id, committed), entries, reset=reset)
+        assert after is not None and seq is not None
+        head = committed
+        if upto is not None:
+            shown = parse_cursor(upto, self._log_id)
+            head = committed if shown is None else min(shown, committed)
+        if seq >= head:  # nothing new in this view (a fresh cursor may be ahead of a round)
+            return Page(after, ())
+        pending = self._ring.after(seq, head)
+        if feeds is None:
+            taken = pending[:limit]
+        else:
+            taken = []
+            for entry in pending:
+                if entry.feed in feeds:
+                    taken.append(entry)
+                    if len(taken) == limit:
+                        break
+        # Resume after the last entry given; when the page is not full, every pending entry was
+        # looked at, so the cursor moves to the head and skips what the filter left out.
+        if len(taken) == limit and taken[-1].seq < head:
+            return Page(format_cursor(self._log_id, taken[-1].seq), taken)
+        return Page(format_cursor(self._log_id, head), taken)
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        self._watchers.append(callback)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def append(self, entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        if not entries:
+            return []
+        received = format_time(self._now())
+        items = [(str(e["id"]), str(e["feed"]), dict(e, received=received)) for e in entries]
+        mine = {id(entry) for _, _, entry in items}
+        batch = self._batch
+        if batch is not None:  # a commit is being prepared: ride along with it
+            batch.items.extend(items)
+            await batch.done.wait()
+            if batch.error is not None:
+                raise batch.error
+        else:
+            batch = self._batch = _Batch(list(items))  # a list of its own: others extend it
+            # Shielded: those riding along wait for this task, whatever happens to its caller.
+            with trio.CancelScope(shield=True):
+                try:
+                    await self._commit(batch)
+                except BaseException as exc:
+                    batch.error = exc
+                    raise
+                finally:
+                    if self._batch is batch:
+                        self._batch = None
+                    batch.done.set()
+        return [entry for entry in batch.new if id(entry) in mine]
+
+    def _render(self, seq: int, entry: dict[str, Any]) -> str:
+        entry["cursor"] = format_cursor(self._log_id, seq)
+        return json.dumps(entry, ensure_ascii=False, separators=(",", ":"))
+
+    async def _commit(self, batch: _Batch) -> None:
+        """Insert *batch* (and whatever joins it until the write lock is ours) in one go."""
+        async with self._write_lock:
+            self._batch = None  # from here on, new appenders start the next batch
+            stored = await self._offload(self._store.insert_new, batch.items, self._render)
+            batch.new = [entry for _, entry in stored]
+            if not stored:
+                return
+            # Committed: only now does anyone get to see them.
+            self._ring.extend([row for row, _ in stored])
+            self._head = stored[-1][0].seq
+            for row, _ in stored:
+                self._counts[row.feed] = self._counts.get(row.feed, 0) + 1
+            if not self._closed:  # tell the watchers before anything else can be cancelled
+                for callback in self._watchers:
+                    callback()
+            batch.done.set()  # those riding along need not wait for the pruning
+            logger.debug("log: %d new entries, head %s", len(stored), self._head)
+            if self._head - self._pruned_at >= max(1, self._backlog // 4):
+                await self._offload(self._store.prune, self._backlog)
+                self._pruned_at = self._head
+
+    def close(self) -> None:
+        self._closed = True

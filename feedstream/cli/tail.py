@@ -26,7 +26,8 @@ import httpx
 import trio
 
 from feedstream import __version__
-from feedstream.core.schedule import parse_retry_after
+from feedstream.core.backoff import backoff_delay
+from feedstream.core.times import parse_retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +48,8 @@ __all__ = [
 ]
 
 MAX_RETRY_AFTER = 600.0  # a longer Retry-After is taken as ten minutes
+BACKOFF_SPREAD = (0.75, 1.25)  # +-25 % jitter: many clients must not come back at once
+MAX_DOUBLINGS = 30
 RESET_NOTE = (
     "feedstream tail: reset: entries were missed (the cursor is older than the server's "
     "backlog, or from another database); continuing with the newest"
@@ -132,7 +135,7 @@ def interpret(status: int, headers: Mapping[str, str], body: bytes, now: float) 
         return Page(data["cursor"], data["entries"], data.get("reset") is True)
     reason = _reason(status, body)
     if status in (408, 429) or 500 <= status < 600:
-        return Retry(reason, parse_retry_after(headers.get("retry-after"), now))
+        return Retry(reason, parse_retry_after(headers.get("retry-after"), now, MAX_RETRY_AFTER))
     if 400 <= status < 500:
         return Fatal(reason)
     return Fatal(f"unexpected answer: {reason}")
@@ -161,8 +164,14 @@ def retry_delay(
     [0, 1) so that many clients do not come back at once; never sooner than the server's
     ``Retry-After`` (taken up to :data:`MAX_RETRY_AFTER`).
     """
-    exponent = min(max(failures - 1, 0), 30)
-    delay = min(options.max_backoff, options.min_backoff * 2.0**exponent) * (0.75 + 0.5 * jitter)
+    delay = backoff_delay(
+        failures,
+        jitter,
+        base=options.min_backoff,
+        cap=options.max_backoff,
+        spread=BACKOFF_SPREAD,
+        max_doublings=MAX_DOUBLINGS,
+    )
     if retry_after is not None:
         delay = max(delay, min(retry_after, MAX_RETRY_AFTER))
     return delay

@@ -18,16 +18,17 @@ Nothing here reads a clock or a random generator: ``now`` (Unix seconds) and ``j
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 from typing import Literal
+
+from feedstream.core import backoff, times
+from feedstream.core.times import parse_http_date
 
 __all__ = [
     "BACKOFF_CAP",
     "MAX_HINT",
+    "MAX_RETRY_AFTER",
     "Outcome",
     "backoff_delay",
     "parse_http_date",
@@ -39,6 +40,7 @@ __all__ = [
 MAX_HINT = 24 * 3600.0  # cache hints (max-age, Expires, ttl) never push a poll further than this
 BACKOFF_CAP = 4 * 3600.0  # a failing feed is still retried at least this often
 MAX_RETRY_AFTER = 7 * 86400.0  # a Retry-After beyond a week is taken as a week
+BACKOFF_SPREAD = (0.9, 1.1)  # +-10 % jitter around the backoff delay
 
 Kind = Literal["ok", "not_modified", "error", "gone"]
 
@@ -49,19 +51,6 @@ class Outcome:
     delay: float | None  # seconds until the next poll; None: never (gone)
     failures: int  # consecutive failures, this one included
     host_pause: float | None = None  # seconds with no request at all to this host
-
-
-def parse_http_date(value: str | None) -> float | None:
-    """An HTTP date (RFC 9110, any of its three forms) as Unix seconds, or None."""
-    if not value:
-        return None
-    try:
-        parsed = parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if parsed.tzinfo is None:  # obsolete forms carry no zone: HTTP dates are GMT
-        return parsed.replace(tzinfo=UTC).timestamp()
-    return parsed.timestamp()
 
 
 def parse_max_age(headers: Mapping[str, str], now: float) -> float | None:
@@ -85,24 +74,23 @@ def parse_max_age(headers: Mapping[str, str], now: float) -> float | None:
 
 
 def parse_retry_after(value: str | None, now: float) -> float | None:
-    """``Retry-After`` as seconds from *now* (delta seconds or an HTTP date), or None."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        seconds = float(min(int(value), 10**9))
-    else:
-        when = parse_http_date(value)
-        if when is None:
-            return None
-        seconds = when - now
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+    """``Retry-After`` as seconds from *now* (delta seconds or an HTTP date), or None.
+
+    :func:`feedstream.core.times.parse_retry_after` with the poller's cap,
+    :data:`MAX_RETRY_AFTER`.
+    """
+    return times.parse_retry_after(value, now, MAX_RETRY_AFTER)
 
 
 def backoff_delay(interval: float, failures: int, jitter: float) -> float:
-    """Delay after the *failures*-th consecutive failure (1 for the first)."""
-    exponent = min(max(failures - 1, 0), 62)
-    return min(BACKOFF_CAP, interval * math.pow(2, exponent)) * (1 + (jitter - 0.5) * 0.2)
+    """Delay after the *failures*-th consecutive failure (1 for the first).
+
+    :func:`feedstream.core.backoff.backoff_delay` from the feed's *interval*, capped at
+    :data:`BACKOFF_CAP`, spread +-10 % by *jitter*.
+    """
+    return backoff.backoff_delay(
+        failures, jitter, base=interval, cap=BACKOFF_CAP, spread=BACKOFF_SPREAD
+    )
 
 
 def plan(

@@ -46,9 +46,11 @@ from typing import Any, NamedTuple
 
 import feedparser
 
+from feedstream.core.encoding import sniff_encoding
 from feedstream.core.sanitize import clean_html, plain_text, remove_control_chars, safe_url
+from feedstream.core.times import format_rfc3339_datetime
 
-__all__ = ["ENTRY_KEYS", "ParsedFeed", "parse_feed"]
+__all__ = ["ENTRY_KEYS", "WEBSUB_HUB_TYPES", "ParsedFeed", "is_websub_hub_type", "parse_feed"]
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +206,7 @@ def parse_feed(
 
 
 def _read_document(body: bytes, content_type: str | None, limit: int) -> _RawFeed:
-    codec, bom_length = _sniff_encoding(body)
+    codec, bom_length = sniff_encoding(body)
     if not body[bom_length:].strip():
         raise _NotAFeed("empty body")
     head = body[bom_length : bom_length + 4096].decode(codec or "utf-8", "replace").lstrip()
@@ -212,35 +214,6 @@ def _read_document(body: bytes, content_type: str | None, limit: int) -> _RawFee
     if head.startswith(("{", "[")) or (media_type in _JSON_TYPES and not head.startswith("<")):
         return _read_json(body[bom_length:], codec or "utf-8", limit)
     return _read_xml(body, head, content_type, limit)
-
-
-_WIDE_BOMS = (
-    (codecs.BOM_UTF32_LE, "utf-32-le"),
-    (codecs.BOM_UTF32_BE, "utf-32-be"),
-    (codecs.BOM_UTF16_LE, "utf-16-le"),
-    (codecs.BOM_UTF16_BE, "utf-16-be"),
-)
-
-
-def _sniff_encoding(body: bytes) -> tuple[str | None, int]:
-    """Return the codec of a UTF-16/32 body (by BOM or NUL bytes) and its BOM's length.
-
-    For an ASCII-compatible body the codec is ``None``; the BOM length is 3 after a UTF-8 BOM.
-    """
-    for bom, codec in _WIDE_BOMS:
-        if body.startswith(bom):
-            return codec, len(bom)
-    if body.startswith(codecs.BOM_UTF8):
-        return None, len(codecs.BOM_UTF8)
-    if body[:3] == b"\0\0\0":
-        return "utf-32-be", 0
-    if body[1:4] == b"\0\0\0":
-        return "utf-32-le", 0
-    if body[:1] == b"\0":
-        return "utf-16-be", 0
-    if body[1:2] == b"\0":
-        return "utf-16-le", 0
-    return None, 0
 
 
 # --- XML through feedparser ------------------------------------------------------------------
@@ -299,7 +272,7 @@ def _prepare_xml(body: bytes) -> bytes:
     to be edited: an ASCII-compatible body as latin-1, so that every
     byte maps to one character and comes back unchanged whatever its real encoding.
     """
-    codec, bom_length = _sniff_encoding(body)
+    codec, bom_length = sniff_encoding(body)
     codec = codec or "latin-1"
     text = body[bom_length:].decode(codec, "replace")
     prepared = text
@@ -594,13 +567,31 @@ def _read_json(body: bytes, codec: str, limit: int) -> _RawFeed:
             *(
                 _string(hub.get("url"), limit)
                 for hub in _mappings(document.get("hubs"))
-                if str(hub.get("type", "WebSub")).lower() == "websub"  # not rssCloud
+                if is_websub_hub_type(hub.get("type"))  # not rssCloud
             )
         ),
         self_url=_string(document.get("feed_url"), limit),
         entries=[_json_item(item, feed_author, limit) for item in _mappings(items)],
         warning=warning,
     )
+
+
+WEBSUB_HUB_TYPES = frozenset({"websub", "pubsubhubbub"})
+"""JSON Feed hub ``type`` values naming WebSub (PubSubHubbub is its former name)."""
+
+
+def is_websub_hub_type(value: object) -> bool:
+    """Whether a JSON Feed hub object's ``type`` makes it a WebSub hub.
+
+    JSON Feed lists hubs of several protocols (``rssCloud`` among them); feedstream can only
+    subscribe to WebSub ones. A hub without a ``type`` (*value* None) is taken as WebSub, the
+    protocol JSON Feed names first; otherwise the text, stripped and case-insensitive, must be
+    ``websub`` or ``pubsubhubbub``. Feed parsing and WebSub discovery both ask this, so a hub
+    is either found by both or by neither.
+    """
+    if value is None:
+        return True
+    return isinstance(value, str) and value.strip().lower() in WEBSUB_HUB_TYPES
 
 
 def _json_item(item: Mapping[str, Any], feed_author: str | None, limit: int) -> _RawEntry:
@@ -742,7 +733,7 @@ def _content_html(content: _Text | None, base_url: str | None) -> str | None:
 
 
 def _rfc3339(moment: datetime | None) -> str | None:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ") if moment else None
+    return format_rfc3339_datetime(moment) if moment else None
 
 
 def _within_range(moment: datetime) -> datetime | None:

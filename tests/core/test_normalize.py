@@ -23,6 +23,7 @@ from feedstream.core.normalize import (
     ParsedFeed,
     _is_xml_character,
     _mend_character_references,
+    is_websub_hub_type,
     parse_feed,
 )
 
@@ -1030,3 +1031,42 @@ def test_parse_feed_never_raises(body: bytes, content_type: str | None) -> None:
             assert entry[field] is None or not TAG_LIKE.search(entry[field])
         for url in (entry["url"], entry["image"]):
             assert url is None or url.startswith(("http://", "https://"))
+
+
+@pytest.mark.parametrize(
+    ("value", "websub"),
+    [
+        (None, True),  # no type: WebSub, as discovery has it
+        ("WebSub", True),
+        ("websub", True),
+        (" WEBSUB ", True),
+        ("PubSubHubbub", True),
+        ("pubsubhubbub\n", True),
+        ("rssCloud", False),
+        ("", False),
+        ("web sub", False),
+        (1, False),
+        (["websub"], False),
+        ({"type": "websub"}, False),
+    ],
+)
+def test_websub_hub_type(value: object, websub: bool) -> None:
+    assert is_websub_hub_type(value) is websub
+
+
+def test_json_feed_hubs_follow_the_hub_type_rule() -> None:
+    hubs = [
+        {"url": "https://untyped.example/"},
+        {"type": "PubSubHubbub", "url": "https://pshb.example/"},
+        {"type": " websub ", "url": "https://spaced.example/"},
+        {"type": "rssCloud", "url": "https://cloud.example/"},
+        {"type": None, "url": "https://null.example/"},
+        {"type": 7, "url": "https://number.example/"},
+    ]
+    result = parse(json_feed(hubs=hubs, items=[]))
+    assert result.hubs == [
+        "https://untyped.example/",
+        "https://pshb.example/",
+        "https://spaced.example/",
+        "https://null.example/",
+    ]

@@ -9,7 +9,6 @@ import sys
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TypeVar
-from urllib.parse import urlsplit
 
 import trio
 
@@ -17,6 +16,7 @@ from feedstream import __version__
 from feedstream.cli.logs import FORMATS
 from feedstream.cli.logs import configure as configure_logging
 from feedstream.core.config import Config, ConfigError, load_config
+from feedstream.core.urls import is_http_url
 
 logger = logging.getLogger(__name__)
 
@@ -159,8 +159,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _base_url(value: str) -> str:
-    parts = urlsplit(value.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if not is_http_url(value.strip()):
         raise argparse.ArgumentTypeError(f"not an http:// or https:// URL: {value!r}")
     return value.strip()
 

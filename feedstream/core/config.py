@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from feedstream.core.urls import HTTP_SCHEMES, MAX_URL_CHARS, is_http_url
+
 __all__ = [
     "Config",
     "ConfigChanges",
@@ -433,8 +435,9 @@ def _feed_id(value: Any) -> str:
 
 def _http_url(value: Any) -> str:
     text = _nonempty_str(value)
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if len(text) > MAX_URL_CHARS:
+        raise ValueError(f"must be a URL of at most {MAX_URL_CHARS} characters")
+    if not is_http_url(text):
         raise ValueError("must be an absolute http:// or https:// URL")
     return text
 
@@ -477,6 +480,6 @@ def _origins(value: Any) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise TypeError('must be a list of origins such as ["*"] or ["https://example.org"]')
     for origin in value:
-        if origin != "*" and urlsplit(origin).scheme not in ("http", "https"):
+        if origin != "*" and urlsplit(origin).scheme not in HTTP_SCHEMES:
             raise ValueError(f'{origin!r} is neither "*" nor an http(s) origin')
     return tuple(value)

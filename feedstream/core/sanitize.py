@@ -7,7 +7,8 @@ reach a browser:
   html5ever-based ammonia sanitizer), makes relative links absolute and forces
   ``rel="noopener noreferrer nofollow"`` on every link.
 * :func:`plain_text` reduces any value to display text that never contains an HTML tag.
-* :func:`safe_url` accepts absolute ``http``/``https`` URLs only.
+* :func:`safe_url` accepts absolute ``http``/``https`` URLs only: the scheme rule and the length
+  limit (:data:`MAX_URL_CHARS`) of :mod:`feedstream.core.urls`, plus what a browser needs.
 * :func:`remove_control_chars` removes what no text field should carry.
 
 All functions are pure: no I/O, no global state.
@@ -21,9 +22,9 @@ from urllib.parse import urljoin, urlsplit
 
 import nh3
 
-__all__ = ["MAX_URL_CHARS", "clean_html", "plain_text", "remove_control_chars", "safe_url"]
+from feedstream.core.urls import HTTP_SCHEMES, MAX_URL_CHARS
 
-MAX_URL_CHARS = 2048
+__all__ = ["MAX_URL_CHARS", "clean_html", "plain_text", "remove_control_chars", "safe_url"]
 
 ALLOWED_TAGS = frozenset(
     {
@@ -206,7 +207,7 @@ def safe_url(url: str | None, base_url: str | None = None) -> str | None:
         port = parts.port  # raises ValueError when not a number in 0..65535
     except ValueError:
         return None
-    if parts.scheme not in ("http", "https") or port == 0:
+    if parts.scheme not in HTTP_SCHEMES or port == 0:
         return None
     if not parts.hostname or not _URL_HOST.fullmatch(parts.hostname):
         return None

@@ -25,17 +25,9 @@ import trio
 
 from feedstream.core.config import Config, FeedConfig
 from feedstream.core.normalize import ParsedFeed
-from feedstream.service.fetch import (
-    FetchError,
-    FetchResult,
-    FetchTimeout,
-    HostGate,
-    NetworkError,
-    RedirectError,
-    TooLarge,
-    fetch,
-)
-from feedstream.service.poller import examine, overran, parse_in_worker, parse_slots, parse_within
+from feedstream.service.fetch import FetchError, FetchResult, HostGate, fetch, fetch_error_kind
+from feedstream.service.ingest import Ingestor
+from feedstream.service.parsing import parse_in_worker, parse_slots
 from feedstream.websub.protocol import Discovery
 
 logger = logging.getLogger(__name__)
@@ -47,6 +39,7 @@ __all__ = [
     "Row",
     "check_feeds",
     "error_row",
+    "error_words",
     "exit_code",
     "newest_date",
     "progress_line",
@@ -110,17 +103,19 @@ def push_row(feed: FeedConfig) -> Row:
     return Row(id=feed.id, url=None)
 
 
-_ERROR_KINDS: tuple[tuple[type[FetchError], str], ...] = (
-    (FetchTimeout, "timed out"),
-    (TooLarge, "too large"),
-    (RedirectError, "bad redirect"),
-    (NetworkError, "network error"),
-)
+# Words for a person, for the few kinds whose metric word does not read well as it is.
+_ERROR_WORDS = {"timeout": "timed out", "error": "failed"}
+
+
+def error_words(error: FetchError) -> str:
+    """Why a fetch failed, in words: :func:`fetch_error_kind` made readable."""
+    kind = fetch_error_kind(error)
+    return _ERROR_WORDS.get(kind, kind.replace("_", " "))
 
 
 def error_row(feed: FeedConfig, error: FetchError) -> Row:
     """A feed whose fetch failed before an answer was in hand."""
-    kind = next((label for cls, label in _ERROR_KINDS if isinstance(error, cls)), "failed")
+    kind = error_words(error)
     return Row(
         id=feed.id,
         url=feed.url,
@@ -296,9 +291,15 @@ async def check_feed(
         return error_row(feed, exc)
     if result.status != 200:
         return result_row(feed, result)
-    slots = slots or parse_slots()
-    examined = await parse_within(parse, slots, feed.limits, examine, result, feed, True)
-    parsed, discovery = examined or (overran(feed.limits), None)
+    examiner = Ingestor(None, parse=parse, slots=slots or parse_slots())
+    parsed, discovery = await examiner.examine(
+        feed,
+        result.body,
+        content_type=result.content_type,
+        via="poll",
+        url=result.url,
+        headers=result.headers,
+    )
     return result_row(feed, result, parsed, discovery)
 
 

@@ -32,11 +32,13 @@ import httpx
 import trio
 
 from feedstream.core.config import FetchLimits
+from feedstream.core.urls import MAX_URL_CHARS, is_http_url
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "ACCEPT",
+    "FETCH_ERROR_KINDS",
     "FetchError",
     "FetchResult",
     "FetchTimeout",
@@ -45,6 +47,7 @@ __all__ = [
     "RedirectError",
     "TooLarge",
     "fetch",
+    "fetch_error_kind",
     "host_of",
 ]
 
@@ -76,6 +79,25 @@ class RedirectError(FetchError):
     pass
 
 
+FETCH_ERROR_KINDS: tuple[tuple[type[FetchError], str], ...] = (
+    (FetchTimeout, "timeout"),
+    (TooLarge, "too_large"),
+    (RedirectError, "bad_redirect"),
+    (NetworkError, "network_error"),
+)
+"""Each kind of failed fetch and its one word, most specific first."""
+
+
+def fetch_error_kind(error: FetchError) -> str:
+    """One word for why a fetch failed: a word of :data:`FETCH_ERROR_KINDS`, else ``error``.
+
+    The only classification of fetch failures: the ``outcome`` label of the fetch metric
+    (:func:`feedstream.service.stats.fetch_outcome`) and ``feedstream check``'s report
+    both start from it, so the two always agree on what went wrong.
+    """
+    return next((kind for cls, kind in FETCH_ERROR_KINDS if isinstance(error, cls)), "error")
+
+
 @dataclass(frozen=True, slots=True)
 class FetchResult:
     status: int
@@ -95,10 +117,13 @@ def host_of(url: str) -> str:
     return f"{parts.hostname or ''}:{parts.port or (443 if parts.scheme == 'https' else 80)}"
 
 
-def _check_scheme(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise RedirectError(f"refusing to fetch {url[:200]!r}: only http and https URLs")
+def _check_url(url: str) -> None:
+    """Refuse what :func:`feedstream.core.urls.is_http_url` refuses, before any request."""
+    if not is_http_url(url):
+        raise RedirectError(
+            f"refusing to fetch {url[:200]!r}: only http and https URLs "
+            f"of at most {MAX_URL_CHARS} characters"
+        )
 
 
 async def fetch(
@@ -147,7 +172,7 @@ async def _follow(
     hops: list[int] = []
     permanent_url: str | None = None
     while True:
-        _check_scheme(url)
+        _check_url(url)
         request = client.build_request("GET", url, headers=headers, timeout=timeout)
         response = await client.send(request, stream=True, follow_redirects=False)
         try:
@@ -160,7 +185,7 @@ async def _follow(
                     raise RedirectError(f"more than {limits.max_redirects} redirects")
                 if target in seen:
                     raise RedirectError(f"redirect loop at {target[:200]}")
-                _check_scheme(target)
+                _check_url(target)
                 if response.status_code in _PERMANENT and all(h in _PERMANENT for h in hops):
                     permanent_url = target
                 hops.append(response.status_code)
@@ -189,15 +214,11 @@ async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
     declared = response.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:  # compressed or not, it is too big
         raise TooLarge(f"body of {int(declared)} bytes is over the {max_bytes}-byte limit")
-    if response.is_stream_consumed:  # built in memory (httpx.MockTransport): already decoded
-        if len(response.content) > max_bytes:
-            raise TooLarge(f"body is over the {max_bytes}-byte limit (after decompression)")
-        return response.content
     decoder = _decoder(response.headers.get("content-encoding", ""))
     chunks: list[bytes] = []
     total = 0
     try:
-        async for raw in response.aiter_raw():
+        async for raw in _raw_stream(response):
             for piece in decoder(raw):
                 total += len(piece)
                 if total > max_bytes:
@@ -206,6 +227,21 @@ async def _read_capped(response: httpx.Response, max_bytes: int) -> bytes:
     except (zlib.error, brotli.error) as exc:
         raise NetworkError(f"broken content encoding: {exc}") from None
     return b"".join(chunks)
+
+
+def _raw_stream(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body's bytes as the transport delivers them, still content-encoded.
+
+    This is the stream ``Response.aiter_raw`` reads, taken directly: a response that httpx
+    built in memory (``httpx.Response(content=...)``, as an ASGI app, a proxy or a test
+    transport may hand back) has already been read into ``.content`` once, and ``aiter_raw``
+    would refuse it, although its byte stream can be read again. Reading the stream itself
+    treats every response alike, so the same bounded decoding applies to all of them.
+    """
+    stream = response.stream
+    if not isinstance(stream, httpx.AsyncByteStream):
+        raise NetworkError("the HTTP client gave a synchronous body stream")
+    return stream.__aiter__()
 
 
 PIECE = 64 * 1024  # the most one decompression step may produce

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from feedstream.service.fetch import FetchError, FetchTimeout, NetworkError, RedirectError, TooLarge
+from feedstream.service.fetch import FetchError, fetch_error_kind
 
 __all__ = ["Histogram", "Stats", "fetch_outcome"]
 
@@ -52,16 +52,14 @@ class Histogram:
 
 
 def fetch_outcome(status: int | None, error: Exception | None, usable: bool) -> str:
-    """One word for how a fetch went, the ``outcome`` label of ``feedstream_fetches_total``."""
-    if isinstance(error, FetchTimeout):
-        return "timeout"
-    if isinstance(error, TooLarge):
-        return "too_large"
-    if isinstance(error, RedirectError):
-        return "bad_redirect"
-    if isinstance(error, NetworkError):
-        return "network_error"
-    if isinstance(error, FetchError) or status is None:
+    """One word for how a fetch went, the ``outcome`` label of ``feedstream_fetches_total``.
+
+    A failed fetch is named by :func:`feedstream.service.fetch.fetch_error_kind`; an answer by
+    its status (and, for a 200, whether the body was a feed).
+    """
+    if isinstance(error, FetchError):
+        return fetch_error_kind(error)
+    if status is None:
         return "error"
     if status == 304:
         return "not_modified"

@@ -32,6 +32,7 @@ from feedstream.cli.check import (
 from feedstream.core.config import Config, FeedConfig, ServerConfig
 from feedstream.core.normalize import parse_feed
 from feedstream.service.fetch import (
+    FetchError,
     FetchResult,
     FetchTimeout,
     NetworkError,
@@ -151,6 +152,7 @@ def test_fetch_errors() -> None:
         NetworkError("ConnectError: refused"): "fetch failed: network error",
         TooLarge("body is over the limit"): "fetch failed: too large",
         RedirectError("redirect loop at x"): "fetch failed: bad redirect",
+        FetchError("something else"): "fetch failed: failed",
     }
     for error, problem in kinds.items():
         row = error_row(feed, error)

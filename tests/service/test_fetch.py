@@ -1,4 +1,10 @@
-"""The fetch shell against httpx.MockTransport: conditional GET, redirects, limits."""
+"""The fetch shell against a scripted transport: conditional GET, redirects, limits.
+
+The handlers are httpx.MockTransport's, but :class:`NetworkLikeTransport` hands their answers
+over as a network connection would: an unread, still content-encoded body arriving in small
+pieces. ``fetch`` has no special case for test transports; the in-memory answers of a bare
+MockTransport are read the same way (``test_in_memory_answers_are_read_like_any_other``).
+"""
 
 from __future__ import annotations
 
@@ -12,20 +18,54 @@ import pytest
 import trio
 
 from feedstream.core.config import FetchLimits
+from feedstream.core.urls import MAX_URL_CHARS
 from feedstream.service.fetch import (
+    FETCH_ERROR_KINDS,
+    FetchError,
     FetchTimeout,
     HostGate,
     NetworkError,
     RedirectError,
     TooLarge,
     fetch,
+    fetch_error_kind,
 )
 
 LIMITS = FetchLimits(timeout=5, connect_timeout=2, max_bytes=4096, max_redirects=3)
+WIRE_CHUNK = 512  # bytes per read, as a socket might deliver them
+
+
+class _OnTheWire(httpx.AsyncByteStream):
+    """A body arriving in pieces of at most :data:`WIRE_CHUNK` bytes, readable once."""
+
+    def __init__(self, source: httpx.AsyncByteStream) -> None:
+        self._source = source
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for part in self._source:
+            for start in range(0, len(part), WIRE_CHUNK):
+                yield part[start : start + WIRE_CHUNK]
+
+
+class NetworkLikeTransport(httpx.AsyncBaseTransport):
+    """MockTransport handlers, answered as a real transport answers: a streamed, raw body."""
+
+    def __init__(self, handler: Callable[[httpx.Request], httpx.Response]) -> None:
+        self._mock = httpx.MockTransport(handler)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        scripted = await self._mock.handle_async_request(request)
+        assert isinstance(scripted.stream, httpx.AsyncByteStream)
+        return httpx.Response(
+            scripted.status_code,
+            headers=scripted.headers,
+            stream=_OnTheWire(scripted.stream),
+            extensions=scripted.extensions,
+        )
 
 
 def client(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    return httpx.AsyncClient(transport=NetworkLikeTransport(handler))
 
 
 async def test_conditional_headers_and_304() -> None:
@@ -109,6 +149,63 @@ async def test_refuses_non_http_urls() -> None:
     async with client(lambda r: httpx.Response(200)) as c:
         with pytest.raises(RedirectError):
             await fetch(c, "file:///etc/passwd", LIMITS)
+
+
+async def test_refuses_urls_over_the_one_limit() -> None:
+    long_url = "https://a.test/" + "a" * MAX_URL_CHARS
+    routes = {"https://a.test/f": httpx.Response(301, headers={"Location": long_url})}
+    async with client(lambda r: routes.get(str(r.url), httpx.Response(200))) as c:
+        with pytest.raises(RedirectError, match="2048 characters"):
+            await fetch(c, long_url, LIMITS)
+        with pytest.raises(RedirectError, match="only http and https"):
+            await fetch(c, "https://a.test/f", LIMITS)  # nor is a redirect there followed
+
+
+async def test_in_memory_answers_are_read_like_any_other() -> None:
+    """A bare MockTransport's answers were read into memory by httpx: fetch reads them too,
+    with the same bounded decoding (no special case for them)."""
+    body = b"<feed>" + b" " * 3000 + b"</feed>"
+    answers = {
+        "https://a.test/plain": httpx.Response(200, content=body),
+        "https://a.test/gzip": httpx.Response(
+            200, content=gzip.compress(body), headers={"Content-Encoding": "gzip"}
+        ),
+        "https://a.test/bomb": httpx.Response(
+            200, content=gzip.compress(b"\0" * 1_000_000), headers={"Content-Encoding": "gzip"}
+        ),
+    }
+    async with httpx.AsyncClient(transport=httpx.MockTransport(lambda r: answers[str(r.url)])) as c:
+        assert (await fetch(c, "https://a.test/plain", LIMITS)).body == body
+        assert (await fetch(c, "https://a.test/gzip", LIMITS)).body == body
+        with pytest.raises(TooLarge, match="after decompression"):
+            await fetch(c, "https://a.test/bomb", LIMITS)
+
+
+async def test_streamed_compressed_body_is_decoded() -> None:
+    body = b"<rss>" + bytes(range(256)) * 10 + b"</rss>"
+    answer = httpx.Response(
+        200, content=zlib.compress(body), headers={"Content-Encoding": "deflate"}
+    )
+    async with client(lambda r: answer) as c:
+        assert (await fetch(c, "https://a.test/f", LIMITS)).body == body
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (FetchTimeout("t"), "timeout"),
+        (TooLarge("big"), "too_large"),
+        (RedirectError("loop"), "bad_redirect"),
+        (NetworkError("refused"), "network_error"),
+        (FetchError("other"), "error"),
+    ],
+)
+def test_fetch_error_kind(error: FetchError, kind: str) -> None:
+    assert fetch_error_kind(error) == kind
+
+
+def test_every_fetch_error_class_has_a_kind() -> None:
+    assert {cls for cls, _ in FETCH_ERROR_KINDS} == set(FetchError.__subclasses__())
 
 
 async def test_size_cap_on_declared_and_streamed_bodies() -> None:

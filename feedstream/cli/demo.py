@@ -25,6 +25,8 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from feedstream.core.config import Config, FeedConfig, ServerConfig
+from feedstream.core.times import format_rfc3339_datetime
+from feedstream.service.periodic import Periodic
 from feedstream.web.asgi import Receive, Scope, Send, answer_lifespan
 from feedstream.web.server import serve
 
@@ -69,10 +71,6 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
 
-def _rfc3339(when: datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 class DemoPublisher:
     """Synthetic feeds that grow over time, served by a tiny ASGI app."""
 
@@ -111,12 +109,13 @@ class DemoPublisher:
         entries = "".join(
             f"<entry><id>urn:demo:atom:{i.number}</id><title>{escape(i.title)}</title>"
             f'<link href="{self.base_url}/posts/{i.number}"/>'
-            f"<updated>{_rfc3339(i.published)}</updated><author><name>Harbour Desk</name></author>"
+            f"<updated>{format_rfc3339_datetime(i.published)}</updated>"
+            "<author><name>Harbour Desk</name></author>"
             f"<summary>{escape(i.summary)}</summary>"
             f'<media:thumbnail url="{self._thumb(i)}"/></entry>'
             for i in reversed(feed.items)
         )
-        updated = _rfc3339(feed.items[-1].published if feed.items else _now())
+        updated = format_rfc3339_datetime(feed.items[-1].published if feed.items else _now())
         return (
             '<?xml version="1.0" encoding="utf-8"?>'
             '<feed xmlns="http://www.w3.org/2005/Atom" xmlns:media="http://search.yahoo.com/mrss/">'
@@ -155,7 +154,7 @@ class DemoPublisher:
                     "summary": i.summary,
                     "content_text": i.summary,
                     "image": self._thumb(i),
-                    "date_published": _rfc3339(i.published),
+                    "date_published": format_rfc3339_datetime(i.published),
                     "authors": [{"name": "Field Team"}],
                     "tags": ["demo"],
                 }
@@ -223,19 +222,17 @@ async def _publish(publisher: DemoPublisher, every: float) -> None:
     for path in paths:  # something to show at once
         for _ in range(3):
             publisher.grow(path)
-    next_at = trio.current_time()
-    for turn in itertools.count():
-        next_at += every / len(paths)
-        await trio.sleep_until(next_at)
-        publisher.grow(paths[turn % len(paths)])
+    turns = itertools.cycle(paths)
+    async for _ in Periodic(every / len(paths)):
+        publisher.grow(next(turns))
 
 
 async def _push(publisher: DemoPublisher, server_url: str, every: float) -> None:
     """POST a new entry to the push feed now and then, like a webhook sender."""
     feed = _Feed("json", "Demo Webhook: Pager")
     async with httpx.AsyncClient() as client:
-        next_at = trio.current_time()
-        while True:
+        ticks = Periodic(every * 1.5)
+        while True:  # one push at once, then one per tick
             item = publisher.new_item()
             body = publisher.json_feed(feed, items=[item])
             try:
@@ -250,8 +247,7 @@ async def _push(publisher: DemoPublisher, server_url: str, every: float) -> None
                 logger.debug("demo push: %s %s", response.status_code, response.text)
             except httpx.HTTPError as exc:
                 logger.warning("demo push failed: %s", exc)
-            next_at += every * 1.5
-            await trio.sleep_until(next_at)
+            await anext(ticks)
 
 
 async def run_demo(

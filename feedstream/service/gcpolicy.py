@@ -45,6 +45,7 @@ import time
 import trio
 
 from feedstream.core.config import GC_POLICIES
+from feedstream.service.periodic import Periodic
 from feedstream.service.stats import Stats
 
 logger = logging.getLogger(__name__)
@@ -154,15 +155,12 @@ async def manage_gc(
             await trio.sleep_forever()
         pacer = Pacer(sys.getallocatedblocks(), trio.current_time())
         task_status.started()
-        deadline = trio.current_time()
         on_time = False
-        while True:
-            # Drift-free; after a long stall (a collection, a busy loop) carry on from now
-            # instead of running the missed checks back to back.
-            deadline = max(deadline + check_every, trio.current_time())
-            await trio.sleep_until(deadline)
-            woke = trio.current_time()
-            quiet, on_time = on_time and woke - deadline <= QUIET_LAG, woke - deadline <= QUIET_LAG
+        # Drift-free; after a long stall (a collection, a busy loop) the missed checks are
+        # skipped, not run back to back.
+        async for tick in Periodic(check_every):
+            woke = tick.woke
+            quiet, on_time = on_time and tick.lag <= QUIET_LAG, tick.lag <= QUIET_LAG
             allocated = gc.get_count()[0] > 0  # container objects, net, since the last collection
             heap = sys.getallocatedblocks()
             reason = pacer.due(heap, woke, allocated=allocated, quiet=quiet)

@@ -2,7 +2,8 @@
 
 If anything blocks the trio loop (a parse that should have gone to a thread, a slow callback),
 every task is late by the same amount, and so is this heartbeat. It wakes every ``period``
-seconds with ``trio.sleep_until`` (no drift) and records how far past the due time it woke.
+seconds on the drift-free grid of :class:`~feedstream.service.periodic.Periodic` and records
+how far past the due time it woke (a stall longer than a period skips the missed beats).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import math
 from collections import deque
 
 import trio
+
+from feedstream.service.periodic import Periodic
 
 __all__ = ["LagMonitor"]
 
@@ -26,15 +29,10 @@ class LagMonitor:
         self.worst = max(self.worst, lag)
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        due = trio.current_time() + self.period
+        ticks = Periodic(self.period)
         task_status.started()
-        while True:
-            await trio.sleep_until(due)
-            now = trio.current_time()
-            self.record(now - due)
-            due += self.period
-            if due <= now:  # blocked for longer than a period: skip the missed beats
-                due = now + self.period
+        async for tick in ticks:
+            self.record(tick.lag)
 
     def stats(self) -> dict[str, float | int]:
         """Lag over the recent window in milliseconds: p50, p99, max; and the worst ever."""

@@ -25,7 +25,7 @@ from feedstream.core.normalize import ParsedFeed
 from feedstream.log.base import Log, Offload
 from feedstream.service.parsing import examine, overran, parse_in_worker, parse_slots, parse_within
 from feedstream.service.stats import Stats
-from feedstream.websub.protocol import Discovery
+from feedstream.websub.discovery import Discovery
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,7 @@ import trio_parallel
 from feedstream.core.config import FeedConfig, FetchLimits
 from feedstream.core.normalize import ParsedFeed, parse_feed
 from feedstream.log.base import Offload
-from feedstream.websub import protocol as websub
-from feedstream.websub.protocol import Discovery
+from feedstream.websub.discovery import Discovery, discover
 
 __all__ = ["examine", "overran", "parse_in_worker", "parse_slots", "parse_within"]
 
@@ -69,7 +68,8 @@ def examine(
 ) -> tuple[ParsedFeed, Discovery | None]:
     """Parse a document and, given the *headers* it came with, look for its WebSub hub.
 
-    Discovery runs whether or not the body is a feed (a topic may be an HTML page). A pure
+    Discovery runs whether or not the body is a feed (a topic may be an HTML page); when it is
+    one, the hubs and self URL the parser found stand in for a second scan of the body. A pure
     function of its arguments: what a worker process runs.
     """
     parsed = parse_feed(
@@ -82,4 +82,5 @@ def examine(
     )
     if headers is None or url is None:
         return parsed, None
-    return parsed, websub.discover(headers, body, content_type, url)
+    links = None if parsed.error else (parsed.hubs, parsed.self_url)
+    return parsed, discover(headers, body, content_type, url, feed_links=links)

@@ -99,6 +99,10 @@ class PushEndpoints:
 
     async def _websub(self, scope: Scope, receive: Receive, send: Send, token: str) -> None:
         method = scope["method"]
+        if method == "OPTIONS":
+            allow = encode_headers({"Allow": "GET, HEAD, POST, OPTIONS"})
+            await self.responder.respond(send, scope, 204, b"", _PAGE_HEADERS + allow)
+            return
         try:
             websub = self.intake.websub
             if method not in ("GET", "HEAD", "POST"):

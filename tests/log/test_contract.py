@@ -1,0 +1,125 @@
+"""The log contract (:class:`feedstream.log.base.Log`), run against every backend.
+
+A backend passes when it deduplicates, assigns cursors in order, answers "after this cursor"
+(with filters, limits, the newest page and ``upto``), recognises cursors it cannot place as a
+reset, tells its watchers once per commit, and keeps all of it across a reopen.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from feedstream.log.base import Log, Page
+from feedstream.log.sqlite import SQLiteLog
+from feedstream.log.store import Store
+from tests.support.helpers import entry, inline
+
+#: Opens a backend on *path* with room for *backlog* entries: a new one, or the same data again.
+Opener = Callable[[Path, int], Log]
+
+
+def _sqlite(path: Path, backlog: int) -> Log:
+    store = Store(path / "db.sqlite3")
+    return SQLiteLog(store, store.snapshot(backlog), backlog=backlog, offload=inline)
+
+
+@pytest.fixture(params=[_sqlite], ids=["sqlite"])
+def opener(request: pytest.FixtureRequest) -> Iterator[Opener]:
+    yield request.param
+
+
+def titles(page: Page) -> list[str]:
+    return [json.loads(e.json)["title"] for e in page.entries]
+
+
+async def test_append_returns_only_new_entries_with_increasing_cursors(
+    opener: Opener, tmp_path: Path
+) -> None:
+    log = opener(tmp_path, 100)
+    first = await log.append([entry("a", "1"), entry("a", "2"), entry("a", "1")])
+    assert [e["title"] for e in first] == ["1", "2"]
+    assert await log.append([entry("a", "2", title="again")]) == []
+    assert log.head == first[-1]["cursor"]
+    stored = log.read(None, feeds=None, limit=10).entries
+    assert [e.cursor for e in stored] == [e["cursor"] for e in first]
+    assert [json.loads(e.json)["cursor"] for e in stored] == [e.cursor for e in stored]
+    assert log.counts() == {"a": 2}
+
+
+async def test_read_after_a_cursor_pages_in_order(opener: Opener, tmp_path: Path) -> None:
+    log = opener(tmp_path, 100)
+    start = log.head
+    new = await log.append([entry("a", str(i)) for i in range(5)])
+    page = log.read(start, feeds=None, limit=2)
+    assert titles(page) == ["0", "1"] and page.cursor == new[1]["cursor"]
+    page = log.read(page.cursor, feeds=None, limit=2)
+    assert titles(page) == ["2", "3"]
+    page = log.read(page.cursor, feeds=None, limit=2)
+    assert titles(page) == ["4"] and page.cursor == log.head
+    last = log.read(page.cursor, feeds=None, limit=2)
+    assert (last.entries, last.cursor, last.reset) == ((), log.head, False)
+
+
+async def test_newest_page_and_filter(opener: Opener, tmp_path: Path) -> None:
+    log = opener(tmp_path, 100)
+    start = log.head
+    await log.append([entry("a" if i % 2 else "b", str(i)) for i in range(6)])
+    assert titles(log.read(None, feeds=None, limit=2)) == ["4", "5"]
+    assert titles(log.read(None, feeds={"a"}, limit=2)) == ["3", "5"]
+    page = log.read(start, feeds={"b"}, limit=10)
+    assert titles(page) == ["0", "2", "4"] and page.cursor == log.head  # skips the rest
+
+
+async def test_upto_hides_what_came_after_it(opener: Opener, tmp_path: Path) -> None:
+    log = opener(tmp_path, 100)
+    start = log.head
+    await log.append([entry("a", "1")])
+    shown = log.head
+    await log.append([entry("a", "2")])
+    assert titles(log.read(start, feeds=None, limit=10, upto=shown)) == ["1"]
+    assert log.read(shown, feeds=None, limit=10, upto=shown).entries == ()
+    assert titles(log.read(start, feeds=None, limit=10)) == ["1", "2"]
+    # A first page shows everything readable, whatever upto says.
+    assert titles(log.read(None, feeds=None, limit=10, upto=shown)) == ["1", "2"]
+
+
+async def test_cursors_it_cannot_place_are_a_reset(opener: Opener, tmp_path: Path) -> None:
+    log = opener(tmp_path, 3)
+    old = log.head
+    await log.append([entry("a", str(i)) for i in range(6)])
+    for cursor in (old, "garbage", "other-1", log.head + "0", "x" * 60):
+        page = log.read(cursor, feeds=None, limit=10)
+        assert page.reset, cursor
+        assert titles(page) == ["3", "4", "5"] and page.cursor == log.head
+
+
+async def test_watchers_hear_of_each_commit_once(opener: Opener, tmp_path: Path) -> None:
+    log = opener(tmp_path, 100)
+    heads: list[str] = []
+    log.watch(lambda: heads.append(log.head))
+    await log.append([entry("a", "1"), entry("a", "2")])
+    await log.append([entry("a", "1")])  # nothing new: nothing to tell
+    await log.append([entry("a", "3")])
+    assert len(heads) == 2 and heads[-1] == log.head
+    log.close()
+    await log.append([entry("a", "4")])  # in flight at shutdown: stored, nobody told
+    assert len(heads) == 2
+
+
+async def test_a_reopened_log_keeps_cursors_and_dedup(opener: Opener, tmp_path: Path) -> None:
+    log = opener(tmp_path, 100)
+    new = await log.append([entry("a", "1"), entry("a", "2")])
+    log.close()
+    again = opener(tmp_path, 100)
+    assert again.head == new[-1]["cursor"]
+    assert titles(again.read(new[0]["cursor"], feeds=None, limit=10)) == ["2"]
+    assert await again.append([entry("a", "2"), entry("a", "3")]) != []
+    assert [json.loads(e.json)["title"] for e in again.read(None, feeds=None, limit=9).entries] == [
+        "1",
+        "2",
+        "3",
+    ]

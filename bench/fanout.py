@@ -237,7 +237,7 @@ def snapshot_feedstream(rev: str, dest: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted((dest / "feedstream").rglob("*.py")):
         digest.update(path.read_bytes())
-    return f"{what}, sha256 of feedstream/*.py {digest.hexdigest()[:12]}"
+    return f"{what}, sha256 of feedstream/**/*.py {digest.hexdigest()[:12]}"
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None, grace: float = 8.0) -> None:

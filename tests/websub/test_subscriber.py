@@ -346,3 +346,58 @@ async def test_a_denial_is_recorded_and_polling_stays_normal(
         assert sub.interval(FEED) == FEED.interval
         await trio.sleep(24 * 3600)
         assert len(hub.times()) == 1  # no retry storm after a denial
+
+
+async def test_a_redirect_to_plain_http_never_carries_the_secret(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    posts: list[str] = []
+
+    async def hub(request: httpx.Request) -> httpx.Response:
+        posts.append(str(request.url))
+        if request.url.host == "hub.test":
+            return httpx.Response(307, headers={"Location": "http://plain.test/hub"})
+        return httpx.Response(202)
+
+    async def ingest(feed: FeedConfig, body: bytes, content_type: str | None) -> int:
+        return 0
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(hub)) as client:
+        sub = Subscriber(public_url="http://me.test", store=Store(tmp_path / "db"), client=client,
+                         ingest=ingest, offload=inline, wall_clock=now, jitter=lambda: 0.5)  # fmt: skip
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(sub.run, [FEED]))
+            sub.discovered(FEED, discovery(), TOPIC)
+            await trio.sleep(1)
+            assert posts == [HUB]  # the redirect is not followed
+            state = sub.subs["f"]
+            assert state.state == "failed" and "https" in (state.error or "")
+            assert state.endpoint == HUB
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_permanent_redirect_moves_the_endpoint_for_renewals(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MockHub()
+
+    async def route(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "hub.test":
+            return httpx.Response(308, headers={"Location": "https://hub2.test/"})
+        return await hub(request)
+
+    async def ingest(feed: FeedConfig, body: bytes, content_type: str | None) -> int:
+        return 0
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(route)) as client:
+        sub = Subscriber(public_url="http://me.test", store=Store(tmp_path / "db"), client=client,
+                         ingest=ingest, offload=inline, wall_clock=now, jitter=lambda: 0.5)  # fmt: skip
+        hub.subscriber = sub
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(sub.run, [FEED]))
+            sub.discovered(FEED, discovery(), TOPIC)
+            await trio.sleep(1)
+            state = sub.subs["f"]
+            assert state.state == "active" and state.endpoint == "https://hub2.test/"
+            assert state.hub == HUB and hub.posts[0][1]["hub.secret"] == state.secret
+            nursery.cancel_scope.cancel()

@@ -13,23 +13,18 @@ import json
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import trio
 
+from feedstream.core.times import format_rfc3339
 from feedstream.log.base import Offload, Page
 from feedstream.log.cursors import Ring, format_cursor, parse_cursor
 from feedstream.log.store import Snapshot, Store
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SQLiteLog", "format_time"]
-
-
-def format_time(timestamp: float) -> str:
-    """RFC 3339 UTC with ``Z``, seconds precision."""
-    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+__all__ = ["SQLiteLog"]
 
 
 class _Batch:
@@ -130,7 +125,7 @@ class SQLiteLog:
     async def append(self, entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         if not entries:
             return []
-        received = format_time(self._now())
+        received = format_rfc3339(self._now())
         items = [(str(e["id"]), str(e["feed"]), dict(e, received=received)) for e in entries]
         mine = {id(entry) for _, _, entry in items}
         batch = self._batch

@@ -19,9 +19,10 @@ import trio
 
 from feedstream import __version__
 from feedstream.core.config import Config, ConfigChanges, ConfigError, FeedConfig, compare
+from feedstream.core.times import format_rfc3339
 from feedstream.log.base import Offload
 from feedstream.log.broadcast import Broadcaster
-from feedstream.log.sqlite import SQLiteLog, format_time
+from feedstream.log.sqlite import SQLiteLog
 from feedstream.log.store import FeedState, Store
 from feedstream.service.fetch import HostGate
 from feedstream.service.ingest import Ingestor
@@ -355,4 +356,4 @@ class Runtime:
 
 
 def _time(value: float | None) -> str | None:
-    return None if value is None else format_time(value)
+    return None if value is None else format_rfc3339(value)

@@ -32,6 +32,9 @@ from dataclasses import dataclass, field
 from html import unescape as _html_unescape
 from urllib.parse import urljoin, urlsplit
 
+from feedstream.core.encoding import sniff_bom
+from feedstream.core.normalize import is_websub_hub_type
+
 __all__ = [
     "MAX_DISCOVERY_BODY_BYTES",
     "MAX_HUBS",
@@ -290,13 +293,6 @@ def _links_from_headers(headers: HeadersLike, fetched_url: str) -> _Found:
 
 # ---- body decoding and sniffing -------------------------------------------
 
-_BOMS = (
-    (b"\xef\xbb\xbf", "utf-8"),
-    (b"\xff\xfe\x00\x00", "utf-32-le"),
-    (b"\x00\x00\xfe\xff", "utf-32-be"),
-    (b"\xff\xfe", "utf-16-le"),
-    (b"\xfe\xff", "utf-16-be"),
-)
 _CHARSET_PARAM = re.compile(r"""charset\s*=\s*["']?([A-Za-z0-9][\w.:\-]*)""", re.IGNORECASE)
 _XML_DECL_ENCODING = re.compile(
     rb"""^\s*<\?xml[^>]{0,200}?encoding\s*=\s*["']([A-Za-z][\w.\-]{0,40})["']"""
@@ -308,9 +304,10 @@ _META_CHARSET = re.compile(
 
 def _decode_body(body: bytes, content_type: str | None) -> str:
     """Decode a fetched body: BOM, then the charset parameter, then in-document hints."""
-    for bom, encoding in _BOMS:
-        if body.startswith(bom):
-            return body[len(bom) :].decode(encoding, "replace")
+    bom = sniff_bom(body)
+    if bom is not None:
+        codec, length = bom
+        return body[length:].decode(codec, "replace")
     candidates: list[str] = []
     if content_type:
         match = _CHARSET_PARAM.search(content_type)
@@ -643,8 +640,6 @@ def _html_links(text: str, found: _Found) -> str:
 
 # ---- JSON Feed -------------------------------------------------------------
 
-_JSONFEED_HUB_TYPES = frozenset({"websub", "pubsubhubbub"})
-
 
 def _json_links(text: str, found: _Found) -> str | None:
     """Read JSON Feed ``hubs`` (type WebSub) and ``feed_url``."""
@@ -659,11 +654,8 @@ def _json_links(text: str, found: _Found) -> str | None:
         for hub in hubs:
             if not isinstance(hub, dict):
                 continue
-            hub_type, url = hub.get("type"), hub.get("url")
-            if isinstance(url, str) and (
-                hub_type is None
-                or (isinstance(hub_type, str) and hub_type.strip().lower() in _JSONFEED_HUB_TYPES)
-            ):
+            url = hub.get("url")
+            if isinstance(url, str) and is_websub_hub_type(hub.get("type")):
                 found.add("hub", url)
     feed_url = doc.get("feed_url")
     if isinstance(feed_url, str):

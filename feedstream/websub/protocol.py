@@ -81,7 +81,8 @@ Notes for the shell
   schedule the renewal with ``ASSUMED_LEASE_SECONDS`` then.
 * Look a delivery up by the callback token in the URL only, never by the
   ``Link`` headers of the POST.  Use the exact raw request body for the HMAC.
-* Send ``hub.secret`` only to ``https`` hubs (it travels in clear otherwise).
+* Send ``hub.secret`` only to ``https`` hubs (it travels in clear otherwise);
+  :func:`feedstream.websub.machine.may_send_secret` is the rule.
 """
 
 from __future__ import annotations
@@ -93,7 +94,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from feedstream.core.backoff import backoff_delay
 from feedstream.core.signatures import SignatureResult, verify_signature
+from feedstream.core.times import parse_retry_after
 from feedstream.websub.discovery import Discovery, discover, http_url
 
 __all__ = [
@@ -301,12 +304,12 @@ _RETRYABLE_STATUSES = frozenset({408, 425, 429})
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
-    if value is None:
+    """``Retry-After`` in its delta-seconds form only (a hub's date is not trusted against our
+    clock); ten digits or more are ignored, as they always were here, where
+    :func:`~feedstream.core.times.parse_retry_after` would read them as 10**9 seconds."""
+    if value is not None and len(value.strip()) > 9:
         return None
-    value = value.strip()
-    if not value.isascii() or not value.isdigit() or len(value) > 9:
-        return None
-    return float(int(value))
+    return parse_retry_after(value, None)
 
 
 def classify_hub_response(
@@ -629,8 +632,7 @@ def retry_delay(
         raise ValueError("attempt counts failures and starts at 1")
     if not (base > 0 and cap >= base and math.isfinite(cap)):
         raise ValueError("need 0 < base <= cap < inf")
-    delay = min(cap, base * 2.0 ** min(attempt - 1, 64))
-    delay *= 1.0 - 0.5 * jitter
+    delay = backoff_delay(attempt, jitter, base=base, cap=cap, spread=(1.0, 0.5), max_doublings=64)
     if retry_after is not None and math.isfinite(retry_after):
         delay = max(delay, min(retry_after, cap))
     return delay

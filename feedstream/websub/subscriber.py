@@ -31,7 +31,8 @@ import httpx
 import trio
 
 from feedstream.core.config import FeedConfig
-from feedstream.log.cursorlog import Offload, format_time
+from feedstream.core.times import format_rfc3339
+from feedstream.log.cursorlog import Offload
 from feedstream.log.store import Store, Subscription
 from feedstream.websub import machine as m
 from feedstream.websub.discovery import Discovery
@@ -480,8 +481,8 @@ class Subscriber:
             "hub": sub.hub,
             "topic": sub.topic,
             "state": sub.state,
-            "lease_expires": format_time(sub.lease_expires) if sub.lease_expires else None,
-            "last_push": format_time(sub.last_push) if sub.last_push else None,
+            "lease_expires": format_rfc3339(sub.lease_expires) if sub.lease_expires else None,
+            "last_push": format_rfc3339(sub.last_push) if sub.last_push else None,
             "push_healthy": sub.push_healthy,
             "error": sub.error,
         }

@@ -185,6 +185,11 @@ def test_hub_error_reason_quotes_a_cleaned_body() -> None:
         (502, None, True, None),
         (404, "60", False, None),
         (410, None, False, None),
+        (503, "999999999", True, 999999999.0),
+        (503, "1000000000", True, None),  # ten digits: ignored, not 31 years
+        (503, "-5", True, None),
+        (503, "\u00b2", True, None),
+        (503, "", True, None),
     ],
 )
 def test_hub_failures_retryable_and_retry_after(

@@ -17,14 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from feedstream.core.normalize import (
-    _PLAIN_CHARACTER_REFERENCES,
-    ENTRY_KEYS,
-    ParsedFeed,
-    _is_xml_character,
-    _mend_character_references,
-    is_websub_hub_type,
-    parse_feed,
+from feedstream.core.normalize import ENTRY_KEYS, ParsedFeed, is_websub_hub_type, parse_feed
+from feedstream.core.xmlsafe import (
+    PLAIN_CHARACTER_REFERENCES,
+    is_xml_character,
+    mend_character_references,
 )
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "feeds"
@@ -900,7 +897,7 @@ def test_megabytes_of_references_are_mended_quickly_without_holding_the_gil() ->
     )
     mended: list[str] = []
     elapsed, pause = longest_pause_of_another_thread(
-        lambda: mended.append(_mend_character_references(text))
+        lambda: mended.append(mend_character_references(text))
     )
     assert mended == [text]
     assert elapsed < 1.0, f"mending took {elapsed:.2f} s"
@@ -912,7 +909,7 @@ def _mend_in_one_match(text: str) -> str:
 
     def mend_run(match: re.Match[str]) -> str:
         numbers = [int(h or d, 16 if h else 10) for h, d in _REFERENCE.findall(match[0])]
-        if all(map(_is_xml_character, numbers)):
+        if all(map(is_xml_character, numbers)):
             return match[0]
         characters: list[int] = []
         for number in numbers:
@@ -921,7 +918,7 @@ def _mend_in_one_match(text: str) -> str:
                 characters[-1] = 0x10000 + ((previous - 0xD800) << 10) + (number - 0xDC00)
             else:
                 characters.append(number)
-        return "".join(f"&#x{n if _is_xml_character(n) else 0xFFFD:X};" for n in characters)
+        return "".join(f"&#x{n if is_xml_character(n) else 0xFFFD:X};" for n in characters)
 
     return re.sub(r"(?:&#(?:[xX][0-9a-fA-F]+|[0-9]+);)+", mend_run, text)
 
@@ -960,8 +957,8 @@ def characters_of(text: str) -> str:
 )
 def test_mending_in_slices_means_the_same_as_mending_whole_runs(pieces: list[str]) -> None:
     text = "".join(pieces)
-    mended, before = _mend_character_references(text), _mend_in_one_match(text)
-    assert all(_is_xml_character(ord(c)) for c in characters_of(mended))
+    mended, before = mend_character_references(text), _mend_in_one_match(text)
+    assert all(is_xml_character(ord(c)) for c in characters_of(mended))
     assert characters_of(mended) == characters_of(before)
     if not re.search(r"(?:&#(?:[xX][0-9a-fA-F]+|[0-9]+);){65}", text):  # no run was sliced
         assert mended == before
@@ -971,8 +968,8 @@ def test_plain_references_name_only_xml_characters() -> None:
     # The fast path of the mending: whatever it lets through unread must be a valid character.
     for number in range(0x11000):
         for reference in (f"&#{number};", f"&#x{number:x};", f"&#X{number:X};"):
-            if _PLAIN_CHARACTER_REFERENCES.fullmatch(reference):
-                assert _is_xml_character(number), reference
+            if PLAIN_CHARACTER_REFERENCES.fullmatch(reference):
+                assert is_xml_character(number), reference
     for common in (
         "&#32;",
         "&#65;",
@@ -983,7 +980,7 @@ def test_plain_references_name_only_xml_characters() -> None:
         "&#x2019;",
         "&#xCFFF;",
     ):
-        assert _PLAIN_CHARACTER_REFERENCES.fullmatch(common * 3), common
+        assert PLAIN_CHARACTER_REFERENCES.fullmatch(common * 3), common
 
 
 def test_hostile_xml_base_does_not_lose_the_feed() -> None:

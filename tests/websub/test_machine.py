@@ -612,3 +612,16 @@ def test_a_bad_stored_state_fails_loudly() -> None:
     row = Subscription(**{**make().row_values(), "state": "bogus"})
     with pytest.raises(ValueError, match="bogus"):
         Sub.from_row(row)
+
+
+def test_refusals_name_the_event_and_the_state() -> None:
+    with pytest.raises(
+        InvalidTransition, match="^Verified for the subscription of f in state failed$"
+    ):
+        step(make(S.FAILED), Verified(1, NOW), NOW)
+    with pytest.raises(
+        InvalidTransition, match="^subscribe answer for the subscription of f in state none$"
+    ):
+        step(make(S.NONE), HubAnswered(Mode.SUBSCRIBE, ACCEPTED, HUB), NOW)
+    with pytest.raises(InvalidTransition, match="^Pushed for a feed without a subscription$"):
+        step(None, Pushed(), NOW)

@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from feedstream.core.signatures import SignatureStatus, verify_signature
+from feedstream.websub import protocol as websub
 from feedstream.websub.discovery import discover
 from feedstream.websub.protocol import (
     ASSUMED_LEASE_SECONDS,
@@ -691,3 +692,243 @@ def test_full_flow_discover_redirect_verify_deliver_renew_unsubscribe() -> None:
     decision = verify_intent(bye, SubscriptionRecord(topic, state), NOW + 10)
     assert decision.new_state is S.NONE
     assert check_delivery(S.NONE, secret, signature, BODY).status == 410
+
+
+# --------------------------------------------------------------------------
+# Exact answers (pinned so that a changed reason, status or flag is noticed)
+# --------------------------------------------------------------------------
+
+
+def test_secret_and_token_carry_256_bits() -> None:
+    assert len(new_secret()) == 43 and len(new_callback_token()) == 43
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "reason"),
+    [
+        ({"hub.topic": TOPIC, "hub.challenge": "x"}, 400, "missing hub.mode"),
+        ({"hub.mode": "subscribe", "hub.challenge": "x"}, 400, "missing hub.topic"),
+        ({"hub.mode": "subscribe", "hub.topic": TOPIC}, 400, "missing hub.challenge"),
+        (
+            [("hub.mode", "subscribe"), ("hub.mode", "unsubscribe")],
+            400,
+            "conflicting values for hub.mode",
+        ),
+        (
+            {"hub.mode": "subscribe", "hub.topic": TOPIC + "x", "hub.challenge": "x"},
+            404,
+            "hub.topic does not match the subscription",
+        ),
+        (
+            {"hub.mode": "subscribe", "hub.topic": TOPIC, "hub.challenge": "caf\u00e9"},
+            400,
+            "hub.challenge is too long or not printable ASCII",
+        ),
+        (
+            {"hub.mode": "unsubscribe", "hub.topic": TOPIC, "hub.challenge": "x"},
+            404,
+            "no unsubscribe is wanted for a subscription in state pending",
+        ),
+        (
+            {"hub.mode": "x" * 60, "hub.topic": TOPIC, "hub.challenge": "x"},
+            400,
+            f"unknown hub.mode {'x' * 40!r}",
+        ),
+        (
+            {
+                "hub.mode": "subscribe",
+                "hub.topic": TOPIC,
+                "hub.challenge": "x",
+                "hub.lease_seconds": "0",
+            },
+            400,
+            "hub.lease_seconds is zero",
+        ),
+        (
+            {
+                "hub.mode": "subscribe",
+                "hub.topic": TOPIC,
+                "hub.challenge": "x",
+                "hub.lease_seconds": "-1",
+            },
+            400,
+            "hub.lease_seconds is not a positive integer: '-1'",
+        ),
+    ],
+)
+def test_verification_refusals_say_why(query: object, status: int, reason: str) -> None:
+    decision = verify_intent(query, SubscriptionRecord(TOPIC, S.PENDING), NOW)  # type: ignore[arg-type]
+    assert (decision.status, decision.body, decision.reason, decision.new_state) == (
+        status,
+        reason,
+        reason,
+        None,
+    )
+
+
+def test_verification_answers_exactly() -> None:
+    assert verify_intent({}, None, NOW).reason == "unknown callback"
+    sub = {"hub.mode": "subscribe", "hub.topic": TOPIC, "hub.challenge": "c"}
+    decision = verify_intent(sub, SubscriptionRecord(TOPIC, S.PENDING), NOW)
+    assert (decision.reason, decision.lease_seconds, decision.lease_expires_at) == (
+        "subscribe verified",
+        None,
+        None,
+    )
+    bye = {"hub.mode": "unsubscribe", "hub.topic": TOPIC, "hub.challenge": "c"}
+    assert verify_intent(bye, SubscriptionRecord(TOPIC, S.UNSUBSCRIBING), NOW).reason == (
+        "unsubscribe verified"
+    )
+    denied = {"hub.mode": "denied", "hub.topic": TOPIC}
+    decision = verify_intent(denied, SubscriptionRecord(TOPIC, S.ACTIVE), NOW)
+    assert (decision.status, decision.body, decision.reason) == (200, "", "denied by hub")
+
+
+def test_reasons_for_logs_are_cleaned_and_bounded() -> None:
+    hidden = "\x00" * 700 + "after the junk"
+    answer = classify_hub_response(500, HUB, body=hidden)
+    assert answer.reason == "hub answered 500"  # only the first 600 characters are looked at
+    answer = classify_hub_response(500, HUB, body="\xff".encode("latin-1") + b" oops")
+    assert answer.reason == "hub answered 500: \ufffd oops"
+    assert classify_hub_response(500, HUB, body="text body").reason == "hub answered 500: text body"
+
+
+@pytest.mark.parametrize(
+    ("status", "location", "hops", "expected"),
+    [
+        (202, None, 0, websub.HubResponse(HubOutcome.ACCEPTED, 202)),
+        (299, None, 0, websub.HubResponse(HubOutcome.ACCEPTED, 299)),
+        (
+            300,
+            None,
+            0,
+            websub.HubResponse(
+                HubOutcome.FAILED,
+                300,
+                "hub answered 300 (only 307/308 redirects are followed for a POST)",
+            ),
+        ),
+        (
+            301,
+            "/x",
+            0,
+            websub.HubResponse(
+                HubOutcome.FAILED,
+                301,
+                "hub answered 301 (only 307/308 redirects are followed for a POST)",
+            ),
+        ),
+        (
+            399,
+            None,
+            0,
+            websub.HubResponse(
+                HubOutcome.FAILED,
+                399,
+                "hub answered 399 (only 307/308 redirects are followed for a POST)",
+            ),
+        ),
+        (400, None, 0, websub.HubResponse(HubOutcome.FAILED, 400, "hub answered 400")),
+        (
+            307,
+            "/h",
+            4,
+            websub.HubResponse(
+                HubOutcome.REDIRECT,
+                307,
+                "hub moved to https://websub.example/h",
+                "https://websub.example/h",
+                False,
+            ),
+        ),
+        (
+            308,
+            "/h",
+            0,
+            websub.HubResponse(
+                HubOutcome.REDIRECT,
+                308,
+                "hub moved to https://websub.example/h",
+                "https://websub.example/h",
+                True,
+            ),
+        ),
+        (
+            307,
+            "/h",
+            5,
+            websub.HubResponse(
+                HubOutcome.FAILED, 307, f"hub redirected more than {MAX_HUB_REDIRECTS} times"
+            ),
+        ),
+        (
+            308,
+            None,
+            0,
+            websub.HubResponse(
+                HubOutcome.FAILED, 308, "hub answered 308 without a usable http(s) Location"
+            ),
+        ),
+    ],
+)
+def test_hub_answers_exactly(
+    status: int, location: str | None, hops: int, expected: websub.HubResponse
+) -> None:
+    assert classify_hub_response(status, HUB, location, redirects_followed=hops) == expected
+
+
+def test_redirect_count_starts_at_zero() -> None:
+    for _ in range(MAX_HUB_REDIRECTS):
+        assert classify_hub_response(307, HUB, "/h").outcome is HubOutcome.REDIRECT
+
+
+def test_delivery_decisions_exactly() -> None:
+    assert check_delivery(None, SECRET, sign("sha1"), BODY) == websub.DeliveryDecision(
+        404, False, "unknown callback"
+    )
+    assert check_delivery(S.DENIED, SECRET, sign("sha1"), BODY) == websub.DeliveryDecision(
+        410, False, "subscription is denied"
+    )
+    decision = check_delivery(S.ACTIVE, SECRET, sign("sha1"), BODY)
+    assert decision == websub.DeliveryDecision(
+        200, True, "signature ok", verify_signature(SECRET, sign("sha1"), BODY)
+    )
+    assert decision.signature is not None and decision.signature.status is SignatureStatus.OK
+
+
+def test_lease_boundaries() -> None:
+    assert parse_lease_seconds("0" * 20 + "5") == 5  # leading zeros are not a long number
+    assert parse_lease_seconds("999999999") == MAX_LEASE_SECONDS
+    assert parse_lease_seconds(str(MAX_LEASE_SECONDS)) == MAX_LEASE_SECONDS
+    assert parse_lease_seconds(str(MAX_LEASE_SECONDS - 1)) == MAX_LEASE_SECONDS - 1
+    with pytest.raises(ValueError, match=r"^hub.lease_seconds is not a positive integer: 'x{40}'$"):
+        parse_lease_seconds("x" * 50)
+
+
+def test_errors_say_what_is_wrong() -> None:
+    with pytest.raises(ValueError, match=r"^jitter must be in \[0, 1\), got 1.0$"):
+        renewal_time(NOW, 10, 1.0)
+    with pytest.raises(ValueError, match=r"^lease_seconds must be positive$"):
+        renewal_time(NOW, 0, 0.0)
+    with pytest.raises(ValueError, match=r"^attempt counts failures and starts at 1$"):
+        retry_delay(0, 0.0)
+    with pytest.raises(ValueError, match=r"^need 0 < base <= cap < inf$"):
+        retry_delay(1, 0.0, base=0.0)
+    with pytest.raises(ValueError, match=r"^hub.lease_seconds must be an int$"):
+        subscription_form("subscribe", CALLBACK, TOPIC, lease_seconds=True)
+    with pytest.raises(ValueError, match=r"^hub.lease_seconds must be positive$"):
+        subscription_form("subscribe", CALLBACK, TOPIC, lease_seconds=0)
+    with pytest.raises(ValueError, match=r"^hub.secret must be 1 to 199 bytes long$"):
+        subscription_form("subscribe", CALLBACK, TOPIC, secret="")
+    with pytest.raises(ValueError, match=r"^hub.callback must be an absolute http\(s\) URL: '/x'$"):
+        subscription_form("subscribe", "/x", TOPIC)
+    with pytest.raises(ValueError, match=r"^hub.topic must be an absolute http\(s\) URL: 'x'$"):
+        subscription_form("subscribe", CALLBACK, "x")
+
+
+def test_backoff_and_form_boundaries() -> None:
+    assert retry_delay(1, 0.0, base=0.5, cap=0.5) == 0.5  # base below 1 s and cap == base
+    assert retry_delay(200, 0.0, base=1.0, cap=1e300) == 2.0**64
+    form = subscription_form("subscribe", CALLBACK, TOPIC, lease_seconds=1)
+    assert form["hub.lease_seconds"] == "1"
+    assert renewal_time(NOW, 200, 0.0) == NOW + 140  # 60 s of headroom before the end

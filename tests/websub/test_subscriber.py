@@ -8,6 +8,7 @@ import itertools
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -18,9 +19,11 @@ import trio
 import trio.testing
 
 from feedstream.core.config import FeedConfig
+from feedstream.core.times import format_rfc3339
 from feedstream.log.store import Store, Subscription
-from feedstream.websub.protocol import Discovery, renewal_time
-from feedstream.websub.subscriber import VERIFY_TIMEOUT, Subscriber
+from feedstream.websub.discovery import Discovery
+from feedstream.websub.protocol import SubscriptionState, check_delivery, renewal_time
+from feedstream.websub.subscriber import VERIFY_TIMEOUT, DeliveryResult, Subscriber
 from tests.support.helpers import inline
 
 EPOCH = 1_700_000_000.0
@@ -401,3 +404,180 @@ async def test_a_permanent_redirect_moves_the_endpoint_for_renewals(
             assert state.state == "active" and state.endpoint == "https://hub2.test/"
             assert state.hub == HUB and hub.posts[0][1]["hub.secret"] == state.secret
             nursery.cancel_scope.cancel()
+
+
+def signed(secret: str | None, body: bytes) -> str:
+    return "sha256=" + hmac.new((secret or "").encode(), body, hashlib.sha256).hexdigest()
+
+
+def test_who_uses_websub_and_the_callback_url(tmp_path: Path) -> None:
+    assert Subscriber.wants(FeedConfig(id="a", url=TOPIC))
+    assert Subscriber.wants(FeedConfig(id="a", url=TOPIC, websub=True))
+    assert not Subscriber.wants(FeedConfig(id="a", url=TOPIC, websub=False))
+    assert not Subscriber.wants(FeedConfig(id="a", url=None))
+    assert not Subscriber.wants(FeedConfig(id="a", url=None, websub=True))
+    sub = Subscriber(public_url="http://me.test:8080//", store=Store(tmp_path / "db"),
+                     client=httpx.AsyncClient(), ingest=None)  # type: ignore[arg-type]  # fmt: skip
+    assert sub.callback_url("t") == "http://me.test:8080/websub/t"
+
+
+async def test_unknown_callbacks_get_404(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MockHub()
+    async with subscriber(Store(tmp_path / "db"), hub, [FEED]) as sub:
+        query = {"hub.mode": "subscribe", "hub.topic": TOPIC, "hub.challenge": "c"}
+        assert (await sub.verify("nope", query)).status == 404
+        result = await sub.deliver("nope", None, b"x", None)
+        assert result == DeliveryResult(404, "unknown callback", "unknown_callback")
+
+
+async def test_delivery_answers(tmp_path: Path, autojump_clock: trio.testing.MockClock) -> None:
+    hub = MockHub()
+    ingested: list[tuple[str, bytes, str | None]] = []
+
+    async def ingest(feed: FeedConfig, body: bytes, content_type: str | None) -> int:
+        ingested.append((feed.id, body, content_type))
+        if body == b"boom":
+            raise ValueError("a bug in ingest")
+        return 1
+
+    async with subscriber(Store(tmp_path / "db"), hub, [FEED]) as sub:
+        sub._ingest = ingest
+        sub.discovered(FEED, discovery(), TOPIC)
+        await trio.sleep(1)
+        state = sub.subs["f"]
+        body = b"<feed/>"
+        bad = await sub.deliver(state.token, "sha256=" + "0" * 64, body, None)
+        expected = check_delivery(
+            SubscriptionState.ACTIVE, state.secret, "sha256=" + "0" * 64, body
+        )
+        assert expected.signature is not None
+        assert bad == DeliveryResult(
+            expected.status, expected.reason, f"signature_{expected.signature.status}"
+        )
+        good = await sub.deliver(state.token, signed(state.secret, b"boom"), b"boom", "a/b")
+        assert good == DeliveryResult(200, "signature ok", "accepted")
+        await sub.deliver(state.token, signed(state.secret, body), body, "application/atom+xml")
+        await trio.sleep(1)
+        assert ingested == [("f", b"boom", "a/b"), ("f", body, "application/atom+xml")]
+        query = {"hub.mode": "denied", "hub.topic": TOPIC}
+        await sub.verify(state.token, query)
+        result = await sub.deliver(state.token, signed(state.secret, body), body, None)
+        assert result == DeliveryResult(410, "subscription is denied", "inactive")
+
+
+async def test_status_and_discovery_without_a_hub(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MockHub()
+    async with subscriber(Store(tmp_path / "db"), hub, [FEED]) as sub:
+        assert sub.status("f") is None
+        sub.discovered(FEED, Discovery([], None, "none"), TOPIC)
+        await trio.sleep(1)
+        assert sub.status("f") is None and hub.posts == []
+        hub.verify = False
+        sub.discovered(FEED, Discovery([HUB], None, "headers"), TOPIC + "?fetched")
+        assert sub.status("f") == {"hub": HUB, "topic": TOPIC + "?fetched", "state": "none"}
+        await trio.sleep(1)
+        assert hub.posts[0][1]["hub.topic"] == TOPIC + "?fetched"
+        token = sub.subs["f"].token
+        query = {"hub.mode": "subscribe", "hub.topic": TOPIC + "?fetched", "hub.challenge": "c",
+                 "hub.lease_seconds": "1000"}  # fmt: skip
+        await sub.verify(token, query)
+        assert sub.status("f") == {
+            "hub": HUB,
+            "topic": TOPIC + "?fetched",
+            "state": "active",
+            "lease_expires": format_rfc3339(now() + 1000),
+            "last_push": None,
+            "push_healthy": True,
+            "error": None,
+        }
+        await sub.deliver(token, signed(sub.subs["f"].secret, b"x"), b"x", None)
+        await trio.sleep(1)
+        assert sub.status("f")["last_push"] == format_rfc3339(now() - 1)  # type: ignore[index]
+        assert sub.status("f")["lease_expires"] == format_rfc3339(EPOCH + 1002)  # type: ignore[index]
+        sub.discovered(FEED, Discovery([], None, "none"), TOPIC)  # the hub is gone: let it lapse
+        await trio.sleep(5000)
+        assert len(hub.times()) == 1
+
+
+async def test_hub_trouble_is_recorded(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    answers: list[httpx.Response | Exception] = []
+
+    async def hub(request: httpx.Request) -> httpx.Response:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    async def ingest(feed: FeedConfig, body: bytes, content_type: str | None) -> int:
+        return 0
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(hub)) as client:
+        sub = Subscriber(public_url="http://me.test", store=Store(tmp_path / "db"), client=client,
+                         ingest=ingest, offload=inline, wall_clock=now, jitter=lambda: 0.0)  # fmt: skip
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(sub.run, [FEED]))
+            answers.append(httpx.ConnectError("refused"))
+            sub.discovered(FEED, discovery(), TOPIC)
+            await trio.sleep(1)
+            state = sub.subs["f"]
+            assert state.error == "hub unreachable: ConnectError refused"
+            assert state.retry_at == pytest.approx(EPOCH + 60)  # jitter 0: the full delay
+            answers.append(httpx.Response(503, headers={"Retry-After": "3600"}))
+            await trio.sleep(60)
+            state = sub.subs["f"]
+            assert state.error == "hub answered 503" and state.attempts == 2
+            assert state.retry_at == pytest.approx(EPOCH + 60 + 3600)
+            answers.extend(httpx.Response(307, headers={"Location": HUB}) for _ in range(6))
+            await trio.sleep(3600)
+            assert answers == [] and sub.subs["f"].error == "hub redirected more than 5 times"
+            nursery.cancel_scope.cancel()
+
+
+async def test_update_follows_the_config(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    store = Store(tmp_path / "db")
+    hub = MockHub()
+    async with subscriber(store, hub, [FEED]) as sub:
+        sub.discovered(FEED, discovery(), TOPIC)
+        await trio.sleep(1)
+        changed = FeedConfig(id="f", url=TOPIC, interval=300, websub_poll=6 * 3600, websub_lease=50)
+        await sub.update([changed])  # a changed feed: upkeep restarts, discovery is kept
+        await trio.sleep(1)
+        assert sub.status("f")["state"] == "active"  # type: ignore[index]
+        assert hub.times() == [0]  # nothing to do until the renewal is due
+        moved = replace(changed, url=TOPIC + "?moved")
+        await sub.update([moved])  # a new URL: discovery starts over
+        assert sub.subs["f"].hub == HUB and sub._targets == {}
+        hub.verify = False  # the hub accepts the unsubscription but never verifies it
+        await sub.update([])
+        await trio.sleep(1)
+        assert hub.times("unsubscribe") == [2] and sub.subs["f"].state == "unsubscribing"
+        await trio.sleep(VERIFY_TIMEOUT)
+        assert sub.subs == {} and store.subscriptions() == {}
+        await sub.update([FEED, FeedConfig(id="p", url=None)])
+        assert set(sub._feeds) == {"f"}
+
+
+async def test_a_replaced_subscription_is_given_up_completely(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MockHub()
+    async with subscriber(Store(tmp_path / "db"), hub, [FEED]) as sub:
+        sub.discovered(FEED, discovery(), TOPIC)
+        await trio.sleep(1)
+        old = sub.subs["f"].token
+        hub.verify = False
+        sub.discovered(FEED, Discovery(["https://other-hub.test/"], TOPIC, "headers"), TOPIC)
+        await trio.sleep(1)
+        assert old in sub._retiring
+        await trio.sleep(VERIFY_TIMEOUT)
+        assert sub._retiring == {} and old not in sub._tokens
+        query = {"hub.mode": "unsubscribe", "hub.topic": TOPIC, "hub.challenge": "c"}
+        assert (await sub.verify(old, query)).status == 404

@@ -616,12 +616,12 @@ def test_a_bad_stored_state_fails_loudly() -> None:
 
 def test_refusals_name_the_event_and_the_state() -> None:
     with pytest.raises(
-        InvalidTransition, match="^Verified for the subscription of f in state failed$"
+        InvalidTransition, match=r"^Verified for the subscription of f in state failed$"
     ):
         step(make(S.FAILED), Verified(1, NOW), NOW)
     with pytest.raises(
-        InvalidTransition, match="^subscribe answer for the subscription of f in state none$"
+        InvalidTransition, match=r"^subscribe answer for the subscription of f in state none$"
     ):
         step(make(S.NONE), HubAnswered(Mode.SUBSCRIBE, ACCEPTED, HUB), NOW)
-    with pytest.raises(InvalidTransition, match="^Pushed for a feed without a subscription$"):
+    with pytest.raises(InvalidTransition, match=r"^Pushed for a feed without a subscription$"):
         step(None, Pushed(), NOW)

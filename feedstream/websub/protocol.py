@@ -41,6 +41,10 @@ State model
 ``Discovery`` and ``discover`` are still importable from here for callers
 outside this package; new code imports them from :mod:`feedstream.websub.discovery`.
 
+Why this module is a little over 600 lines: close to half of it is docstrings that
+quote the Recommendation's rules where they are applied; the code is four small
+sections that share the limits and the state model above them.
+
 State transitions
 =================
 

@@ -38,7 +38,8 @@ Events
 ``Verified(lease_seconds, lease_expires_at)`` / ``UnsubscribeVerified()`` / ``Denied(reason)``
     A verification of intent the shell accepted (see :func:`event_for`).
 ``FeedRemoved()`` / ``Abandon()``
-    The feed left the config / the wait for an unsubscribe verification is over.
+    The feed left the config / the wait for an unsubscribe verification is over (a
+    subscription that is neither unsubscribing nor denied any more is left alone).
 ``Pushed()`` / ``Polled(new_entries, fetched_at)``
     A delivery was ingested / a poll found entries (push health).
 """
@@ -522,6 +523,8 @@ def step(sub: Sub | None, event: Event, now: float) -> tuple[Sub | None, list[Ac
             return _gone(sub)
         sub = _move(sub, _S.DENIED, error=f"denied by the hub: {event.reason}")
         return sub, [Save(sub)]
+    if isinstance(event, Abandon) and sub.state not in (_S.UNSUBSCRIBING, _S.DENIED):
+        return sub, []  # the feed came back and subscribes again with this callback
     if isinstance(event, (UnsubscribeVerified, Abandon)):
         return _gone(sub)
     if isinstance(event, FeedRemoved):

@@ -625,3 +625,11 @@ def test_refusals_name_the_event_and_the_state() -> None:
         step(make(S.NONE), HubAnswered(Mode.SUBSCRIBE, ACCEPTED, HUB), NOW)
     with pytest.raises(InvalidTransition, match=r"^Pushed for a feed without a subscription$"):
         step(None, Pushed(), NOW)
+
+
+@pytest.mark.parametrize("state", [S.PENDING, S.ACTIVE, S.FAILED, S.NONE])
+def test_abandon_leaves_a_subscription_that_came_back_alone(state: S) -> None:
+    stored = make(state)
+    assert step(stored, Abandon(), NOW) == (stored, [])
+    denied = make(S.DENIED)
+    assert step(denied, Abandon(), NOW) == (None, [Delete(denied)])

@@ -278,6 +278,8 @@ async def test_deliveries_beyond_the_queue_get_503(
             (await sub.deliver(state.token, signature, body, None)).status for _ in range(70)
         ]
         assert statuses.count(200) >= 64 and statuses[-1] == 503
+        busy = await sub.deliver(state.token, signature, body, None)
+        assert busy == DeliveryResult(503, "too many deliveries waiting; retry later", "busy")
         blocker.set()
 
 
@@ -480,6 +482,15 @@ async def test_status_and_discovery_without_a_hub(
         sub.discovered(FEED, Discovery([HUB], None, "headers"), TOPIC + "?fetched")
         assert sub.status("f") == {"hub": HUB, "topic": TOPIC + "?fetched", "state": "none"}
         await trio.sleep(1)
+        assert sub.status("f") == {
+            "hub": HUB,
+            "topic": TOPIC + "?fetched",
+            "state": "pending",
+            "lease_expires": None,
+            "last_push": None,
+            "push_healthy": True,
+            "error": None,
+        }
         assert hub.posts[0][1]["hub.topic"] == TOPIC + "?fetched"
         token = sub.subs["f"].token
         query = {"hub.mode": "subscribe", "hub.topic": TOPIC + "?fetched", "hub.challenge": "c",
@@ -581,3 +592,66 @@ async def test_a_replaced_subscription_is_given_up_completely(
         assert sub._retiring == {} and old not in sub._tokens
         query = {"hub.mode": "unsubscribe", "hub.topic": TOPIC, "hub.challenge": "c"}
         assert (await sub.verify(old, query)).status == 404
+
+
+async def test_update_touches_only_what_changed(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    store = Store(tmp_path / "db")
+    hub = MockHub()
+    other = FeedConfig(id="g", url=TOPIC + "/g", interval=300, websub_lease=1000)
+    async with subscriber(store, hub, [FEED, other]) as sub:
+        sub.discovered(FEED, discovery(), TOPIC)
+        sub.discovered(other, Discovery([HUB], None, "headers"), TOPIC + "/g")
+        await trio.sleep(1)
+        assert sorted(form["hub.topic"] for _, form in hub.posts) == [TOPIC, TOPIC + "/g"]
+        sub.discovered(FEED, Discovery([], None, "none"), TOPIC)  # f's hub is gone: let it lapse
+        longer = replace(other, websub_lease=2000)
+        await sub.update([FEED, longer])  # f unchanged, g changed (same URL)
+        await trio.sleep(1000)
+        # g renews once (one upkeep loop, not two) and with its new lease; f lapses quietly
+        renewals = [form for _, form in hub.posts[2:]]
+        assert [form["hub.topic"] for form in renewals] == [TOPIC + "/g"]
+        assert renewals[0]["hub.lease_seconds"] == "2000"
+        same = replace(FEED, websub_lease=3000)
+        await sub.update([same, longer])  # same URL: what discovery said still stands
+        await trio.sleep(1000)
+        assert all(form["hub.topic"] != TOPIC for _, form in hub.posts[2:])
+
+
+async def test_an_old_callback_does_not_answer_for_a_new_subscription(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MockHub()
+    async with subscriber(Store(tmp_path / "db"), hub, [FEED]) as sub:
+        sub.discovered(FEED, discovery(), TOPIC)
+        await trio.sleep(1)
+        old = sub.subs["f"].token
+        await sub.update([])
+        await trio.sleep(1)
+        assert sub.subs == {}
+        await sub.update([FEED])
+        sub.discovered(FEED, discovery(), TOPIC)
+        await trio.sleep(1)
+        assert sub.subs["f"].token != old
+        query = {"hub.mode": "subscribe", "hub.topic": TOPIC, "hub.challenge": "c"}
+        assert (await sub.verify(old, query)).status == 404
+        body = b"x"
+        result = await sub.deliver(old, signed(sub.subs["f"].secret, body), body, None)
+        assert result.status == 404
+
+
+async def test_deliveries_for_a_removed_feed_are_gone(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MockHub()
+    async with subscriber(Store(tmp_path / "db"), hub, [FEED]) as sub:
+        sub.discovered(FEED, discovery(), TOPIC)
+        await trio.sleep(1)
+        state = sub.subs["f"]
+        hub.verify = False
+        await sub.update([])
+        await trio.sleep(1)
+        body = b"x"
+        result = await sub.deliver(state.token, signed(state.secret, body), body, None)
+        assert result == DeliveryResult(410, "feed no longer configured", "feed_removed")

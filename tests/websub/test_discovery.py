@@ -624,3 +624,70 @@ def test_feed_links_pass_the_same_url_rules() -> None:
     assert found.hub_urls[0] == "https://websub.example/hub"
     assert len(found.hub_urls) == 8 and not any("javascript" in h for h in found.hub_urls)
     assert found.self_url == "https://websub.example/blog/100/self"
+
+
+# --------------------------------------------------------------------------
+# The prolog and the tolerant scan, edge by edge
+# --------------------------------------------------------------------------
+
+ATOM_NS = 'xmlns="http://www.w3.org/2005/Atom"'
+
+
+def atom_with_prolog(prolog: str) -> bytes:
+    return f'<?xml version="1.0"?>{prolog}<feed {ATOM_NS}><link rel="hub" href="{HUB}"/></feed>'.encode()
+
+
+@pytest.mark.parametrize(
+    "doctype",
+    [
+        "<!DOCTYPE>",
+        "<!DOCTYPE feed>",
+        '<!DOCTYPE feed [<!ENTITY a "b">]>',
+        '<!DOCTYPE feed [ <![INCLUDE[ <!ENTITY a "b"> ]]> <!ENTITY c "d"> ]>',
+        "<!DOCTYPE feed [X]>",
+        "<!DOCTYPE feed ['[' \"]\" '>']>",
+    ],
+)
+def test_doctypes_are_skipped_whole(doctype: str) -> None:
+    found = discover([], atom_with_prolog(doctype), "application/atom+xml", FETCHED)
+    assert found.hub_urls == [HUB], doctype
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f'\n<!DOCTYPE feed "unterminated><feed {ATOM_NS}><link rel="hub" href="{HUB}"/></feed>',
+        f'<!DOCTYPE feed [ <!ENTITY a "b"> <feed {ATOM_NS}><link rel="hub" href="{HUB}"/>',
+    ],
+)
+def test_unreadable_doctypes_give_nothing(text: str) -> None:
+    assert discover([], text.encode(), "application/atom+xml", FETCHED).hub_urls == []
+
+
+def broken_atom(link_attrs: str) -> bytes:
+    """An Atom head the strict parser refuses (an unclosed element), read by the tolerant scan."""
+    return f"<feed {ATOM_NS}><title>t<link {link_attrs}/><link rel='self' href='{TOPIC}'/><oops".encode()
+
+
+@pytest.mark.parametrize(
+    ("attrs", "hubs"),
+    [
+        ('rel="&#104;ub" href="https://h.example/&#x41;&#x62;&#65;"', ["https://h.example/AbA"]),
+        ('rel="hub" href="https://h.example/&#x10FFFF;"', ["https://h.example/\U0010ffff"]),
+        ('rel="hub" href="https://h.example/&amp;&lt;&#0;"', []),  # an invalid code point
+        ('rel="hub" href="https://h.example/&#x110000;"', []),
+        ('rel="hub" href="https://h.example/&nbsp;"', []),  # a DTD entity
+        ('rel="hub&#0;" rel="hub" href="https://h.example/"', ["https://h.example/"]),
+        ('rel="&#x110000;" rel="hub" href="https://h.example/"', ["https://h.example/"]),
+        ('rel="&#1;" rel="hub" href="https://h.example/"', []),  # the first usable rel wins
+        ('rel="&#x10FFFF;" rel="hub" href="https://h.example/"', []),
+    ],
+)
+def test_tolerant_scan_decodes_only_valid_references(attrs: str, hubs: list[str]) -> None:
+    found = discover([], broken_atom(attrs), "application/atom+xml", FETCHED)
+    assert found.hub_urls == hubs and found.self_url == TOPIC
+
+
+def test_jsonfeed_skips_hub_entries_that_are_not_objects() -> None:
+    body = b'{"version": "https://jsonfeed.org/version/1.1", "hubs": [1, "x", {"type": "WebSub", "url": "https://h.example/"}]}'
+    assert discover([], body, "application/feed+json", FETCHED).hub_urls == ["https://h.example/"]

@@ -43,6 +43,11 @@ class ConfigError(ValueError):
 
 #: ``server.gc``: what :func:`feedstream.service.gcpolicy.manage_gc` does once the server is up.
 GC_POLICIES = ("tuned", "default", "off")
+#: ``server.role``: what a process does. ``all``: everything (one process); ``ingest``: polling,
+#: pushes, parsing, the log's writes; ``deliver``: the page and the listeners, read from the log.
+ROLES = ("all", "ingest", "deliver")
+#: ``server.log``: the embedded SQLite database in ``data_dir``, or a Redis (or Valkey) URL.
+SQLITE_LOG = "sqlite"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +81,16 @@ class ServerConfig:
     sse_buffer_bytes: int = 1 << 20  # an SSE client with more than this unsent is dropped
     gc: str = "tuned"  # garbage-collector policy once serving: tuned | default | off
     admin_token: str | None = None  # enables POST /api/admin/reload (Bearer)
+    role: str = "all"  # all | ingest | deliver (see ROLES)
+    log: str = SQLITE_LOG  # "sqlite" (data_dir) or "redis://host:port/db"
+    ingest_port: int | None = None  # the ingest process's port under --workers; None: port + 1
+    lease_seconds: float = 30.0  # how long a node's claim on polling a feed lasts (Redis)
+    workers: int = 0  # deliver processes under a supervisor; 0: this process serves alone
+
+    @property
+    def shared_log(self) -> bool:
+        """Whether the log lives in Redis (several machines) rather than in ``data_dir``."""
+        return self.log != SQLITE_LOG
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +196,8 @@ _T = TypeVar("_T")
 _SERVER_KEYS = {
     "host", "port", "public_url", "data_dir", "backlog", "cors_origins", "max_push_bytes",
     "max_fetches", "per_host_fetches", "host_gap", "static_dir", "coalesce_ms",
-    "max_listeners", "sse_buffer_bytes", "gc", "admin_token",
+    "max_listeners", "sse_buffer_bytes", "gc", "admin_token", "role", "log", "ingest_port",
+    "lease_seconds", "workers",
 }  # fmt: skip
 _LIMIT_KEYS = {
     "timeout", "connect_timeout", "max_bytes", "max_redirects", "max_entries", "user_agent",
@@ -293,7 +309,7 @@ class _Validator:
         d = ServerConfig()
         g = self.get
         static_dir = g(raw, "static_dir", _path, None, "server")
-        return ServerConfig(
+        server = ServerConfig(
             host=g(raw, "host", _nonempty_str, d.host, "server"),
             port=g(raw, "port", _int_range(0, 65535), d.port, "server"),
             public_url=g(raw, "public_url", _http_url, None, "server"),
@@ -318,7 +334,20 @@ class _Validator:
                 raw, "sse_buffer_bytes", _int_range(1024, 1 << 30), d.sse_buffer_bytes, "server"
             ),
             admin_token=g(raw, "admin_token", _admin_token, None, "server"),
+            role=g(raw, "role", _choice(*ROLES), d.role, "server"),
+            log=g(raw, "log", _log_url, d.log, "server"),
+            ingest_port=g(raw, "ingest_port", _int_range(0, 65535), None, "server"),
+            lease_seconds=g(raw, "lease_seconds", _float_range(2, 3600), d.lease_seconds, "server"),
+            workers=g(raw, "workers", _int_range(0, 64), d.workers, "server"),
         )
+        if server.workers and server.role != "all":
+            raise self.fail(
+                "workers", 'needs role = "all" (the supervisor assigns roles)', "server"
+            )
+        ingest = server.port + 1 if server.ingest_port is None else server.ingest_port
+        if server.workers and server.port and ingest == server.port:
+            raise self.fail("ingest_port", "must differ from port", "server")
+        return server
 
     def limits(
         self, raw: Mapping[str, Any], base: FetchLimits, table: str, index: int | None
@@ -439,6 +468,24 @@ def _http_url(value: Any) -> str:
         raise ValueError(f"must be a URL of at most {MAX_URL_CHARS} characters")
     if not is_http_url(text):
         raise ValueError("must be an absolute http:// or https:// URL")
+    return text
+
+
+def _log_url(value: Any) -> str:
+    """``sqlite``, or ``redis://[user:password@]host[:port][/db]`` (``rediss://`` for TLS)."""
+    text = _nonempty_str(value)
+    if text == SQLITE_LOG:
+        return text
+    parts = urlsplit(text)
+    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+        raise ValueError('must be "sqlite" or a redis://host:port/db URL')
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    db = parts.path.strip("/")
+    if (db and not db.isdigit()) or parts.query or parts.fragment or port == 0:
+        raise ValueError("must be redis://host:port/db with a numeric db and nothing else")
     return text
 
 

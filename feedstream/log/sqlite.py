@@ -166,14 +166,18 @@ class SQLiteLog:
             self._head = stored[-1][0].seq
             for row, _ in stored:
                 self._counts[row.feed] = self._counts.get(row.feed, 0) + 1
-            if not self._closed:  # tell the watchers before anything else can be cancelled
-                for callback in self._watchers:
-                    callback()
+            self._tell()  # before anything else can be cancelled
             batch.done.set()  # those riding along need not wait for the pruning
             logger.debug("log: %d new entries, head %s", len(stored), self._head)
             if self._head - self._pruned_at >= max(1, self._backlog // 4):
                 await self._offload(self._store.prune, self._backlog)
                 self._pruned_at = self._head
+
+    def _tell(self) -> None:
+        """The head moved: call the watchers (unless closed)."""
+        if not self._closed:
+            for callback in self._watchers:
+                callback()
 
     def close(self) -> None:
         self._closed = True

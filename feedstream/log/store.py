@@ -181,17 +181,22 @@ class Store:
 
     def last_seq(self) -> int:
         with self._lock:
-            row = self._db.execute("SELECT MAX(seq) FROM entries").fetchone()
+            return self._last_seq()
+
+    def _last_seq(self) -> int:
+        row = self._db.execute("SELECT MAX(seq) FROM entries").fetchone()
         return int(row[0] or 0)
 
     def recent(self, limit: int) -> list[StoredEntry]:
         """The newest *limit* entries still holding data, oldest first, contiguous in seq."""
         with self._lock:
-            rows = self._db.execute(
-                "SELECT seq, feed, data FROM entries WHERE data IS NOT NULL "
-                "ORDER BY seq DESC LIMIT ?",
-                (limit,),
-            ).fetchall()
+            return self._recent(limit)
+
+    def _recent(self, limit: int) -> list[StoredEntry]:
+        rows = self._db.execute(
+            "SELECT seq, feed, data FROM entries WHERE data IS NOT NULL ORDER BY seq DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
         rows.reverse()
         # Keep only the contiguous tail, so that position arithmetic on seq holds.
         start = len(rows)
@@ -203,12 +208,37 @@ class Store:
         ]
 
     def snapshot(self, backlog: int) -> Snapshot:
-        return Snapshot(self.recent(backlog), self.last_seq(), self.entry_counts())
+        """Newest entries, head and counts, read in one transaction (a consistent picture even
+        while another process writes)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                return Snapshot(self._recent(backlog), self._last_seq(), self._entry_counts())
+            finally:
+                self._db.execute("COMMIT")
 
     def entry_counts(self) -> dict[str, int]:
         with self._lock:
-            rows = self._db.execute("SELECT feed, COUNT(*) FROM entries GROUP BY feed").fetchall()
+            return self._entry_counts()
+
+    def _entry_counts(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT feed, COUNT(*) FROM entries GROUP BY feed").fetchall()
         return {str(feed): int(count) for feed, count in rows}
+
+    def data_version(self) -> int:
+        """SQLite's ``PRAGMA data_version``: changes whenever another connection commits."""
+        with self._lock:
+            return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+
+    def entries_after(self, seq: int, limit: int) -> list[tuple[int, str, str | None]]:
+        """``(seq, feed, data)`` of up to *limit* entries after *seq*, oldest first; ``data`` is
+        None for an entry already pruned."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, feed, data FROM entries WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+        return [(int(s), str(f), None if d is None else str(d)) for s, f, d in rows]
 
     def insert_new(
         self, items: Sequence[tuple[str, str, _T]], render: Callable[[int, _T], str]

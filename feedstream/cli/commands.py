@@ -15,7 +15,7 @@ import trio
 from feedstream import __version__
 from feedstream.cli.logs import FORMATS
 from feedstream.cli.logs import configure as configure_logging
-from feedstream.core.config import Config, ConfigError, load_config
+from feedstream.core.config import ROLES, Config, ConfigError, load_config
 from feedstream.core.urls import is_http_url
 
 logger = logging.getLogger(__name__)
@@ -66,6 +66,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the TOML config file (see feeds.example.toml)",
     )
     common(serve)
+    serve.add_argument(
+        "--role",
+        choices=ROLES,
+        help="what this process does: all (default), ingest (polling, pushes) or deliver "
+        "(the page and listeners, from the log another process writes) (overrides server.role)",
+    )
+    serve.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # serve an inherited socket
 
     demo = commands.add_parser(
         "demo",
@@ -190,7 +197,9 @@ def _between(kind: type[_N], low: _N, high: _N) -> Callable[[str], _N]:
     return convert
 
 
-def _override(config: Config, host: str | None, port: int | None) -> Config:
+def _override(
+    config: Config, host: str | None, port: int | None, role: str | None = None
+) -> Config:
     server = config.server
     if host is not None:
         server = dataclasses.replace(server, host=host)
@@ -198,6 +207,10 @@ def _override(config: Config, host: str | None, port: int | None) -> Config:
         if not 0 <= port <= 65535:
             raise ConfigError(f"--port: must be between 0 and 65535, got {port}")
         server = dataclasses.replace(server, port=port)
+    if role is not None:
+        server = dataclasses.replace(
+            server, role=role, workers=0 if role != "all" else server.workers
+        )
     return dataclasses.replace(config, server=server)
 
 
@@ -206,14 +219,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(args.log_level, args.log_format)
     try:
         if args.command == "serve":
-            path, host, port = args.config, args.host, args.port
+            path, host, port, role = args.config, args.host, args.port, args.role
 
             def loader() -> Config:  # what SIGHUP and /api/admin/reload read
-                return _override(load_config(path), host, port)
+                return _override(load_config(path), host, port, role)
 
             from feedstream.web.server import serve
 
-            trio.run(partial(serve, loader(), loader=loader))
+            trio.run(partial(serve, loader(), loader=loader, fd=args.fd))
         elif args.command == "check":
             from feedstream.cli.check import run_check
 

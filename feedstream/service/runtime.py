@@ -22,8 +22,10 @@ from feedstream.core.config import Config, ConfigChanges, ConfigError, FeedConfi
 from feedstream.core.times import format_rfc3339
 from feedstream.log.base import Offload
 from feedstream.log.broadcast import Broadcaster
+from feedstream.log.follower import SQLiteFollower
 from feedstream.log.sqlite import SQLiteLog
-from feedstream.log.store import FeedState, Store
+from feedstream.log.state import SQLiteState, StateStore
+from feedstream.log.store import FeedState, Store, Subscription
 from feedstream.service.fetch import HostGate
 from feedstream.service.ingest import Ingestor
 from feedstream.service.monitor import LagMonitor
@@ -31,7 +33,7 @@ from feedstream.service.parsing import parse_in_worker, parse_slots
 from feedstream.service.poller import PollContext, run_feed
 from feedstream.service.stats import Stats
 from feedstream.websub.protocol import SubscriptionState
-from feedstream.websub.subscriber import Subscriber
+from feedstream.websub.subscriber import Subscriber, subscription_status
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +138,8 @@ class Runtime:
         self._nursery: trio.Nursery | None = None
         self._feed_tasks: dict[str, tuple[trio.CancelScope, trio.Event]] = {}
         self._reload_lock = trio.Lock()
+        self._states: dict[str, FeedState] = {}  # fetch state by feed, for /api/feeds
+        self._subscriptions: dict[str, Subscription] = {}  # a deliver node's copy
 
     @property
     def log(self) -> SQLiteLog:
@@ -145,57 +149,43 @@ class Runtime:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Run until cancelled: the long-lived part of the server, started with
-        ``nursery.start`` by :func:`feedstream.web.server.serve` before it serves."""
+        ``nursery.start`` by :func:`feedstream.web.server.serve` before it serves.
+
+        What runs depends on ``server.role``: ``all`` and ``ingest`` write the log (polling,
+        WebSub, pushes); ``all`` and ``deliver`` publish it to listeners; ``deliver`` follows a
+        log another process writes.
+        """
         server = self.config.server
         store: Store = await self.offload(Store, server.data_dir / "feedstream.sqlite3")
         try:
             snapshot = await self.offload(store.snapshot, server.backlog)
-            delivery = self.delivery
-            delivery.known_feeds |= frozenset(snapshot.counts)
-            log = SQLiteLog(store, snapshot, backlog=server.backlog, offload=self.offload)
-            broadcaster = Broadcaster(log, coalesce=server.coalesce_ms / 1000)
-            self.ingestor.log = log
-            async with httpx.AsyncClient(transport=self._transport) as client:
-                states = await self.offload(store.feed_states)
-                ctx = PollContext(
-                    client=client,
-                    log=log,
-                    store=store,
-                    gate=HostGate(
-                        total=server.max_fetches,
-                        per_host=server.per_host_fetches,
-                        gap=server.host_gap,
-                    ),
-                    offload=self.offload,
-                    states=states,
-                    stats=self.stats,
-                    ingestor=self.ingestor,
-                )
-                self._log, delivery._broadcaster = log, broadcaster
-                async with trio.open_nursery() as nursery:
-                    await nursery.start(self.lag.run)
+            self.delivery.known_feeds |= frozenset(snapshot.counts)
+            log: SQLiteLog
+            if server.role == "deliver":
+                log = SQLiteFollower(store, snapshot, backlog=server.backlog, offload=self.offload)
+            else:
+                log = SQLiteLog(store, snapshot, backlog=server.backlog, offload=self.offload)
+            self._log = self.ingestor.log = log
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self.lag.run)
+                if server.role != "ingest":
+                    broadcaster = Broadcaster(log, coalesce=server.coalesce_ms / 1000)
+                    self.delivery._broadcaster = broadcaster
                     await nursery.start(broadcaster.run)
-                    if server.public_url:
-                        ctx.websub = Subscriber(
-                            public_url=server.public_url,
-                            store=store,
-                            client=client,
-                            ingest=self._ingest_delivery,
-                            offload=self.offload,
-                        )
-                        await nursery.start(ctx.websub.run, self.config.feeds)
-                        self.websub = ctx.websub
-                    self._poll, self._nursery = ctx, nursery
-                    for feed in self.config.feeds:
-                        await self._start_feed(feed)
-                    logger.info(
-                        "running: %d feeds, log head %s, data in %s",
-                        len(self.config.feeds),
-                        log.head,
-                        server.data_dir,
-                    )
-                    task_status.started()
-                    await trio.sleep_forever()
+                if isinstance(log, SQLiteFollower):
+                    await nursery.start(log.run)
+                    await nursery.start(self._follow_state, SQLiteState(store, self.offload))
+                    self._nursery = nursery
+                else:
+                    await nursery.start(self._ingest, nursery, store, log)
+                logger.info(
+                    "running as %s: %d feeds, log head %s, data in %s",
+                    server.role,
+                    len(self.config.feeds),
+                    log.head,
+                    server.data_dir,
+                )
+                task_status.started()
         finally:
             self._nursery = None
             self.drain()
@@ -204,6 +194,60 @@ class Runtime:
             if log_ is not None:
                 log_.close()
             store.close()
+
+    async def _ingest(
+        self,
+        nursery: trio.Nursery,
+        store: Store,
+        log: SQLiteLog,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """The writing side: the fetch client, the feed tasks and the WebSub subscriber."""
+        server = self.config.server
+        async with httpx.AsyncClient(transport=self._transport) as client:
+            states = await self.offload(store.feed_states)
+            ctx = PollContext(
+                client=client,
+                log=log,
+                store=store,
+                gate=HostGate(
+                    total=server.max_fetches, per_host=server.per_host_fetches, gap=server.host_gap
+                ),
+                offload=self.offload,
+                states=states,
+                stats=self.stats,
+                ingestor=self.ingestor,
+            )
+            self._states = ctx.states
+            if server.public_url:
+                ctx.websub = Subscriber(
+                    public_url=server.public_url,
+                    store=store,
+                    client=client,
+                    ingest=self._ingest_delivery,
+                    offload=self.offload,
+                )
+                await nursery.start(ctx.websub.run, self.config.feeds)
+                self.websub = ctx.websub
+            self._poll, self._nursery = ctx, nursery
+            for feed in self.config.feeds:
+                await self._start_feed(feed)
+            task_status.started()
+            await trio.sleep_forever()  # the client lives as long as the feed tasks
+
+    async def _follow_state(
+        self,
+        state: StateStore,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """A deliver node's copy of what the ingest side keeps, for ``/api/feeds``."""
+        task_status.started()
+        while True:
+            self._states = await state.feed_states()
+            self._subscriptions = await state.subscriptions()
+            await trio.sleep(STATE_REFRESH)
 
     async def _start_feed(self, feed: FeedConfig) -> None:
         if feed.url and self._nursery is not None:
@@ -311,7 +355,7 @@ class Runtime:
 
     def feeds_status(self) -> list[dict[str, Any]]:
         """One object per configured feed, for ``/api/feeds``."""
-        states = self._poll.states if self._poll is not None else {}
+        states = self._states
         counts = self._log.counts() if self._log is not None else {}
         out = []
         for feed in self.config.feeds:
@@ -331,28 +375,48 @@ class Runtime:
                     "failures": state.failures,
                     "next_poll": _time(state.next_poll) if state.status != "gone" else None,
                     "entries_seen": counts.get(feed.id, 0),
-                    "websub": self.websub.status(feed.id) if self.websub else None,
+                    "websub": self._websub_status(feed.id),
                 }
             )
         return out
 
+    def _websub_status(self, feed_id: str) -> dict[str, Any] | None:
+        if self.websub is not None:
+            return self.websub.status(feed_id)
+        sub = self._subscriptions.get(feed_id)  # a deliver node: as the ingest side stored it
+        return None if sub is None else subscription_status(sub)
+
     def subscription_states(self) -> dict[str, int]:
         """WebSub subscriptions by state (every state listed, zeros included)."""
         counts = dict.fromkeys(SubscriptionState, 0)
+        subs: list[Subscription]
         if self.websub is not None:
-            for sub in list(self.websub.subs.values()):
-                counts[SubscriptionState(sub.state)] += 1
+            subs = list(self.websub.subs.values())
+        else:
+            subs = list(self._subscriptions.values())
+        for sub in subs:
+            counts[SubscriptionState(sub.state)] += 1
         return {state.value: count for state, count in counts.items()}
+
+    def _cursor(self) -> str | None:
+        """The head listeners have been shown (the log's, on an ingest node)."""
+        if self.delivery._broadcaster is not None:
+            return self.delivery._broadcaster.cursor
+        return self._log.head if self._log is not None else None
 
     def status(self) -> dict[str, Any]:
         """Process-wide figures for ``/api/status``."""
         return {
             "version": __version__,
-            "cursor": self.delivery.broadcaster.cursor,
+            "role": self.config.server.role,
+            "cursor": self._cursor(),
             "feeds": len(self.config.feeds),
             "waiting": self.delivery.listeners,
             "loop_lag": self.lag.stats(),
         }
+
+
+STATE_REFRESH = 2.0  # seconds between a deliver node's reads of the feed states
 
 
 def _time(value: float | None) -> str | None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,7 +30,7 @@ from feedstream.core.httprules import (
     preflight_headers,
 )
 from feedstream.service.runtime import Delivery, Intake, ReloadUnavailable
-from feedstream.web.asgi import ASGIApp, Responder, Scope
+from feedstream.web.asgi import ASGIApp, Responder, Scope, Send
 from feedstream.web.delivery import ENTRIES, STREAM, DeliveryEndpoints
 from feedstream.web.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from feedstream.web.metrics import MetricsSource, metrics_registry, render
@@ -59,12 +59,23 @@ class Service(MetricsSource, Protocol):
 
 
 class Router:
-    """ASGI app: delivery and push requests to their raw endpoints, the rest to Quart."""
+    """ASGI app: delivery and push requests to their raw endpoints, the rest to Quart.
 
-    def __init__(self, delivery: DeliveryEndpoints, push: PushEndpoints, app: ASGIApp) -> None:
+    A node with one role refuses the other role's paths with 421 and a JSON reason (see
+    :func:`misdirected`), never a silent accept.
+    """
+
+    def __init__(
+        self,
+        delivery: Callable[[Scope, Send], Awaitable[None]],
+        push: PushEndpoints,
+        app: ASGIApp,
+        role: str = "all",
+    ) -> None:
         self.delivery = delivery
         self.push = push
         self.app = app
+        self.role = role
 
     def __call__(self, scope: Scope, receive: Any, send: Any) -> Awaitable[None]:
         """Route the request: the handler's coroutine is what the server awaits.
@@ -75,9 +86,15 @@ class Router:
         if scope["type"] == "http":
             path = scope["path"]
             if path in (ENTRIES, STREAM):
+                if self.role == "ingest":
+                    return self.push.misdirected(scope, send, "deliver")
                 return self.delivery(scope, send)
             if path.startswith(PUSH) or path.startswith(WEBSUB):
+                if self.role == "deliver":
+                    return self.push.misdirected(scope, send, "ingest")
                 return self.push(scope, receive, send)
+            if self.role == "ingest" and (path == "/" or path.startswith("/static/")):
+                return self.push.misdirected(scope, send, "deliver")
         return self.app(scope, receive, send)
 
 
@@ -89,6 +106,7 @@ def create_app(config: Config, service: Service) -> Router:
         DeliveryEndpoints(delivery, config, responder),
         PushEndpoints(service.intake, config.server.max_push_bytes, responder),
         _quart_app(config, service),
+        config.server.role,
     )
 
 

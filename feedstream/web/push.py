@@ -57,6 +57,15 @@ class PushEndpoints:
         else:
             await self._websub(scope, receive, send, path[len(WEBSUB) :])
 
+    async def misdirected(self, scope: Scope, send: Send, role: str) -> None:
+        """421: this node does not have the *role* that serves the path."""
+        mine = "delivers" if role == "ingest" else "ingests"
+        error = ApiError(
+            421,
+            f"this node only {mine}: {scope['path'][:64]} is served by nodes with the {role} role",
+        )
+        await self.responder.error(send, scope, error)
+
     # -- POST /api/push/<feed_id> -----------------------------------------------------------
 
     async def _webhook(self, scope: Scope, receive: Receive, send: Send, feed_id: str) -> None:

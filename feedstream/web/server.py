@@ -57,12 +57,15 @@ async def serve(
     shutdown_trigger: Callable[[], Awaitable[None]] | None = wait_for_signal,
     runtime: Runtime | None = None,
     loader: Callable[[], Config] | None = None,
+    fd: int | None = None,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve *config* until *shutdown_trigger* returns (or the task is cancelled).
 
     With a *loader* (which re-reads the config file), SIGHUP and ``POST /api/admin/reload``
-    reload the feeds.
+    reload the feeds. With *fd*, serve on that inherited listening socket instead of binding
+    ``server.host``/``port`` (how the ``--workers`` supervisor hands each process its own
+    ``SO_REUSEPORT`` socket).
     """
     runtime = runtime or Runtime(config, loader=loader)
     app = create_app(config, runtime)
@@ -71,6 +74,8 @@ async def serve(
     hconfig.bind = [
         f"[{host}]:{config.server.port}" if ":" in host else f"{host}:{config.server.port}"
     ]
+    if fd is not None:
+        hconfig.bind = [f"fd://{fd}"]
     hconfig.graceful_timeout = GRACEFUL_TIMEOUT
     hconfig.accesslog = None
     hconfig.errorlog = logging.getLogger("hypercorn.error")

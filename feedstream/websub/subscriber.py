@@ -51,7 +51,7 @@ from feedstream.websub.protocol import (
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["VERIFY_TIMEOUT", "DeliveryResult", "Subscriber"]
+__all__ = ["VERIFY_TIMEOUT", "DeliveryResult", "Subscriber", "subscription_status"]
 
 HUB_TIMEOUT = 20.0  # seconds for one request to a hub
 DELIVERY_QUEUE = 64  # deliveries accepted but not yet parsed
@@ -474,12 +474,17 @@ class Subscriber:
                 if target is None
                 else {"hub": target.hub, "topic": target.topic, "state": "none"}
             )
-        return {
-            "hub": sub.hub,
-            "topic": sub.topic,
-            "state": sub.state,
-            "lease_expires": format_rfc3339(sub.lease_expires) if sub.lease_expires else None,
-            "last_push": format_rfc3339(sub.last_push) if sub.last_push else None,
-            "push_healthy": sub.push_healthy,
-            "error": sub.error,
-        }
+        return subscription_status(sub)
+
+
+def subscription_status(sub: Subscription) -> dict[str, Any]:
+    """A subscription as ``/api/feeds`` shows it."""
+    return {
+        "hub": sub.hub,
+        "topic": sub.topic,
+        "state": sub.state,
+        "lease_expires": format_rfc3339(sub.lease_expires) if sub.lease_expires else None,
+        "last_push": format_rfc3339(sub.last_push) if sub.last_push else None,
+        "push_healthy": sub.push_healthy,
+        "error": sub.error,
+    }

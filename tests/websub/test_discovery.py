@@ -6,6 +6,7 @@ discovery decides.
 
 from __future__ import annotations
 
+import codecs
 import time
 from collections.abc import Callable
 
@@ -658,6 +659,7 @@ def test_doctypes_are_skipped_whole(doctype: str) -> None:
     [
         f'\n<!DOCTYPE feed "unterminated><feed {ATOM_NS}><link rel="hub" href="{HUB}"/></feed>',
         f'<!DOCTYPE feed [ <!ENTITY a "b"> <feed {ATOM_NS}><link rel="hub" href="{HUB}"/>',
+        f"\n<!DOCTYPE feed <feed {ATOM_NS}",
     ],
 )
 def test_unreadable_doctypes_give_nothing(text: str) -> None:
@@ -691,3 +693,48 @@ def test_tolerant_scan_decodes_only_valid_references(attrs: str, hubs: list[str]
 def test_jsonfeed_skips_hub_entries_that_are_not_objects() -> None:
     body = b'{"version": "https://jsonfeed.org/version/1.1", "hubs": [1, "x", {"type": "WebSub", "url": "https://h.example/"}]}'
     assert discover([], body, "application/feed+json", FETCHED).hub_urls == ["https://h.example/"]
+
+
+# --------------------------------------------------------------------------
+# The HTML head scanner and URL rules, edge by edge
+# --------------------------------------------------------------------------
+
+A = "https://websub.example/a"
+B = "https://websub.example/b"
+
+
+@pytest.mark.parametrize(
+    ("head", "hubs"),
+    [
+        ('<!--> <link rel="hub" href="/a"> --><link rel="hub" href="/b">', [B]),
+        ('<!----><link rel="hub" href="/a"><!-- x -->', [A]),
+        ('<!-- x --><link rel="hub" href="/a"><!-- y -->', [A]),
+        ('<!><link rel="hub" href="/a">', [A]),
+        ('<?><link rel="hub" href="/a">', [A]),
+        ('<title>x</title></ ><link rel="hub" href="/a">', [A]),
+        ('<link rel="hub" =href="/b"><link rel="hub" href="/a">', [B, A]),
+        ('<link " rel="hub" href="/a">', [A]),
+        ('<link rel="hub" href><link rel="hub" href="/b">', [B]),
+        ('XX<link rel="hub" href="/a">', []),
+        ('<link rel="hub" href="">', []),
+    ],
+)
+def test_html_head_edges(head: str, hubs: list[str]) -> None:
+    found = discover([], head.encode(), "text/html", FETCHED)
+    assert found.hub_urls == hubs
+
+
+def test_html_after_two_byte_order_marks() -> None:
+    body = codecs.BOM_UTF8 * 2 + b'<link rel="hub" href="/a">'
+    assert discover([], body, "text/html", FETCHED).hub_urls == [A]
+
+
+def test_url_length_limit_is_inclusive() -> None:
+    longest = "https://websub.example/" + "a" * (websub.MAX_URL_LENGTH - 23)
+    assert len(longest) == websub.MAX_URL_LENGTH
+    assert websub.http_url(longest, FETCHED) == longest
+    assert websub.http_url(longest + "a", FETCHED) is None
+    relative = "/" + "a" * (websub.MAX_URL_LENGTH - 23)  # resolves to exactly the limit
+    assert websub.http_url(relative, FETCHED) == longest
+    assert websub.http_url(relative + "a", FETCHED) is None
+    assert websub.http_url("", FETCHED) is None and websub.http_url("  ", FETCHED) is None

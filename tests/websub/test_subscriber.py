@@ -108,7 +108,7 @@ async def test_lease_renewal_at_about_80_percent(
         assert hub.times() == [0]
         state = sub.subs["f"]
         assert state.state == "active" and state.lease_seconds == 1000
-        assert state.lease_expires == pytest.approx(EPOCH + 1000)
+        assert state.lease_expires == pytest.approx(EPOCH + 1000, abs=0.01)
         token = state.token
         first_renewal = renewal_time(EPOCH, 1000, random.Random(token).random()) - EPOCH
         assert 750 <= first_renewal <= 800
@@ -538,12 +538,12 @@ async def test_hub_trouble_is_recorded(
             await trio.sleep(1)
             state = sub.subs["f"]
             assert state.error == "hub unreachable: ConnectError refused"
-            assert state.retry_at == pytest.approx(EPOCH + 60)  # jitter 0: the full delay
-            answers.append(httpx.Response(503, headers={"Retry-After": "3600"}))
+            assert state.retry_at == pytest.approx(EPOCH + 60, abs=0.01)  # jitter 0: the full delay
+            answers.append(httpx.Response(503, headers={"Retry-After": "3600"}, content=b"busy"))
             await trio.sleep(60)
             state = sub.subs["f"]
-            assert state.error == "hub answered 503" and state.attempts == 2
-            assert state.retry_at == pytest.approx(EPOCH + 60 + 3600)
+            assert state.error == "hub answered 503: busy" and state.attempts == 2
+            assert state.retry_at == pytest.approx(EPOCH + 60 + 3600, abs=0.01)
             answers.extend(httpx.Response(307, headers={"Location": HUB}) for _ in range(6))
             await trio.sleep(3600)
             assert answers == [] and sub.subs["f"].error == "hub redirected more than 5 times"
@@ -655,3 +655,60 @@ async def test_deliveries_for_a_removed_feed_are_gone(
         body = b"x"
         result = await sub.deliver(state.token, signed(state.secret, body), body, None)
         assert result == DeliveryResult(410, "feed no longer configured", "feed_removed")
+
+
+async def test_relative_redirects_and_never_verified_retries(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    posts: list[str] = []
+
+    async def hub(request: httpx.Request) -> httpx.Response:
+        posts.append(str(request.url))
+        if request.url.path == "/":
+            return httpx.Response(307, headers={"Location": "/moved"})
+        return httpx.Response(202)  # accepted, but no verification ever comes
+
+    async def ingest(feed: FeedConfig, body: bytes, content_type: str | None) -> int:
+        return 0
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(hub)) as client:
+        sub = Subscriber(public_url="http://me.test", store=Store(tmp_path / "db"), client=client,
+                         ingest=ingest, offload=inline, wall_clock=now, jitter=lambda: 0.0)  # fmt: skip
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(sub.run, [FEED]))
+            sub.discovered(FEED, discovery(), TOPIC)
+            await trio.sleep(1)
+            assert posts == [HUB, "https://hub.test/moved"]
+            assert sub.subs["f"].endpoint == HUB  # a 307 is temporary
+            await trio.sleep(VERIFY_TIMEOUT)
+            state = sub.subs["f"]
+            assert state.state == "failed" and state.retry_at == pytest.approx(
+                EPOCH + VERIFY_TIMEOUT + 60, abs=0.01
+            )
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_bug_in_upkeep_pauses_a_minute(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    hub = MockHub()
+    calls = itertools.count()
+
+    def jitter() -> float:
+        if next(calls) == 0:
+            raise RuntimeError("a bug")
+        return 0.5
+
+    async def ingest(feed: FeedConfig, body: bytes, content_type: str | None) -> int:
+        return 0
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(hub)) as client:
+        sub = Subscriber(public_url="http://me.test", store=Store(tmp_path / "db"), client=client,
+                         ingest=ingest, offload=inline, wall_clock=now, jitter=jitter)  # fmt: skip
+        hub.subscriber = sub
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(sub.run, [FEED]))
+            sub.discovered(FEED, discovery(), TOPIC)
+            await trio.sleep(100)
+            assert hub.times() == [60]
+            nursery.cancel_scope.cancel()

@@ -10,6 +10,7 @@ ingest here, and never touch SQLite or httpx themselves.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -409,6 +410,7 @@ class Runtime:
         return {
             "version": __version__,
             "role": self.config.server.role,
+            "pid": os.getpid(),
             "cursor": self._cursor(),
             "feeds": len(self.config.feeds),
             "waiting": self.delivery.listeners,

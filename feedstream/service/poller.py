@@ -7,6 +7,7 @@ next poll is due ``delay`` seconds after the *start* of the previous one, awaite
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -19,6 +20,7 @@ import trio
 from feedstream.core.config import FeedConfig
 from feedstream.core.schedule import plan
 from feedstream.log.base import Log, Offload
+from feedstream.log.state import Leases, LocalLeases, LogUnavailable, SQLiteState, StateStore
 from feedstream.log.store import FeedState, Store
 from feedstream.service.fetch import FetchError, HostGate, fetch
 from feedstream.service.ingest import Ingestor
@@ -28,7 +30,9 @@ from feedstream.websub.subscriber import Subscriber
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PollContext", "poll_once", "run_feed"]
+__all__ = ["UNAVAILABLE_RETRY", "PollContext", "hold_feed", "poll_once", "run_feed"]
+
+UNAVAILABLE_RETRY = 5.0  # seconds before a poll whose entries could not be stored is retried
 
 
 @dataclass(slots=True)
@@ -49,10 +53,88 @@ class PollContext:
     stats: Stats = field(default_factory=Stats)
     #: The ingest path; by default one over the fields above (the runtime passes its own).
     ingestor: Ingestor | None = None
+    #: Where fetch state is kept: by default the SQLite *store* (Redis: shared by the nodes).
+    state: StateStore | None = None
+    #: Who may poll which feed: by default every feed is ours (one ingest process).
+    leases: Leases | None = None
+    lease_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         if self.ingestor is None:
             self.ingestor = Ingestor(self.log, self.stats, parse=self.parse, slots=self.parse_slots)
+        if self.state is None:
+            self.state = SQLiteState(self.store, self.offload)
+        if self.leases is None:
+            self.leases = LocalLeases()
+
+
+async def hold_feed(
+    feed: FeedConfig,
+    ctx: PollContext,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Poll *feed* whenever this node holds its lease, until it answers 410 Gone.
+
+    With one ingest process every lease is granted and this is :func:`run_feed`. With several
+    (Redis), the lease is renewed every third of its length; a node that loses it (or cannot
+    reach the store to renew it) stops polling at once, and one that dies is replaced by
+    another within one lease. Before polling, the new holder reads the feed's fetch state
+    (ETag, Last-Modified, failures, next poll) from the shared store.
+    """
+    assert ctx.leases is not None and ctx.state is not None
+    if isinstance(ctx.leases, LocalLeases):
+        await run_feed(feed, ctx, task_status=task_status)
+        return
+    task_status.started()
+    every = ctx.lease_seconds / 3
+    while True:
+        if await _claim(ctx.leases, feed.id):
+            try:
+                stored = (await ctx.state.feed_states()).get(feed.id)
+                if stored is not None:
+                    ctx.states[feed.id] = stored
+                gone = False
+                async with trio.open_nursery() as nursery:
+                    lost = nursery.cancel_scope
+                    nursery.start_soon(_keep_lease, ctx.leases, feed.id, every, lost)
+                    await run_feed(feed, ctx)
+                    gone = True  # 410: nobody polls it again
+                    lost.cancel()
+                if gone:
+                    return
+            except LogUnavailable:
+                logger.warning(
+                    "feed %s: the shared store is unreachable; not polling",
+                    feed.id,
+                    extra={"feed": feed.id},
+                )
+            finally:
+                with trio.CancelScope(shield=True), trio.move_on_after(1):
+                    await _release(ctx.leases, feed.id)
+        await trio.sleep(every)
+
+
+async def _claim(leases: Leases, feed_id: str) -> bool:
+    try:
+        return await leases.claim(feed_id)
+    except LogUnavailable:
+        return False
+
+
+async def _release(leases: Leases, feed_id: str) -> None:
+    with contextlib.suppress(LogUnavailable):  # unreachable: it expires by itself
+        await leases.release(feed_id)
+
+
+async def _keep_lease(leases: Leases, feed_id: str, every: float, scope: trio.CancelScope) -> None:
+    """Renew the lease every *every* seconds; cancel *scope* (the polling) once it is lost."""
+    while True:
+        await trio.sleep(every)
+        if not await _claim(leases, feed_id):
+            logger.info("feed %s: lease lost; another node polls it", feed_id)
+            scope.cancel()
+            return
 
 
 async def run_feed(
@@ -79,6 +161,14 @@ async def run_feed(
         started = trio.current_time()
         try:
             delay = await poll_once(feed, state, ctx)
+        except LogUnavailable:  # not the feed's fault: try again soon, no failure counted
+            logger.warning(
+                "feed %s: the log is unreachable; polling again in %g s",
+                feed.id,
+                UNAVAILABLE_RETRY,
+                extra={"feed": feed.id},
+            )
+            delay = min(feed.interval, UNAVAILABLE_RETRY)
         except Exception:  # a bug must not end polling for this feed, nor crash the others
             logger.exception(
                 "feed %s: unexpected error while polling", feed.id, extra={"feed": feed.id}
@@ -177,5 +267,6 @@ async def poll_once(feed: FeedConfig, state: FeedState, ctx: PollContext) -> flo
         logger.warning(
             "feed %s: %s (failure %d)", feed.id, error, state.failures, extra={"feed": feed.id}
         )
-    await ctx.offload(ctx.store.save_feed_state, state)
+    assert ctx.state is not None
+    await ctx.state.save_feed_state(state)
     return outcome.delay

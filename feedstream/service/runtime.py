@@ -31,7 +31,7 @@ from feedstream.service.fetch import HostGate
 from feedstream.service.ingest import Ingestor
 from feedstream.service.monitor import LagMonitor
 from feedstream.service.parsing import parse_in_worker, parse_slots
-from feedstream.service.poller import PollContext, run_feed
+from feedstream.service.poller import PollContext, hold_feed
 from feedstream.service.stats import Stats
 from feedstream.websub.protocol import SubscriptionState
 from feedstream.websub.subscriber import Subscriber, subscription_status
@@ -263,7 +263,7 @@ class Runtime:
         with trio.CancelScope() as scope:
             self._feed_tasks[feed.id] = (scope, done)
             try:
-                await run_feed(feed, self._poll, task_status=task_status)
+                await hold_feed(feed, self._poll, task_status=task_status)
             finally:
                 if self._feed_tasks.get(feed.id, (None,))[0] is scope:
                     del self._feed_tasks[feed.id]

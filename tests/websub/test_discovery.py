@@ -738,3 +738,107 @@ def test_url_length_limit_is_inclusive() -> None:
     assert websub.http_url(relative, FETCHED) == longest
     assert websub.http_url(relative + "a", FETCHED) is None
     assert websub.http_url("", FETCHED) is None and websub.http_url("  ", FETCHED) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "links"),
+    [
+        ("<https://a/>", [("https://a/", {})]),
+        ("<https://a/> ", [("https://a/", {})]),
+        ("<https://a/>;", [("https://a/", {})]),
+        ("<https://a/>; ", [("https://a/", {})]),
+        ("<https://a/>; rel", [("https://a/", {"rel": ""})]),
+        ("<https://a/>; rel ", [("https://a/", {"rel": ""})]),
+        ("<https://a/>; rel=", [("https://a/", {"rel": ""})]),
+        ("<https://a/>; rel= ", [("https://a/", {"rel": ""})]),
+        ('<https://a/>; rel="hub', [("https://a/", {"rel": "hub"})]),
+        ('<https://a/>; rel = "hub" ; title = x', [("https://a/", {"rel": "hub", "title": "x"})]),
+        ("<https://a/>; rel =hub", [("https://a/", {"rel": "hub"})]),
+        ("<https://a/>; rel= hub", [("https://a/", {"rel": "hub"})]),
+        (
+            "<>; rel=hub, <https://b/>; rel=self",
+            [("", {"rel": "hub"}), ("https://b/", {"rel": "self"})],
+        ),
+        ("<https://a/> ; rel=hub", [("https://a/", {"rel": "hub"})]),
+        (
+            "<https://a/> junkX; rel=hub, <https://b/>",
+            [("https://a/", {"rel": "hub"}), ("https://b/", {})],
+        ),
+        (
+            '<https://a/> x","y; rel=hub, <https://b/>',
+            [("https://a/", {"rel": "hub"}), ("https://b/", {})],
+        ),
+        (
+            '<https://a/> j",;"k; rel=hub, <https://b/>',
+            [("https://a/", {"rel": "hub"}), ("https://b/", {})],
+        ),
+        ("X<https://a/>; rel=hub", []),
+        ("<https://a/>; x; rel=hub", [("https://a/", {"x": "", "rel": "hub"})]),
+        ("<https://a/>; =x; rel=hub", [("https://a/", {"rel": "hub"})]),
+        ("<https://a/>; rel=hub junk; title=t", [("https://a/", {"rel": "hub", "title": "t"})]),
+        ("<https://a/>; rel=hub juXnk; title=t", [("https://a/", {"rel": "hub", "title": "t"})]),
+        ('<https://a/>; rel="a\\"b"', [("https://a/", {"rel": 'a"b'})]),
+        ("<https://a/>,,<https://b/>", [("https://a/", {}), ("https://b/", {})]),
+        ("<https://a/>; rel=hub,", [("https://a/", {"rel": "hub"})]),
+        ("<https://a", []),
+        (
+            "<https://a/>; rel=hub x, <https://b/>",
+            [("https://a/", {"rel": "hub"}), ("https://b/", {})],
+        ),
+        ("<https://a/>; rel=hub; rel=self", [("https://a/", {"rel": "hub"})]),
+        (" \t<https://a/>", [("https://a/", {})]),
+        ("X, <https://a/>", [("https://a/", {})]),
+    ],
+)
+def test_parse_link_header_edge_by_edge(
+    value: str, links: list[tuple[str, dict[str, str]]]
+) -> None:
+    assert [(link.target, dict(link.params)) for link in parse_link_header(value)] == links
+
+
+def test_parse_link_header_keeps_1024_links_by_default() -> None:
+    assert len(parse_link_header("<https://a/>," * 1100)) == 1024
+
+
+# --------------------------------------------------------------------------
+# The tolerant scan skips comments and CDATA exactly
+# --------------------------------------------------------------------------
+
+
+def unparsable_atom(inner: str) -> bytes:
+    """An Atom head whose first element already breaks strict parsing (a bare ``&``)."""
+    return f"<feed {ATOM_NS}><title>a & b</title>{inner}<link rel='self' href='{TOPIC}'/>".encode()
+
+
+X_HUB = '<link rel="hub" href="/x"/>'
+A_HUB = '<link rel="hub" href="/a"/>'
+
+
+@pytest.mark.parametrize(
+    ("inner", "hubs"),
+    [
+        (f"<!-- {X_HUB} -->{A_HUB}", [A]),
+        (f"<![CDATA[ {X_HUB} ]]>{A_HUB}", [A]),
+        (f"<!-- {X_HUB} -->{A_HUB}<!-- y -->", [A]),
+        (f"<![CDATA[ {X_HUB} ]]>{A_HUB}<![CDATA[ y ]]>", [A]),
+        (f"<!-- <![CDATA[ -->{A_HUB}<!-- ]]> -->", [A]),
+        (f"<![CDATA[ <!-- ]]>{A_HUB}<![CDATA[ --> ]]>", [A]),
+        (f"<!---->{A_HUB}<!-- {X_HUB} -->", [A]),
+        (f"<![CDATA[]]>{A_HUB}<![CDATA[ {X_HUB} ]]>", [A]),
+        (f"<!--> {X_HUB} -->{A_HUB}", [A]),
+        (f"--><!-- {X_HUB} -->{A_HUB}", [A]),
+        (f"]]><![CDATA[ {X_HUB} ]]>{A_HUB}", [A]),
+        ('<link href="/x"/>' + A_HUB, [A]),
+    ],
+)
+def test_tolerant_scan_skips_comments_and_cdata(inner: str, hubs: list[str]) -> None:
+    found = discover([], unparsable_atom(inner), "application/atom+xml", FETCHED)
+    assert found.hub_urls == hubs and found.self_url == TOPIC
+
+
+@pytest.mark.parametrize("opener", ["<!--", "<![CDATA["])
+def test_tolerant_scan_an_unclosed_comment_or_cdata_runs_to_the_end(opener: str) -> None:
+    found = discover(
+        [], unparsable_atom(f"{A_HUB}{opener} {X_HUB}"), "application/atom+xml", FETCHED
+    )
+    assert found.hub_urls == [A] and found.self_url is None

@@ -92,6 +92,12 @@ class Log(Protocol):
         """Entries stored per feed."""
         ...
 
+    @property
+    def available(self) -> bool:
+        """Whether the store behind the log can be reached now (reads answer from memory
+        either way; appends fail with :class:`~feedstream.log.state.LogUnavailable`)."""
+        ...
+
     def close(self) -> None:
         """Shutting down: watchers are not called again (appends in flight still complete)."""
         ...

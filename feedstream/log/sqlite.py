@@ -78,6 +78,10 @@ class SQLiteLog:
     def counts(self) -> Mapping[str, int]:
         return self._counts
 
+    @property
+    def available(self) -> bool:
+        return True  # a file on this machine: there is nothing to lose touch with
+
     def read(
         self,
         after: str | None,

@@ -86,6 +86,12 @@ class Intake:
         return self._runtime.config.feed(feed_id)
 
     @property
+    def available(self) -> bool:
+        """Whether pushes can be stored now (the shared log is reachable)."""
+        log = self._runtime._log
+        return log is not None and log.available
+
+    @property
     def websub(self) -> Subscriber | None:
         """The WebSub subscriber, when ``server.public_url`` is set and the service runs."""
         return self._runtime.websub
@@ -398,6 +404,14 @@ class Runtime:
         for sub in subs:
             counts[SubscriptionState(sub.state)] += 1
         return {state.value: count for state, count in counts.items()}
+
+    def health(self) -> str | None:
+        """None when healthy, else why not (for ``/healthz``)."""
+        if self._log is None:
+            return "not running"
+        if not self._log.available:
+            return "the log store is unreachable; reconnecting"
+        return None
 
     def _cursor(self) -> str | None:
         """The head listeners have been shown (the log's, on an ingest node)."""

@@ -55,6 +55,8 @@ class Service(MetricsSource, Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
+    def health(self) -> str | None: ...
+
     async def reload(self) -> ConfigChanges: ...
 
 
@@ -160,6 +162,9 @@ def _quart_app(config: Config, service: Service) -> QuartTrio:
 
     @app.get("/healthz")
     async def healthz() -> Response:
+        problem = service.health()
+        if problem is not None:
+            return _json({"ok": False, "error": problem}, 503, {"Retry-After": "5"})
         return _json({"ok": True})
 
     @app.get("/api/feeds")

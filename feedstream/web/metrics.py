@@ -57,7 +57,7 @@ _PUSH_REASONS = {
     413: "too_large",
     415: "media_type",
     422: "unparseable",
-    503: "busy",
+    503: "unavailable",
 }
 
 

@@ -19,6 +19,7 @@ from feedstream.core.httprules import (
     preflight_headers,
     push_media_type,
 )
+from feedstream.log.state import LogUnavailable
 from feedstream.service.runtime import Intake
 from feedstream.web.asgi import (
     Receive,
@@ -40,6 +41,8 @@ __all__ = ["PUSH", "WEBSUB", "PushEndpoints"]
 PUSH = "/api/push/"
 WEBSUB = "/websub/"
 _PAGE_HEADERS = encode_headers(SECURITY_HEADERS)  # WebSub answers are not /api/ answers
+RETRY_AFTER = 5  # seconds, with a 503 while the log cannot be reached
+_UNAVAILABLE = ApiError(503, "the log cannot be reached: nothing was stored; retry shortly")
 
 
 class PushEndpoints:
@@ -80,7 +83,8 @@ class PushEndpoints:
             accepted = await self._take_push(scope, receive, feed_id)
         except ApiError as error:
             self.intake.pushes["webhook", push_reason(error.status)] += 1
-            await self.responder.error(send, scope, error)
+            extra = {"Retry-After": str(RETRY_AFTER)} if error.status == 503 else None
+            await self.responder.error(send, scope, error, extra)
             return
         self.intake.pushes["webhook", "accepted"] += 1
         await self.responder.api(send, scope, 202, b'{"accepted":%d}' % accepted)
@@ -99,7 +103,10 @@ class PushEndpoints:
         check_push_auth(
             feed, header(scope, b"authorization"), header(scope, b"x-hub-signature"), body
         )
-        result = await self.intake.push(feed, body, media_type)
+        try:
+            result = await self.intake.push(feed, body, media_type)
+        except LogUnavailable:
+            raise _UNAVAILABLE from None
         if result.accepted is None:
             raise ApiError(422, f"unparseable body: {result.error}")
         return result.accepted
@@ -120,6 +127,8 @@ class PushEndpoints:
                 raise ApiError(404, "WebSub is off (server.public_url is not set)")
             if method == "POST":
                 body = await read_body(receive, self.max_push_bytes)
+                if not self.intake.available:  # it would be acknowledged and then lost
+                    raise _UNAVAILABLE
                 result = await websub.deliver(
                     token, header(scope, b"x-hub-signature"), body, header(scope, b"content-type")
                 )
@@ -129,7 +138,10 @@ class PushEndpoints:
                 return
             decision = await websub.verify(token, query_pairs(scope))
         except ApiError as error:
-            await self.responder.error(send, scope, error, headers=_PAGE_HEADERS)
+            raw = _PAGE_HEADERS
+            if error.status == 503:
+                raw = raw + encode_headers({"Retry-After": str(RETRY_AFTER)})
+            await self.responder.error(send, scope, error, headers=raw)
             return
         headers = {**dict(decision.headers), **SECURITY_HEADERS}
         content_type = headers.pop("Content-Type", "text/plain; charset=utf-8")

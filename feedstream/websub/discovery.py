@@ -498,7 +498,7 @@ def _without_comments_and_cdata(text: str) -> str:
     out: list[str] = []
     i = 0
     while True:
-        comment, cdata = text.rfind("<!--", i), text.find("<![CDATA[", i)
+        comment, cdata = text.find("<!--", i), text.find("<![CDATA[", i)
         if comment < 0 and cdata < 0:
             out.append(text[i:])
             return "".join(out)

@@ -41,7 +41,7 @@ class PollContext:
 
     client: httpx.AsyncClient
     log: Log
-    store: Store
+    store: Store | None  # the SQLite store, or None when *state* is kept elsewhere
     gate: HostGate
     offload: Offload = trio.to_thread.run_sync  # blocking I/O (SQLite)
     wall_clock: Callable[[], float] = time.time
@@ -63,6 +63,7 @@ class PollContext:
         if self.ingestor is None:
             self.ingestor = Ingestor(self.log, self.stats, parse=self.parse, slots=self.parse_slots)
         if self.state is None:
+            assert self.store is not None, "fetch state needs a store or a StateStore"
             self.state = SQLiteState(self.store, self.offload)
         if self.leases is None:
             self.leases = LocalLeases()

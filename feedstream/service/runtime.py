@@ -21,12 +21,11 @@ import trio
 from feedstream import __version__
 from feedstream.core.config import Config, ConfigChanges, ConfigError, FeedConfig, compare
 from feedstream.core.times import format_rfc3339
-from feedstream.log.base import Offload
+from feedstream.log.base import Log, Offload
 from feedstream.log.broadcast import Broadcaster
-from feedstream.log.follower import SQLiteFollower
-from feedstream.log.sqlite import SQLiteLog
-from feedstream.log.state import SQLiteState, StateStore
-from feedstream.log.store import FeedState, Store, Subscription
+from feedstream.log.state import StateStore
+from feedstream.log.store import FeedState, Subscription
+from feedstream.service.backends import Backend, open_backend
 from feedstream.service.fetch import HostGate
 from feedstream.service.ingest import Ingestor
 from feedstream.service.monitor import LagMonitor
@@ -139,7 +138,7 @@ class Runtime:
         self.delivery = Delivery(self.stats, frozenset(feed.id for feed in config.feeds))
         self.intake = Intake(self)
         self._transport = transport
-        self._log: SQLiteLog | None = None
+        self._log: Log | None = None
         self._poll: PollContext | None = None
         self.websub: Subscriber | None = None
         self._nursery: trio.Nursery | None = None
@@ -149,7 +148,7 @@ class Runtime:
         self._subscriptions: dict[str, Subscription] = {}  # a deliver node's copy
 
     @property
-    def log(self) -> SQLiteLog:
+    def log(self) -> Log:
         if self._log is None:
             raise RuntimeError("the runtime is not running")
         return self._log
@@ -163,61 +162,52 @@ class Runtime:
         log another process writes.
         """
         server = self.config.server
-        store: Store = await self.offload(Store, server.data_dir / "feedstream.sqlite3")
-        try:
-            snapshot = await self.offload(store.snapshot, server.backlog)
-            self.delivery.known_feeds |= frozenset(snapshot.counts)
-            log: SQLiteLog
-            if server.role == "deliver":
-                log = SQLiteFollower(store, snapshot, backlog=server.backlog, offload=self.offload)
-            else:
-                log = SQLiteLog(store, snapshot, backlog=server.backlog, offload=self.offload)
+        async with open_backend(server, self.offload) as backend:
+            log = backend.log
+            self.delivery.known_feeds |= frozenset(log.counts())
             self._log = self.ingestor.log = log
-            async with trio.open_nursery() as nursery:
-                await nursery.start(self.lag.run)
-                if server.role != "ingest":
-                    broadcaster = Broadcaster(log, coalesce=server.coalesce_ms / 1000)
-                    self.delivery._broadcaster = broadcaster
-                    await nursery.start(broadcaster.run)
-                if isinstance(log, SQLiteFollower):
-                    await nursery.start(log.run)
-                    await nursery.start(self._follow_state, SQLiteState(store, self.offload))
-                    self._nursery = nursery
-                else:
-                    await nursery.start(self._ingest, nursery, store, log)
-                logger.info(
-                    "running as %s: %d feeds, log head %s, data in %s",
-                    server.role,
-                    len(self.config.feeds),
-                    log.head,
-                    server.data_dir,
-                )
-                task_status.started()
-        finally:
-            self._nursery = None
-            self.drain()
-            log_ = self._log
-            self._log = None
-            if log_ is not None:
-                log_.close()
-            store.close()
+            try:
+                async with trio.open_nursery() as nursery:
+                    await nursery.start(self.lag.run)
+                    if backend.follow is not None:
+                        await nursery.start(backend.follow)
+                    if server.role != "ingest":
+                        broadcaster = Broadcaster(log, coalesce=server.coalesce_ms / 1000)
+                        self.delivery._broadcaster = broadcaster
+                        await nursery.start(broadcaster.run)
+                    if server.role == "deliver":
+                        await nursery.start(self._follow_state, backend.state)
+                        self._nursery = nursery
+                    else:
+                        await nursery.start(self._ingest, nursery, backend)
+                    logger.info(
+                        "running as %s: %d feeds, log head %s, data in %s",
+                        server.role,
+                        len(self.config.feeds),
+                        log.head,
+                        backend.where,
+                    )
+                    task_status.started()
+            finally:
+                self._nursery = None
+                self.drain()
+                self._log = None
 
     async def _ingest(
         self,
         nursery: trio.Nursery,
-        store: Store,
-        log: SQLiteLog,
+        backend: Backend,
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """The writing side: the fetch client, the feed tasks and the WebSub subscriber."""
         server = self.config.server
         async with httpx.AsyncClient(transport=self._transport) as client:
-            states = await self.offload(store.feed_states)
+            states = await backend.state.feed_states()
             ctx = PollContext(
                 client=client,
-                log=log,
-                store=store,
+                log=backend.log,
+                store=backend.store,
                 gate=HostGate(
                     total=server.max_fetches, per_host=server.per_host_fetches, gap=server.host_gap
                 ),
@@ -225,12 +215,15 @@ class Runtime:
                 states=states,
                 stats=self.stats,
                 ingestor=self.ingestor,
+                state=backend.state,
+                leases=backend.leases,
+                lease_seconds=server.lease_seconds,
             )
             self._states = ctx.states
-            if server.public_url:
+            if server.public_url and backend.store is not None:
                 ctx.websub = Subscriber(
                     public_url=server.public_url,
-                    store=store,
+                    store=backend.store,
                     client=client,
                     ingest=self._ingest_delivery,
                     offload=self.offload,

@@ -1,0 +1,85 @@
+"""Opening the log and the state behind it: the SQLite database in ``data_dir``, or Redis.
+
+:func:`open_backend` is the one place that knows which backend a config names and which part
+of it a role uses: an ``all`` or ``ingest`` process writes the log; a ``deliver`` process only
+reads, following a log that another process (SQLite) or any ingest node (Redis) writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from feedstream.core.config import ServerConfig
+from feedstream.log.base import Log, Offload
+from feedstream.log.follower import SQLiteFollower
+from feedstream.log.sqlite import SQLiteLog
+from feedstream.log.state import Leases, LocalLeases, SQLiteState, StateStore
+from feedstream.log.store import Store
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Backend", "open_backend"]
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """What a process works with: the log, the fetch and WebSub state, the polling leases."""
+
+    log: Log
+    state: StateStore
+    leases: Leases
+    #: A long-lived task keeping :attr:`log` current (a follower, a tail), for ``nursery.start``.
+    follow: Callable[..., Awaitable[Any]] | None = None
+    store: Store | None = None  # the SQLite store, when that is the backend
+    where: str = ""  # for the log: where the data is
+
+
+@asynccontextmanager
+async def open_backend(server: ServerConfig, offload: Offload) -> AsyncIterator[Backend]:
+    """The backend *server* names, open for as long as the block runs."""
+    if server.shared_log:
+        from feedstream.log.redis import open_redis  # type: ignore[import-not-found]  # noqa: I001
+
+        async with open_redis(
+            server.log, backlog=server.backlog, lease_seconds=server.lease_seconds
+        ) as redis:
+            yield Backend(
+                redis.log, redis.state, redis.leases, follow=redis.log.run, where=_safe(server.log)
+            )
+        return
+    store: Store = await offload(Store, server.data_dir / "feedstream.sqlite3")
+    try:
+        snapshot = await offload(store.snapshot, server.backlog)
+        log: SQLiteLog
+        follow = None
+        if server.role == "deliver":
+            log = follower = SQLiteFollower(
+                store, snapshot, backlog=server.backlog, offload=offload
+            )
+            follow = follower.run
+        else:
+            log = SQLiteLog(store, snapshot, backlog=server.backlog, offload=offload)
+        try:
+            yield Backend(
+                log,
+                SQLiteState(store, offload),
+                LocalLeases(),
+                follow=follow,
+                store=store,
+                where=str(server.data_dir),
+            )
+        finally:
+            log.close()
+    finally:
+        store.close()
+
+
+def _safe(url: str) -> str:
+    """*url* without a password, for logs."""
+    scheme, sep, rest = url.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    return f"{scheme}{sep}{'***@' if at else ''}{host}" if credentials or at else url

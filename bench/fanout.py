@@ -1,15 +1,23 @@
-"""Fan-out benchmark: N parked long-polls, one push, how fast does everyone hear of it?
+"""Fan-out benchmark: N parked long-polls, pushes, how fast does everyone hear of it?
 
-For each server (feedstream, a bare raw-ASGI app on the same hypercorn trio worker, Nchan):
+For each server (feedstream in one process, feedstream as an ingest and a deliver process on
+SQLite or Redis, a bare raw-ASGI app on the same hypercorn trio worker, Nchan):
 
-1. start it on loopback, pinned to CPU 0; this process is the client, pinned to CPU 1;
-2. push one warm-up entry, read the server's RSS, open N long-poll listeners over raw
-   non-blocking sockets (epoll, HTTP/1.1 keep-alive), and wait until the server itself reports
-   N waiting and its RSS has stopped moving;
-3. push one entry and time, per listener, push -> complete response (status line, headers,
-   Content-Length body) parsed;
+1. start it on loopback, every server process pinned to CPU 0; this process is the client,
+   pinned to CPU 1;
+2. push one warm-up entry, read the RSS of the process that holds the listeners, open N long-poll
+   listeners over raw non-blocking sockets (epoll, HTTP/1.1 keep-alive), and wait until the
+   server itself reports N waiting and that RSS has stopped moving;
+3. fan-out, K rounds: push one entry while all N are parked and time, per listener, push ->
+   complete response (status line, headers, Content-Length body) parsed; and the push's own
+   acknowledgement (its 202); then everyone re-polls and parks for the next round;
 4. sustained phase: R entries/s for T s while every listener re-polls with its cursor after each
-   answer; count per listener lost / duplicated entries and the delivery latency.
+   answer; count pushes taken, per listener lost / duplicated entries and the delivery latency.
+
+A push is what the real world sends (--push atom, the default): a WebSub hub's fat ping, the
+Atom feed with the new entry and the 9 before it (~22 KiB), which feedstream parses in a worker
+process; --push json is feedstream's fast path (one small JSON Feed entry parsed in place). The
+bare app and Nchan get the entry's JSON and pass it on verbatim.
 
 Before the servers, a client self-test reads N canned responses with no server work at all,
 which bounds what the client itself can measure. See bench/README-fanout.md.
@@ -96,6 +104,15 @@ def proc_status(pid: int, key: str) -> int:
             if line.startswith(key + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def proc_state(pid: int) -> str:
+    """The state letter in /proc/<pid>/stat (R, S, Z, ...), "" when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
 
 
 def cpu_seconds(pid: int, skip: frozenset[int] = frozenset()) -> float:
@@ -676,10 +693,17 @@ class FeedstreamWorkers(Feedstream):
 
     def start(self) -> None:
         log = f'log = "{self.log_url}"\n' if self.log_url else ""
+        src = self.tmp / f"{self.name}-src"
+        self.source = snapshot_feedstream(self.args.feedstream_src, src)
+        self.supervised = (src / "feedstream/cli/supervisor.py").exists()
+        flag = '"--workers"' in (src / "feedstream/cli/commands.py").read_text()
+        if self.supervised and not flag:  # a supervisor without the option: the setting
+            log += "workers = 1\n"
+        shutil.rmtree(src)
         config = self.write_config(f"ingest_port = {self.push_port}\n{log}")
-        self.supervised = (self.src / "feedstream/cli/supervisor.py").exists()
         if self.supervised:
-            cmd = self.command(config, "--port", str(self.port), "--workers", "1")
+            cmd = self.command(config, "--port", str(self.port))
+            cmd = [*cmd, "--workers", "1"] if flag else cmd
             self.proc = spawn(cmd, self.log, self.nofile, cwd=self.src)
             return
         self.deliver_log = self.tmp / f"{self.name}-deliver.log"
@@ -719,6 +743,18 @@ class FeedstreamWorkers(Feedstream):
     def stop(self) -> None:
         stop_process(self.deliver_proc)
         stop_process(self.proc)
+        for name in ("ingest", "deliver"):  # what a supervisor started must be gone too
+            pid = self.pids.get(name, 0)
+            if not pid:
+                continue
+            for _ in range(50):
+                if not Path(f"/proc/{pid}").exists() or proc_state(pid) == "Z":
+                    break
+                time.sleep(0.1)
+            else:
+                print(f"  {self.name}: {name} pid {pid} outlived its supervisor: SIGKILL")
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
 
     def describe(self) -> str:
         how = (
@@ -739,6 +775,7 @@ class FeedstreamRedis(FeedstreamWorkers):
     free loopback port, persistence off, pinned to the server CPU like the rest."""
 
     name = "feedstream-redis"
+    redis: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.redis_port = free_port()
@@ -753,6 +790,7 @@ class FeedstreamRedis(FeedstreamWorkers):
 
     def ready_check(self) -> None:
         super().ready_check()
+        assert self.redis is not None
         self.pids["redis"] = self.redis.pid
 
     def stop(self) -> None:
@@ -761,7 +799,7 @@ class FeedstreamRedis(FeedstreamWorkers):
 
     def describe(self) -> str:
         version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True)
-        return f"{super().describe()}; {version.stdout.strip()}, pid {self.redis.pid}"
+        return f"{super().describe()}; {version.stdout.strip()}, pid {self.pids['redis']}"
 
     @staticmethod
     def unavailable(rev: str) -> str | None:
@@ -1427,8 +1465,8 @@ class Bench:
 
     def run(self) -> dict[str, Any]:
         print(f"\n=== {self.target.name}: N={self.n} ===", flush=True)
-        self.target.start()
         try:
+            self.target.start()
             self.target.wait_ready()
             self.pid = self.target.pid()
             self.procs = self.target.processes()

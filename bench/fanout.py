@@ -1783,11 +1783,14 @@ class Bench:
             f"{'' if drained else f' (drain cut at {args.drain:g} s)'}; resets {st['resets']}, "
             f"unexpected ids {st['unexpected']}, dead connections {self.res['dead']}"
         )
+        per_push = ""
+        if "ingest" in split:
+            per_push = f"ingest {split['ingest'] / max(sum(taken), 1) * 1000:.1f} ms CPU per push; "
         self.say(
             f"sustained CPU over {wall:.1f} s: server {server_cpu:.1f} s "
             f"({server_cpu / wall:.0%}, {server_cpu / max(answers, 1) * 1e6:.0f} us per answer"
             f"{cpu_text(split, answers)}), client {client_cpu:.1f} s ({client_cpu / wall:.0%}); "
-            f"push acknowledged p50 {ms(acks['p50'])} ms, p99 {ms(acks['p99'])} ms; "
+            f"{per_push}push acknowledged p50 {ms(acks['p50'])} ms, p99 {ms(acks['p99'])} ms; "
             f"{net_delta(net0)}"
         )
         self.feedstream_lag("sustained")

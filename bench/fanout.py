@@ -36,6 +36,7 @@ import errno
 import gc
 import hashlib
 import http.client
+import importlib.util
 import io
 import json
 import math
@@ -809,10 +810,14 @@ class FeedstreamRedis(FeedstreamWorkers):
         with tempfile.TemporaryDirectory() as tmp:
             snapshot_feedstream(rev, Path(tmp) / "src")
             log = Path(tmp) / "src/feedstream/log"
-            found = any("redis" in p.name for p in log.glob("*.py")) or any(
-                "class Redis" in p.read_text() for p in log.glob("*.py")
-            )
-        return None if found else "feedstream has no Redis log backend in this source yet"
+            found = [p.read_text() for p in log.glob("*.py") if "redis" in p.name]
+            found += [t for p in log.glob("*.py") if "class Redis" in (t := p.read_text())]
+        if not found:
+            return "feedstream has no Redis log backend in this source yet"
+        client = any(re.search(r"^\s*(import|from) redis\b", t, re.M) for t in found)
+        if client and importlib.util.find_spec("redis") is None:
+            return f"the Python package redis is not installed in {sys.prefix}"
+        return None
 
 
 def redis_ping(port: int) -> None:

@@ -1,4 +1,5 @@
-"""Cursors and the in-memory ring of recent entries: pure data, no I/O.
+"""Cursors, the in-memory ring of recent entries and the reading rules over it: pure data, no
+I/O.
 
 A cursor is ``"<log id>-<seq>"``: the log id names the store that issued it, so a cursor from
 another store (or garbage) is recognised as foreign instead of being misread as a position.
@@ -9,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 
-from feedstream.log.base import StoredEntry
+from feedstream.log.base import Page, StoredEntry
 
-__all__ = ["MAX_SEQ_DIGITS", "Ring", "format_cursor", "parse_cursor"]
+__all__ = ["MAX_SEQ_DIGITS", "Ring", "RingReader", "format_cursor", "parse_cursor"]
 
 MAX_SEQ_DIGITS = 18  # a longer number is not one of ours (and would not fit SQLite's INTEGER)
 
@@ -70,3 +71,59 @@ class Ring:
                 found.append(item)
         found.reverse()
         return found
+
+
+class RingReader:
+    """How a backend answers reads: from its :class:`Ring`, never from its store.
+
+    A backend sets ``_log_id`` (the issuer part of its cursors), ``_ring`` and ``_head`` (the seq
+    of the newest readable entry) and keeps them current; :meth:`read` and :attr:`head` are the
+    :class:`~feedstream.log.base.Log` reading rules, the same for every backend.
+    """
+
+    _log_id: str
+    _ring: Ring
+    _head: int
+
+    @property
+    def head(self) -> str:
+        return format_cursor(self._log_id, self._head)
+
+    def read(
+        self,
+        after: str | None,
+        *,
+        feeds: Collection[str] | None,
+        limit: int,
+        upto: str | None = None,
+    ) -> Page:
+        committed = self._head
+        seq = None if after is None else parse_cursor(after, self._log_id)
+        first = self._ring.first_seq
+        oldest_known = first - 1 if first is not None else committed
+        reset = after is not None and (seq is None or seq > committed or seq < oldest_known)
+        if after is None or reset:  # a first page or a reset: everything readable
+            entries = self._ring.newest(limit, feeds, committed)
+            return Page(format_cursor(self._log_id, committed), entries, reset=reset)
+        assert after is not None and seq is not None
+        head = committed
+        if upto is not None:
+            shown = parse_cursor(upto, self._log_id)
+            head = committed if shown is None else min(shown, committed)
+        if seq >= head:  # nothing new in this view (a fresh cursor may be ahead of a round)
+            return Page(after, ())
+        pending = self._ring.after(seq, head)
+        if feeds is None:
+            taken = pending[:limit]
+        else:
+            taken = []
+            for entry in pending:
+                if entry.feed in feeds:
+                    taken.append(entry)
+                    if len(taken) == limit:
+                        break
+        # Resume after the last entry given; when the page is not full, every pending entry was
+        # looked at, so the cursor moves to the head and skips what the filter left out.
+        if len(taken) == limit and taken[-1].seq < head:
+            return Page(format_cursor(self._log_id, taken[-1].seq), taken)
+        return Page(format_cursor(self._log_id, head), taken)

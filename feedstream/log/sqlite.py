@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import trio
 
 from feedstream.core.times import format_rfc3339
-from feedstream.log.base import Offload, Page
-from feedstream.log.cursors import Ring, format_cursor, parse_cursor
+from feedstream.log.base import Offload
+from feedstream.log.cursors import Ring, RingReader, format_cursor
 from feedstream.log.store import Snapshot, Store
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class _Batch:
         self.done = trio.Event()
 
 
-class SQLiteLog:
+class SQLiteLog(RingReader):
     """The :class:`~feedstream.log.base.Log` kept in a SQLite :class:`Store`.
 
     *snapshot* is ``store.snapshot(backlog)``, read by the caller (in a worker thread).
@@ -69,11 +69,7 @@ class SQLiteLog:
         self._pruned_at = 0
         self._closed = False
 
-    # -- reading -----------------------------------------------------------------------------
-
-    @property
-    def head(self) -> str:
-        return format_cursor(self._log_id, self._head)
+    # -- reading (the rules are RingReader's) ------------------------------------------------
 
     def counts(self) -> Mapping[str, int]:
         return self._counts
@@ -81,45 +77,6 @@ class SQLiteLog:
     @property
     def available(self) -> bool:
         return True  # a file on this machine: there is nothing to lose touch with
-
-    def read(
-        self,
-        after: str | None,
-        *,
-        feeds: Collection[str] | None,
-        limit: int,
-        upto: str | None = None,
-    ) -> Page:
-        committed = self._head
-        seq = None if after is None else parse_cursor(after, self._log_id)
-        first = self._ring.first_seq
-        oldest_known = first - 1 if first is not None else committed
-        reset = after is not None and (seq is None or seq > committed or seq < oldest_known)
-        if after is None or reset:  # a first page or a reset: everything readable
-            entries = self._ring.newest(limit, feeds, committed)
-            return Page(format_cursor(self._log_id, committed), entries, reset=reset)
-        assert after is not None and seq is not None
-        head = committed
-        if upto is not None:
-            shown = parse_cursor(upto, self._log_id)
-            head = committed if shown is None else min(shown, committed)
-        if seq >= head:  # nothing new in this view (a fresh cursor may be ahead of a round)
-            return Page(after, ())
-        pending = self._ring.after(seq, head)
-        if feeds is None:
-            taken = pending[:limit]
-        else:
-            taken = []
-            for entry in pending:
-                if entry.feed in feeds:
-                    taken.append(entry)
-                    if len(taken) == limit:
-                        break
-        # Resume after the last entry given; when the page is not full, every pending entry was
-        # looked at, so the cursor moves to the head and skips what the filter left out.
-        if len(taken) == limit and taken[-1].seq < head:
-            return Page(format_cursor(self._log_id, taken[-1].seq), taken)
-        return Page(format_cursor(self._log_id, head), taken)
 
     def watch(self, callback: Callable[[], None]) -> None:
         self._watchers.append(callback)

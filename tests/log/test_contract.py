@@ -8,28 +8,48 @@ reset, tells its watchers once per commit, and keeps all of it across a reopen.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
 from feedstream.log.base import Log, Page
+from feedstream.log.redis import RedisLog, connect
 from feedstream.log.sqlite import SQLiteLog
 from feedstream.log.store import Store
 from tests.support.helpers import entry, inline
+from tests.support.redis import RedisServer
 
 #: Opens a backend on *path* with room for *backlog* entries: a new one, or the same data again.
-Opener = Callable[[Path, int], Log]
+Opener = Callable[[Path, int], Awaitable[Log]]
 
 
-def _sqlite(path: Path, backlog: int) -> Log:
+async def _sqlite(path: Path, backlog: int) -> Log:
     store = Store(path / "db.sqlite3")
     return SQLiteLog(store, store.snapshot(backlog), backlog=backlog, offload=inline)
 
 
-@pytest.fixture(params=[_sqlite], ids=["sqlite"])
-def opener(request: pytest.FixtureRequest) -> Iterator[Opener]:
-    yield request.param
+@pytest.fixture(params=["sqlite", "redis"])
+def backend(request: pytest.FixtureRequest) -> str | RedisServer:
+    """The backend's name, or for Redis a redis-server of the test's own."""
+    if request.param == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        return server
+    return str(request.param)
+
+
+@pytest.fixture
+async def opener(backend: str | RedisServer) -> AsyncIterator[Opener]:
+    if not isinstance(backend, RedisServer):
+        yield _sqlite
+        return
+    async with connect(backend.url) as client:
+
+        async def _redis(path: Path, backlog: int) -> Log:
+            # Opening again is another node (or the same one restarted) on the same Redis.
+            return await RedisLog.open(client, backlog=backlog)
+
+        yield _redis
 
 
 def titles(page: Page) -> list[str]:
@@ -39,7 +59,7 @@ def titles(page: Page) -> list[str]:
 async def test_append_returns_only_new_entries_with_increasing_cursors(
     opener: Opener, tmp_path: Path
 ) -> None:
-    log = opener(tmp_path, 100)
+    log = await opener(tmp_path, 100)
     first = await log.append([entry("a", "1"), entry("a", "2"), entry("a", "1")])
     assert [e["title"] for e in first] == ["1", "2"]
     assert await log.append([entry("a", "2", title="again")]) == []
@@ -51,7 +71,7 @@ async def test_append_returns_only_new_entries_with_increasing_cursors(
 
 
 async def test_read_after_a_cursor_pages_in_order(opener: Opener, tmp_path: Path) -> None:
-    log = opener(tmp_path, 100)
+    log = await opener(tmp_path, 100)
     start = log.head
     new = await log.append([entry("a", str(i)) for i in range(5)])
     page = log.read(start, feeds=None, limit=2)
@@ -65,7 +85,7 @@ async def test_read_after_a_cursor_pages_in_order(opener: Opener, tmp_path: Path
 
 
 async def test_newest_page_and_filter(opener: Opener, tmp_path: Path) -> None:
-    log = opener(tmp_path, 100)
+    log = await opener(tmp_path, 100)
     start = log.head
     await log.append([entry("a" if i % 2 else "b", str(i)) for i in range(6)])
     assert titles(log.read(None, feeds=None, limit=2)) == ["4", "5"]
@@ -75,7 +95,7 @@ async def test_newest_page_and_filter(opener: Opener, tmp_path: Path) -> None:
 
 
 async def test_upto_hides_what_came_after_it(opener: Opener, tmp_path: Path) -> None:
-    log = opener(tmp_path, 100)
+    log = await opener(tmp_path, 100)
     start = log.head
     await log.append([entry("a", "1")])
     shown = log.head
@@ -88,7 +108,7 @@ async def test_upto_hides_what_came_after_it(opener: Opener, tmp_path: Path) -> 
 
 
 async def test_cursors_it_cannot_place_are_a_reset(opener: Opener, tmp_path: Path) -> None:
-    log = opener(tmp_path, 3)
+    log = await opener(tmp_path, 3)
     old = log.head
     await log.append([entry("a", str(i)) for i in range(6)])
     for cursor in (old, "garbage", "other-1", log.head + "0", "x" * 60):
@@ -98,7 +118,7 @@ async def test_cursors_it_cannot_place_are_a_reset(opener: Opener, tmp_path: Pat
 
 
 async def test_watchers_hear_of_each_commit_once(opener: Opener, tmp_path: Path) -> None:
-    log = opener(tmp_path, 100)
+    log = await opener(tmp_path, 100)
     heads: list[str] = []
     log.watch(lambda: heads.append(log.head))
     await log.append([entry("a", "1"), entry("a", "2")])
@@ -111,10 +131,10 @@ async def test_watchers_hear_of_each_commit_once(opener: Opener, tmp_path: Path)
 
 
 async def test_a_reopened_log_keeps_cursors_and_dedup(opener: Opener, tmp_path: Path) -> None:
-    log = opener(tmp_path, 100)
+    log = await opener(tmp_path, 100)
     new = await log.append([entry("a", "1"), entry("a", "2")])
     log.close()
-    again = opener(tmp_path, 100)
+    again = await opener(tmp_path, 100)
     assert again.head == new[-1]["cursor"]
     assert titles(again.read(new[0]["cursor"], feeds=None, limit=10)) == ["2"]
     assert await again.append([entry("a", "2"), entry("a", "3")]) != []

@@ -72,7 +72,17 @@ def _parser() -> argparse.ArgumentParser:
         help="what this process does: all (default), ingest (polling, pushes) or deliver "
         "(the page and listeners, from the log another process writes) (overrides server.role)",
     )
+    serve.add_argument(
+        "--workers",
+        type=_between(int, 0, 64),
+        metavar="N",
+        help="run N deliver processes and one ingest process under a supervisor, on this "
+        "machine (0: this process serves alone; overrides server.workers)",
+    )
     serve.add_argument("--fd", type=int, help=argparse.SUPPRESS)  # serve an inherited socket
+    serve.add_argument(  # the process's name in log lines, given by the supervisor
+        "--name", type=_process_name, help=argparse.SUPPRESS
+    )
 
     demo = commands.add_parser(
         "demo",
@@ -178,6 +188,12 @@ def _feed_list(value: str) -> tuple[str, ...]:
     return feeds
 
 
+def _process_name(value: str) -> str:
+    if not value or len(value) > 32 or not all(c.isalnum() or c in "-_." for c in value):
+        raise argparse.ArgumentTypeError(f"not a process name: {value!r}")
+    return value
+
+
 _N = TypeVar("_N", int, float)
 
 
@@ -216,7 +232,7 @@ def _override(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    configure_logging(args.log_level, args.log_format)
+    configure_logging(args.log_level, args.log_format, name=getattr(args, "name", None))
     try:
         if args.command == "serve":
             path, host, port, role = args.config, args.host, args.port, args.role
@@ -224,9 +240,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             def loader() -> Config:  # what SIGHUP and /api/admin/reload read
                 return _override(load_config(path), host, port, role)
 
+            config = loader()
+            workers = config.server.workers if args.workers is None else args.workers
+            if args.workers and (role not in (None, "all") or args.fd is not None):
+                raise ConfigError("--workers: needs role all (the supervisor assigns roles)")
+            if workers and args.fd is None:
+                from feedstream.cli import supervisor
+
+                configure_logging(args.log_level, args.log_format, name="supervisor")
+                return supervisor.run(config, path, workers, args.log_level, args.log_format)
+
             from feedstream.web.server import serve
 
-            trio.run(partial(serve, loader(), loader=loader, fd=args.fd))
+            trio.run(partial(serve, config, loader=loader, fd=args.fd))
         elif args.command == "check":
             from feedstream.cli.check import run_check
 

@@ -814,9 +814,10 @@ class FeedstreamRedis(FeedstreamWorkers):
             found += [t for p in log.glob("*.py") if "class Redis" in (t := p.read_text())]
         if not found:
             return "feedstream has no Redis log backend in this source yet"
-        client = any(re.search(r"^\s*(import|from) redis\b", t, re.M) for t in found)
-        if client and importlib.util.find_spec("redis") is None:
-            return f"the Python package redis is not installed in {sys.prefix}"
+        for text in found:  # the Redis client package the backend imports must be here
+            for name in re.findall(r"^\s*(?:import|from) ((?:co)?redis)\b", text, re.M):
+                if importlib.util.find_spec(name) is None:
+                    return f"the Python package {name} is not installed in {sys.prefix}"
         return None
 
 
@@ -1938,10 +1939,10 @@ def push_table(results: list[dict[str, Any]], w: int) -> None:
     for the multi-process layouts), RSS per listener (of the deliver process there)."""
     print(
         f"\n{'':{w}}{'push ack ms':^22}{'':9}{'fan-out ms':^18}{'sustained ms':^14}"
-        f"{'':11}{'server CPU us/answer':^30}\n"
+        f"{'':11}{'server CPU us/answer':^24}\n"
         f"{'server':<{w}}{'park p50':>9}{'p99':>7}{'sus p50':>8}{'p99':>7}"
         f"{'taken':>9}{'p50':>7}{'p99':>7}{'max':>7}{'p50':>7}{'p99':>7}{'lost/dup':>10}"
-        f"{'fan-out':>8}{'sust.':>7}  {'sustained split':<28}{'KiB/lsn':>8}"
+        f"{'fan-out':>8}{'sust.':>7}{'KiB/lsn':>9}  sustained, by process"
     )
     for r in results:
         if "fanout" not in r:
@@ -1961,7 +1962,7 @@ def push_table(results: list[dict[str, Any]], w: int) -> None:
             f"{ms(fan['p50']):>7}{ms(fan['p99']):>7}{ms(fan['max']):>7}"
             f"{ms(sus['p50']):>7}{ms(sus['p99']):>7}{lost:>10}"
             f"{r.get('fanout_cpu_per_answer_us', math.nan):>8.0f}{us:>7.0f}"
-            f"  {parts if len(split) > 1 else '':<28}{rss:>8.1f}"
+            f"{rss:>9.1f}  {parts if len(split) > 1 else ''}".rstrip()
         )
 
 

@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run serve test lint typecheck unit browser-deps nginx-deps bench clean screenshots
+.PHONY: run serve test lint typecheck unit browser-deps nginx-deps redis-deps bench clean screenshots
 
 run: $(STAMP)
 	$(BIN)/feedstream demo
@@ -14,7 +14,7 @@ run: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/feedstream serve --config feeds.example.toml
 
-test: $(STAMP) browser-deps nginx-deps lint typecheck
+test: $(STAMP) browser-deps nginx-deps redis-deps lint typecheck
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -47,6 +47,14 @@ nginx-deps:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq nginx-light >/dev/null; }
+
+# Debian's redis-server for the Redis log backend's tests (tests/log/test_redis.py and the
+# contract), each test running its own on a free loopback port, persistence off.
+redis-deps:
+	@{ command -v redis-server || test -x /usr/bin/redis-server; } >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py

@@ -76,20 +76,21 @@ end
 _APPEND = LuaScript(
     """
 -- KEYS: epoch, seq, stream, ids, counts
--- ARGV: a new epoch token (used if there is none), retention, then id, feed, JSON per entry
+-- ARGV: a new epoch token (used if there is none), retention, then per entry: id, feed, and
+--       its JSON in two parts, before and after the cursor's value
 """
     + _ENSURE_EPOCH
     + """
 local new = {}
-for i = 3, #ARGV, 3 do
+for i = 3, #ARGV, 4 do
   if redis.call('SADD', KEYS[4], ARGV[i]) == 1 then
     local seq = redis.call('INCR', KEYS[2])
     local cursor = epoch .. '-' .. string.format('%d', seq)
-    local data = string.sub(ARGV[i + 2], 1, -2) .. ',"cursor":"' .. cursor .. '"}'
+    local data = ARGV[i + 2] .. cursor .. ARGV[i + 3]
     redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[2], string.format('%d-0', seq),
                'feed', ARGV[i + 1], 'epoch', epoch, 'data', data)
     redis.call('HINCRBY', KEYS[5], ARGV[i + 1], 1)
-    new[#new + 1] = (i - 3) / 3
+    new[#new + 1] = (i - 3) / 4
     new[#new + 1] = seq
   end
 end
@@ -110,6 +111,23 @@ return {epoch, seq, recent, redis.call('HGETALL', KEYS[5])}
 )
 
 _Outcome = Literal["ok", "epoch", "gap"]
+
+
+def _render(item: dict[str, Any]) -> tuple[str, str]:
+    """*item*'s JSON as the SQLite backend stores it, in two parts: before and after the
+    cursor's value (the script puts it in between). The cursor stays where *item* has the key
+    (normalized entries have it, second), or comes last."""
+    keys = list(item)
+    at = keys.index("cursor") if "cursor" in item else len(keys)
+    head = {key: item[key] for key in keys[:at]}
+    tail = {key: item[key] for key in keys[at + 1 :]}
+    before = _dumps(head)[:-1] + ("," if head else "") + '"cursor":"'
+    after = '"' + ("," + _dumps(tail)[1:] if tail else "}")
+    return before, after
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _parse(raw: Any) -> tuple[str, StoredEntry]:
@@ -208,14 +226,13 @@ class RedisLog(RingReader):
         if not entries:
             return []
         received = format_rfc3339(self._now())
-        items: list[tuple[dict[str, Any], str]] = []
+        items: list[tuple[dict[str, Any], str, str]] = []
         args: list[str | int] = [secrets.token_hex(4), self.retention]
         for entry in entries:
             item = dict(entry, received=received)
-            item.pop("cursor", None)  # the script puts it last, as the SQLite backend does
-            text = json.dumps(item, ensure_ascii=False, separators=(",", ":"))
-            args += [str(entry["id"]), str(entry["feed"]), text]
-            items.append((item, text))
+            before, after = _render(item)
+            args += [str(entry["id"]), str(entry["feed"]), before, after]
+            items.append((item, before, after))
         try:
             with reachable("redis append"):
                 epoch, new = await _APPEND(self._client, self._script_keys(), args)
@@ -227,9 +244,9 @@ class RedisLog(RingReader):
         stored: list[StoredEntry] = []
         result: list[dict[str, Any]] = []
         for index, seq in zip(new[::2], new[1::2], strict=True):
-            item, text = items[int(index)]
+            item, before, after = items[int(index)]
             cursor = item["cursor"] = format_cursor(epoch, int(seq))
-            data = f'{text[:-1]},"cursor":"{cursor}"}}'  # as the script stored it
+            data = before + cursor + after  # as the script stored it
             stored.append(StoredEntry(int(seq), cursor, str(item["feed"]), data))
             result.append(item)
         if stored:
@@ -410,8 +427,15 @@ async def connect(url: str) -> AsyncIterator[RedisClient]:
         connect_timeout=CONNECT_TIMEOUT,
         stream_timeout=STREAM_TIMEOUT,
     )
-    async with client:
-        yield client
+    try:
+        async with client:
+            yield client
+    except BaseExceptionGroup as group:
+        # The client's pool runs a task group, which wraps whatever the block raised: hand a
+        # lone error (LogUnavailable, an assertion, trio.Cancelled) on as itself.
+        if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], BaseExceptionGroup):
+            raise group.exceptions[0] from None
+        raise
 
 
 @asynccontextmanager

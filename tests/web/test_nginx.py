@@ -1,8 +1,9 @@
 """feedstream behind the real nginx, configured by the documented snippet ``docs/nginx.conf``.
 
-The test writes a minimal nginx.conf whose http block holds the upstream from the snippet's
-comment (only the address changed) and a loopback server that *includes docs/nginx.conf as is*,
-then runs Debian's nginx as the current user with a temporary prefix.
+The test writes a minimal nginx.conf whose http block holds the two upstreams from the snippet's
+comment (only the addresses changed) and a loopback server that *includes docs/nginx.conf as is*,
+then runs Debian's nginx as the current user with a temporary prefix: in front of one
+``--role all`` server (both upstreams on its port), and in front of ``serve --workers 2``.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from feedstream.core.config import ServerConfig
 from feedstream.core.httprules import MAX_TIMEOUT
 from feedstream.web import delivery
 from tests.support.documents import json_feed, push
-from tests.support.helpers import free_port
-from tests.support.servers import make_config, push_feed, running, status_until
+from tests.support.helpers import free_port, supervisor_process
+from tests.support.servers import PUSH_TOKEN, make_config, push_feed, running, status_until
 from tests.web.test_delivery import events, take
 
 SNIPPET = Path(__file__).resolve().parents[2] / "docs" / "nginx.conf"
 DOCUMENTED_UPSTREAM = "server 127.0.0.1:8080;"
+DOCUMENTED_INGEST = "server 127.0.0.1:8081;"
 
 
 # -- the snippet against feedstream's own limits (no nginx needed) ------------------------
@@ -47,13 +49,20 @@ def locations(text: str) -> dict[str, dict[str, str]]:
     return found
 
 
-def upstream_block(text: str, address: str) -> str:
-    """The snippet's commented ``upstream feedstream`` example, pointed at *address*."""
-    match = re.search(r"^#\s*(upstream feedstream \{.*?^#\s*\})", text, re.M | re.S)
-    assert match, "docs/nginx.conf lost its upstream example"
-    block = textwrap.dedent(re.sub(r"^#", "", match[1], flags=re.M))
-    assert DOCUMENTED_UPSTREAM in block
-    return block.replace(DOCUMENTED_UPSTREAM, f"server {address};")
+def upstream_block(text: str, address: str, ingest: str | None = None) -> str:
+    """The snippet's commented ``upstream feedstream`` and ``upstream feedstream_ingest``
+    examples, pointed at *address* and *ingest* (default: *address*, one ``--role all``)."""
+    blocks = []
+    for name, documented, where in (
+        ("feedstream", DOCUMENTED_UPSTREAM, address),
+        ("feedstream_ingest", DOCUMENTED_INGEST, ingest or address),
+    ):
+        match = re.search(rf"^#\s*(upstream {name} \{{.*?^#\s*\}})", text, re.M | re.S)
+        assert match, f"docs/nginx.conf lost its upstream {name} example"
+        block = textwrap.dedent(re.sub(r"^#", "", match[1], flags=re.M))
+        assert documented in block
+        blocks.append(block.replace(documented, f"server {where};"))
+    return "\n".join(blocks)
 
 
 def seconds(value: str) -> float:
@@ -75,6 +84,11 @@ def test_snippet_limits_match_feedstream() -> None:
     assert found["= /api/stream"]["proxy_buffering"] == "off"
     for where in ("/api/push/", "/websub/"):
         assert size(found[where]["client_max_body_size"]) == ServerConfig().max_push_bytes
+    # Pushes and WebSub to the ingest process, everything else to the deliver processes.
+    for where, directives in found.items():
+        ingest = where in ("/api/push/", "/websub/")
+        upstream = "http://feedstream_ingest" if ingest else "http://feedstream"
+        assert directives["proxy_pass"] == upstream, where
 
 
 # -- running nginx -------------------------------------------------------------------------------
@@ -128,14 +142,15 @@ async def stop(process: trio.Process) -> None:
             await process.wait()
 
 
-def write_conf(prefix: Path, address: str) -> tuple[Path, int]:
-    """nginx.conf in *prefix* for a free loopback port, proxying to feedstream at *address*."""
+def write_conf(prefix: Path, address: str, ingest: str | None = None) -> tuple[Path, int]:
+    """nginx.conf in *prefix* for a free loopback port, proxying to feedstream at *address*
+    (pushes to *ingest*, default the same)."""
     port = free_port()
     prefix.mkdir(exist_ok=True)
     for stale in ("error.log", "nginx.pid"):  # from an earlier attempt
         (prefix / stale).unlink(missing_ok=True)
     conf = prefix / "nginx.conf"
-    conf.write_text(nginx_conf(prefix, port, upstream_block(SNIPPET.read_text(), address)))
+    conf.write_text(nginx_conf(prefix, port, upstream_block(SNIPPET.read_text(), address, ingest)))
     return conf, port
 
 
@@ -150,10 +165,12 @@ def startup_errors(prefix: Path) -> str:
     )
 
 
-async def start_nginx(binary: str, prefix: Path, address: str) -> tuple[trio.Process, int]:
+async def start_nginx(
+    binary: str, prefix: Path, address: str, ingest: str | None = None
+) -> tuple[trio.Process, int]:
     """Start nginx on a free loopback port; return once it listens there."""
     for _attempt in range(3):  # another process may take the free port before nginx binds it
-        conf, port = write_conf(prefix, address)
+        conf, port = write_conf(prefix, address, ingest)
         with (prefix / "stderr.log").open("wb") as stderr:
             process = await trio.lowlevel.open_process(
                 [binary, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
@@ -270,3 +287,55 @@ async def test_push_size_limit_matches_max_push_bytes(proxied: Proxied) -> None:
         assert accepted.status_code == 202, accepted.text
         refused = await push(proxied.nginx, "a", exact + b" ")
         assert refused.status_code == 413 and "nginx" in refused.text  # never reached feedstream
+
+
+async def test_push_through_nginx_reaches_a_long_poll_on_serve_workers(tmp_path: Path) -> None:
+    binary = nginx_binary()
+    config = tmp_path / "feeds.toml"
+    config.write_text(
+        f'[server]\ndata_dir = "{tmp_path / "data"}"\n[[feeds]]\nid = "a"\ntoken = "{PUSH_TOKEN}"\n'
+    )
+    with supervisor_process(config, tmp_path / "out.log", workers=2) as sup:
+        deliver, ingest = httpx.URL(sup.deliver), httpx.URL(sup.ingest)
+        process, port = await start_nginx(
+            binary,
+            tmp_path / "nginx",
+            f"{deliver.host}:{deliver.port}",
+            f"{ingest.host}:{ingest.port}",
+        )
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as proxy:
+                start = (await proxy.get("/api/entries")).json()["cursor"]
+                answers: list[httpx.Response] = []
+
+                async def listen() -> None:
+                    params = {"after": start, "timeout": 20}
+                    answers.append(await proxy.get("/api/entries", params=params))
+
+                async def parked() -> int:  # over the deliver processes a fresh connection meets
+                    async with httpx.AsyncClient(base_url=sup.deliver, timeout=5) as direct:
+                        return int((await direct.get("/api/status")).json()["waiting"])
+
+                with trio.fail_after(15):
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(listen)
+                        while True:  # one of the two deliver processes holds it
+                            if await parked() >= 1:
+                                break
+                            await trio.sleep(0.02)
+                        assert answers == []  # parked behind nginx
+                        pushed = await push(proxy, "a", json_feed(("1", "one")))
+                        assert pushed.status_code == 202 and pushed.json() == {"accepted": 1}
+                # The push went to the ingest process: a deliver process would answer 421.
+                direct = await push_direct(sup.deliver)
+                assert direct.status_code == 421
+        finally:
+            await stop(process)
+    [answer] = answers
+    assert answer.status_code == 200
+    assert [entry["id"] for entry in answer.json()["entries"]] == ["a:1"]
+
+
+async def push_direct(base: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=base, timeout=5) as client:
+        return await push(client, "a", json_feed(("2", "two")))

@@ -42,7 +42,7 @@ class Backend:
 async def open_backend(server: ServerConfig, offload: Offload) -> AsyncIterator[Backend]:
     """The backend *server* names, open for as long as the block runs."""
     if server.shared_log:
-        from feedstream.log.redis import open_redis  # type: ignore[import-not-found]
+        from feedstream.log.redis import open_redis  # coredis is only imported when used
 
         async with open_redis(
             server.log, backlog=server.backlog, lease_seconds=server.lease_seconds

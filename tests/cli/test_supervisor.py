@@ -235,12 +235,16 @@ def test_a_push_reaches_long_polls_on_both_deliver_processes_and_cursors_move_be
                 seen += [e["id"] for e in page["entries"]]
                 cursor = page["cursor"]
             assert seen == ["a:2", "a:3"]
+            while status_a.get("/api/status").json()["cursor"] != cursor:  # A follows the log
+                assert time.monotonic() < deadline, "the other process never caught up"
+                time.sleep(0.02)
             back = poll_a.get("/api/entries", params={"after": cursor, "timeout": 0}).json()
-            assert back["entries"] == [] and back["cursor"] == cursor
+            assert back == {"cursor": cursor, "entries": [], "reset": False}
         finally:
             close_all(clients)
     events = [json.loads(line) for line in sup.output().splitlines() if line.startswith("{")]
-    assert {e.get("process") for e in events} == {"supervisor", "ingest", "deliver-1", "deliver-2"}
+    processes = {e.get("process") for e in events}
+    assert processes == {"supervisor", "ingest", "deliver-1", "deliver-2"}, sup.output()
 
 
 class Follower(threading.Thread):

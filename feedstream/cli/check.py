@@ -28,7 +28,7 @@ from feedstream.core.normalize import ParsedFeed
 from feedstream.service.fetch import FetchError, FetchResult, HostGate, fetch, fetch_error_kind
 from feedstream.service.ingest import Ingestor
 from feedstream.service.parsing import parse_in_worker, parse_slots
-from feedstream.websub.protocol import Discovery
+from feedstream.websub.discovery import Discovery
 
 logger = logging.getLogger(__name__)
 

@@ -39,7 +39,7 @@ from feedstream.service.fetch import (
     RedirectError,
     TooLarge,
 )
-from feedstream.websub import protocol as websub
+from feedstream.websub import discovery as websub
 from tests.support.servers import PUSH_TOKEN, FeedServer, Route
 
 ROOT = Path(__file__).resolve().parents[2]

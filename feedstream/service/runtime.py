@@ -220,7 +220,13 @@ class Runtime:
                 lease_seconds=server.lease_seconds,
             )
             self._states = ctx.states
-            if server.public_url and backend.store is not None:
+            if server.public_url and backend.store is None:
+                logger.warning(
+                    "WebSub is off: subscriptions are not kept in a shared log (%s) yet; "
+                    "feeds are polled",
+                    backend.where,
+                )
+            elif server.public_url and backend.store is not None:
                 ctx.websub = Subscriber(
                     public_url=server.public_url,
                     store=backend.store,

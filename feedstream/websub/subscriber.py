@@ -32,7 +32,7 @@ import trio
 
 from feedstream.core.config import FeedConfig
 from feedstream.core.times import format_rfc3339
-from feedstream.log.cursorlog import Offload
+from feedstream.log.base import Offload
 from feedstream.log.store import Store, Subscription
 from feedstream.websub import machine as m
 from feedstream.websub.discovery import Discovery

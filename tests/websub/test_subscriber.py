@@ -286,7 +286,7 @@ async def test_deliveries_beyond_the_queue_get_503(
 async def test_poller_slows_down_while_push_works_and_falls_back(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    from feedstream.log.cursorlog import SQLiteCursorLog
+    from feedstream.log.sqlite import SQLiteLog
     from feedstream.service.fetch import HostGate
     from feedstream.service.poller import PollContext, run_feed
 
@@ -312,7 +312,7 @@ async def test_poller_slows_down_while_push_works_and_falls_back(
         sub = Subscriber(public_url="http://me.test", store=store, client=client, ingest=ingest,
                          offload=inline, wall_clock=now, jitter=lambda: 0.5)  # fmt: skip
         hub.subscriber = sub
-        log = SQLiteCursorLog(store, store.snapshot(10), backlog=10, offload=inline)
+        log = SQLiteLog(store, store.snapshot(10), backlog=10, offload=inline)
         ctx = PollContext(client, log, store, HostGate(total=2, per_host=2, gap=0), inline, now,
                           lambda: 0.5, websub=sub, parse=inline)  # fmt: skip
         async with trio.open_nursery() as nursery:

@@ -14,7 +14,9 @@ Public API
 ``Discovery(hub_urls, self_url, source)``; ``Discovery.topic(fetched_url)``
     gives the URL to use as ``hub.topic``.
 ``parse_link_header(value) -> list[Link]`` -- RFC 8288 ``Link`` parser.
-``http_url(ref, base)`` -- resolve a reference, keep it only as an absolute http(s) URL.
+``http_url(ref, base)`` -- resolve a reference, keep it only as an absolute http(s) URL of at
+    most ``MAX_URL_CHARS`` (2048) characters: :func:`feedstream.core.urls.resolve_http_url`
+    under the name :mod:`feedstream.websub.protocol` imports.
 
 Why this module is over 600 lines: it holds four small, bounded parsers (RFC 8288
 headers, XML with a tolerant fallback, an HTML head tokenizer, JSON Feed) that
@@ -30,16 +32,16 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from html import unescape as _html_unescape
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 from feedstream.core.encoding import sniff_bom
 from feedstream.core.normalize import is_websub_hub_type
+from feedstream.core.urls import resolve_http_url
 
 __all__ = [
     "MAX_DISCOVERY_BODY_BYTES",
     "MAX_HUBS",
     "MAX_LINK_HEADER_CHARS",
-    "MAX_URL_LENGTH",
     "Discovery",
     "HeadersLike",
     "Link",
@@ -58,29 +60,10 @@ MAX_LINK_HEADER_CHARS = 1 << 16
 MAX_HUBS = 8
 """At most this many distinct hub URLs are kept from discovery."""
 
-MAX_URL_LENGTH = 4096
-"""Hub and self URLs longer than this are ignored."""
-
-
-_BAD_URL_CHARS = re.compile(r"[\x00-\x20\x7f]")
-
-
-def http_url(ref: str, base: str) -> str | None:
-    """Resolve ``ref`` against ``base``; keep it only if it is an absolute http(s) URL."""
-    ref = ref.strip()
-    if not ref or len(ref) > MAX_URL_LENGTH or _BAD_URL_CHARS.search(ref):
-        return None
-    try:
-        url = urljoin(base, ref)
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 -- raises ValueError on a malformed port
-    except ValueError:
-        return None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return None
-    if len(url) > MAX_URL_LENGTH:
-        return None
-    return url
+http_url = resolve_http_url
+"""Hub, self and ``<base href>`` URLs follow the one URL rule of :mod:`feedstream.core.urls`
+(absolute http(s), at most ``MAX_URL_CHARS`` = 2048 characters, the limit the feed parser
+already applies to the same hub and self URLs in a feed document)."""
 
 
 _IANA_REL_PREFIXES = (

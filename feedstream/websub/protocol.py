@@ -38,9 +38,6 @@ State model
     ``renewal_time(granted_at, lease_seconds, jitter)`` and
     ``retry_delay(attempt, jitter, ...)``.
 
-``Discovery`` and ``discover`` are still importable from here for callers
-outside this package; new code imports them from :mod:`feedstream.websub.discovery`.
-
 Why this module is a little over 600 lines: close to half of it is docstrings that
 quote the Recommendation's rules where they are applied; the code is four small
 sections that share the limits and the state model above them.
@@ -101,7 +98,7 @@ from enum import StrEnum
 from feedstream.core.backoff import backoff_delay
 from feedstream.core.signatures import SignatureResult, verify_signature
 from feedstream.core.times import parse_retry_after
-from feedstream.websub.discovery import Discovery, discover, http_url
+from feedstream.websub.discovery import http_url
 
 __all__ = [
     "ASSUMED_LEASE_SECONDS",
@@ -112,7 +109,6 @@ __all__ = [
     "MAX_SECRET_BYTES",
     "TRANSITIONS",
     "DeliveryDecision",
-    "Discovery",
     "HubOutcome",
     "HubResponse",
     "IntentDecision",
@@ -122,7 +118,6 @@ __all__ = [
     "can_transition",
     "check_delivery",
     "classify_hub_response",
-    "discover",
     "expected_mode",
     "new_callback_token",
     "new_secret",

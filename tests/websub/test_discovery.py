@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from feedstream.core.urls import MAX_URL_CHARS, resolve_http_url
 from feedstream.websub import discovery as websub
 from feedstream.websub.discovery import Discovery, discover, parse_link_header
 
@@ -729,15 +730,25 @@ def test_html_after_two_byte_order_marks() -> None:
     assert discover([], body, "text/html", FETCHED).hub_urls == [A]
 
 
-def test_url_length_limit_is_inclusive() -> None:
-    longest = "https://websub.example/" + "a" * (websub.MAX_URL_LENGTH - 23)
-    assert len(longest) == websub.MAX_URL_LENGTH
+def test_url_length_limit_is_the_core_one_and_inclusive() -> None:
+    assert websub.http_url is resolve_http_url  # one rule, one limit: 2048
+    longest = "https://websub.example/" + "a" * (MAX_URL_CHARS - 23)
+    assert len(longest) == MAX_URL_CHARS == 2048
     assert websub.http_url(longest, FETCHED) == longest
     assert websub.http_url(longest + "a", FETCHED) is None
-    relative = "/" + "a" * (websub.MAX_URL_LENGTH - 23)  # resolves to exactly the limit
+    relative = "/" + "a" * (MAX_URL_CHARS - 23)  # resolves to exactly the limit
     assert websub.http_url(relative, FETCHED) == longest
     assert websub.http_url(relative + "a", FETCHED) is None
     assert websub.http_url("", FETCHED) is None and websub.http_url("  ", FETCHED) is None
+
+
+def test_a_hub_over_2048_characters_is_dropped_on_every_path() -> None:
+    long_hub = "https://websub.example/" + "h" * (MAX_URL_CHARS - 22)  # 2049 characters
+    headers = [("Link", f"<{long_hub}>; rel=hub"), ("Link", f"<{HUB}>; rel=hub")]
+    assert discover(headers, b"", None, FETCHED).hub_urls == [HUB]
+    body = atom_feed(TOPIC, long_hub)
+    assert discover([], body, "application/atom+xml", FETCHED).hub_urls == []
+    assert discover([], body, None, FETCHED, feed_links=([long_hub], TOPIC)).hub_urls == []
 
 
 @pytest.mark.parametrize(

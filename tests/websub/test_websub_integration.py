@@ -239,11 +239,11 @@ async def test_300_signed_delivery_reaches_a_waiting_listener(
         )
         status = (await feed_status(client))["websub"]
         assert status["last_push"] is not None and status["push_healthy"] is True
-        got = scrape((await client.get("/metrics")).text)
-    assert sample(got, "feedstream_websub_subscriptions", state="active") == 1
-    assert sample(got, "feedstream_websub_subscriptions", state="pending") == 0
-    assert sample(got, "feedstream_pushes_total", kind="websub", reason="accepted") == 1
-    assert sample(got, "feedstream_entries_ingested_total", feed="topic", via="websub") == 1
+        metrics = scrape((await client.get("/metrics")).text)
+    assert sample(metrics, "feedstream_websub_subscriptions", state="active") == 1
+    assert sample(metrics, "feedstream_websub_subscriptions", state="pending") == 0
+    assert sample(metrics, "feedstream_pushes_total", kind="websub", reason="accepted") == 1
+    assert sample(metrics, "feedstream_entries_ingested_total", feed="topic", via="websub") == 1
 
 
 @pytest.mark.parametrize(

@@ -79,6 +79,17 @@ class SharedState:
         pass
 
 
+def context(
+    client: httpx.AsyncClient, log: SQLiteLog, store: Store, state: SharedState, leases: NodeLeases
+) -> PollContext:
+    """A node's poll context on virtual time, sharing *state* and a lease table."""
+    return PollContext(
+        client, log, store, HostGate(total=2, per_host=2, gap=0), inline,
+        lambda: EPOCH + trio.current_time(), lambda: 0.5, parse=inline,
+        state=state, leases=leases, lease_seconds=LEASE,
+    )  # fmt: skip
+
+
 def answer(request: httpx.Request, n: int) -> httpx.Response:
     if request.headers.get("if-none-match") == '"v1"':
         return httpx.Response(304)
@@ -99,12 +110,7 @@ async def test_one_node_polls_and_another_takes_over_within_a_lease(
             return answer(request, 0)
 
         client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-        ctx = PollContext(
-            client, log, store, HostGate(total=2, per_host=2, gap=0), inline,
-            lambda: EPOCH + trio.current_time(), lambda: 0.5, parse=inline,
-            state=state, leases=leases.node(name), lease_seconds=LEASE,
-        )  # fmt: skip
-        return client, ctx
+        return client, context(client, log, store, state, leases.node(name))
 
     (client_a, a), (client_b, b) = node("a"), node("b")
     async with client_a, client_b, trio.open_nursery() as nursery:
@@ -142,11 +148,7 @@ async def test_losing_the_lease_stops_polling(
     log = SQLiteLog(store, store.snapshot(10), backlog=10, offload=inline)
     recorder = Recorder(answer)
     async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as client:
-        ctx = PollContext(
-            client, log, store, HostGate(total=2, per_host=2, gap=0), inline,
-            lambda: EPOCH + trio.current_time(), lambda: 0.5, parse=inline,
-            state=state, leases=leases.node("a"), lease_seconds=LEASE,
-        )  # fmt: skip
+        ctx = context(client, log, store, state, leases.node("a"))
         async with trio.open_nursery() as nursery:
             await nursery.start(hold_feed, FEED, ctx)
             await trio.sleep(1)

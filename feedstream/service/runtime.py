@@ -1,10 +1,12 @@
-"""The running service behind the HTTP routes: store, cursor log, HTTP client and feed tasks.
+"""The running service behind the HTTP routes: the log, the broadcaster, the feed tasks.
 
-:meth:`Runtime.run` is a long-lived task (started with ``nursery.start``) that owns everything
-with a lifetime: it opens the SQLite store, builds the cursor log, opens the fetch client, starts
-one task per polled feed and reports itself started; cancelling it stops the feed tasks and
-closes the store. The routes in :mod:`feedstream.web.app` use :attr:`Runtime.log` and the push
-ingest here, and never touch SQLite or httpx themselves.
+:meth:`Runtime.run` is a long-lived task (started with ``nursery.start`` by
+:func:`feedstream.web.server.serve`) that owns everything with a lifetime: it opens the backend
+(:mod:`feedstream.service.backends`), starts the broadcaster (roles ``all`` and ``deliver``) or
+the fetch client, the feed tasks and the WebSub subscriber (roles ``all`` and ``ingest``), and
+reports itself started; cancelling it stops all of that and closes the backend. The HTTP layer
+gets narrow views (:class:`Delivery`, :class:`Intake`, the status and reload methods) and never
+touches the store, httpx or the runtime's fields.
 """
 
 from __future__ import annotations
@@ -71,6 +73,21 @@ class Delivery:
     def listeners(self) -> int:
         """Long-polls and SSE streams parked right now."""
         return sum(self.waiting.values())
+
+    @property
+    def cursor(self) -> str | None:
+        """The head listeners have been shown (None: no broadcaster runs here)."""
+        return None if self._broadcaster is None else self._broadcaster.cursor
+
+    def attach(self, broadcaster: Broadcaster | None) -> None:
+        """The broadcaster listeners wait on (None: not running)."""
+        self._broadcaster = broadcaster
+
+    def close(self) -> None:
+        """Shutting down: answer every waiting listener now, and every later one at once."""
+        self.draining = True
+        if self._broadcaster is not None:
+            self._broadcaster.close()
 
 
 class Intake:
@@ -173,7 +190,7 @@ class Runtime:
                         await nursery.start(backend.follow)
                     if server.role != "ingest":
                         broadcaster = Broadcaster(log, coalesce=server.coalesce_ms / 1000)
-                        self.delivery._broadcaster = broadcaster
+                        self.delivery.attach(broadcaster)
                         await nursery.start(broadcaster.run)
                     if server.role == "deliver":
                         await nursery.start(self._follow_state, backend.state)
@@ -333,9 +350,7 @@ class Runtime:
 
     def drain(self) -> None:
         """Answer every waiting listener now, and every later one at once (shutting down)."""
-        self.delivery.draining = True
-        if self.delivery._broadcaster is not None:
-            self.delivery._broadcaster.close()
+        self.delivery.close()
 
     # -- WebSub deliveries -------------------------------------------------------------------
 
@@ -414,8 +429,9 @@ class Runtime:
 
     def _cursor(self) -> str | None:
         """The head listeners have been shown (the log's, on an ingest node)."""
-        if self.delivery._broadcaster is not None:
-            return self.delivery._broadcaster.cursor
+        shown = self.delivery.cursor
+        if shown is not None:
+            return shown
         return self._log.head if self._log is not None else None
 
     def status(self) -> dict[str, Any]:

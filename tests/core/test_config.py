@@ -89,6 +89,17 @@ def test_example_config_documents_every_key() -> None:
         ),
         ('[server]\ncors_origins = "*"\n', "server.cors_origins: must be a list of origins"),
         ('color = "blue"\n', "color: unknown key"),
+        ('[server]\nrole = "both"\n', ":3: server.role: must be one of"),
+        ('[server]\nlog = "postgres://h/1"\n', ':3: server.log: must be "sqlite" or a redis://'),
+        ('[server]\nlog = "redis://h:99999/0"\n', ":3: server.log: has an invalid port"),
+        ('[server]\nlog = "redis://h:6379/db1"\n', ":3: server.log: must be redis://host:port/db"),
+        ("[server]\nlease_seconds = 1\n", ":3: server.lease_seconds: must be between"),
+        ("[server]\nworkers = 65\n", ":3: server.workers: must be between"),
+        ('[server]\nrole = "deliver"\nworkers = 2\n', ':4: server.workers: needs role = "all"'),
+        (
+            "[server]\nport = 9000\ningest_port = 9000\nworkers = 2\n",
+            ":4: server.ingest_port: must differ from port",
+        ),
     ],
 )
 def test_errors_name_line_key_and_problem(text: str, message: str) -> None:
@@ -96,6 +107,20 @@ def test_errors_name_line_key_and_problem(text: str, message: str) -> None:
         parse_config("\n" + text, source="feeds.toml")
     assert str(info.value).startswith("feeds.toml")
     assert message in str(info.value)
+
+
+def test_scaling_keys() -> None:
+    config = parse_config(
+        '[server]\nrole = "ingest"\nlog = "redis://:secret@10.0.0.5:6380/2"\nlease_seconds = 10\n'
+    )
+    server = config.server
+    assert (server.role, server.log, server.lease_seconds) == (
+        "ingest",
+        "redis://:secret@10.0.0.5:6380/2",
+        10.0,
+    )
+    assert server.shared_log and not parse_config("").server.shared_log
+    assert (parse_config("").server.role, parse_config("").server.workers) == ("all", 0)
 
 
 def test_missing_file(tmp_path: Path) -> None:

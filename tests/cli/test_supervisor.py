@@ -38,6 +38,7 @@ from tests.support.helpers import (
     gone,
     supervisor_process,
 )
+from tests.support.redis import RedisServer, redis_server
 
 AUTH = {"Authorization": "Bearer token-1234", "Content-Type": "application/feed+json"}
 
@@ -391,3 +392,40 @@ def test_sigterm_stops_everything_answering_parked_long_polls(tmp_path: Path) ->
     output = sup.output()
     assert "received SIGTERM, stopping every process" in output
     assert "every process has stopped" in output and "killing" not in output
+
+
+__all__ = ["redis_server"]  # the fixture
+
+
+def test_workers_over_redis_deliver_a_push_to_both_processes(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    config = write_config(tmp_path, "a")
+    config.write_text(
+        config.read_text().replace("[server]\n", f'[server]\nlog = "{redis_server.url}"\n')
+    )
+    with supervisor_process(config, tmp_path / "out.log") as sup:
+        clients = pinned(sup.deliver, per_pid=1)
+        try:
+            polls = {pid: group[0] for pid, group in clients.items()}
+            heads = {pid: poll.get("/api/entries").json()["cursor"] for pid, poll in polls.items()}
+            answers: dict[int, httpx.Response] = {}
+
+            def listen(pid: int) -> None:
+                params = {"after": heads[pid], "timeout": 20}
+                answers[pid] = polls[pid].get("/api/entries", params=params)
+
+            threads = [threading.Thread(target=listen, args=(pid,)) for pid in polls]
+            for thread in threads:
+                thread.start()
+            for pid in polls:
+                waiting(polls[pid], 1)  # the status request shares the keep-alive connection
+            assert push(sup, "a", "1").status_code == 202
+            for thread in threads:
+                thread.join(timeout=15)
+            assert {pid: [e["id"] for e in a.json()["entries"]] for pid, a in answers.items()} == {
+                pid: ["a:1"] for pid in polls
+            }
+            assert not (tmp_path / "data" / "feedstream.sqlite3").exists()  # all in Redis
+        finally:
+            close_all(clients)

@@ -718,6 +718,9 @@ B = "https://websub.example/b"
         ('<link rel="hub" href><link rel="hub" href="/b">', [B]),
         ('XX<link rel="hub" href="/a">', []),
         ('<link rel="hub" href="">', []),
+        ('</><link rel="hub" href="/a">', [A]),
+        ('<meta charset="utf-8"><?pi ?><!x><link rel="hub" href="/a">', [A]),
+        ('\n\n<!-- <link rel="hub" href="/a">', []),  # an unclosed comment runs to the end
     ],
 )
 def test_html_head_edges(head: str, hubs: list[str]) -> None:
@@ -799,6 +802,7 @@ def test_a_hub_over_2048_characters_is_dropped_on_every_path() -> None:
         ("<https://a/>; rel=hub; rel=self", [("https://a/", {"rel": "hub"})]),
         (" \t<https://a/>", [("https://a/", {})]),
         ("X, <https://a/>", [("https://a/", {})]),
+        ("<https://a/,>; rel=hub", [("https://a/,", {"rel": "hub"})]),
     ],
 )
 def test_parse_link_header_edge_by_edge(
@@ -840,6 +844,8 @@ A_HUB = '<link rel="hub" href="/a"/>'
         (f"--><!-- {X_HUB} -->{A_HUB}", [A]),
         (f"]]><![CDATA[ {X_HUB} ]]>{A_HUB}", [A]),
         ('<link href="/x"/>' + A_HUB, [A]),
+        (f"<!-- <!--->{A_HUB}<!-- y -->", [A]),  # a comment that ends in "<!--->"
+        ('<link rel="hub" href="/a<!-- x -->"/>', [A]),  # a comment is dropped even in a tag
     ],
 )
 def test_tolerant_scan_skips_comments_and_cdata(inner: str, hubs: list[str]) -> None:
@@ -853,3 +859,218 @@ def test_tolerant_scan_an_unclosed_comment_or_cdata_runs_to_the_end(opener: str)
         [], unparsable_atom(f"{A_HUB}{opener} {X_HUB}"), "application/atom+xml", FETCHED
     )
     assert found.hub_urls == [A] and found.self_url is None
+
+
+def test_tolerant_scan_drops_a_comment_inside_a_tag_before_an_unclosed_one() -> None:
+    inner = '<link rel="hub" href="/a<!-- x -->"/><!-- unclosed'
+    found = discover([], unparsable_atom(inner), "application/atom+xml", FETCHED)
+    assert found.hub_urls == [A] and found.self_url is None
+
+
+# --------------------------------------------------------------------------
+# Edges found by mutation testing (docs/mutation-websub.md)
+# --------------------------------------------------------------------------
+
+LONG_COMMENT = "<!--" + "x" * 5000 + "-->"  # pushes the root past the 4096 sniffed characters
+ATOM_HUB = f'<feed {ATOM_NS}><link rel="hub" href="{HUB}"/></feed>'
+
+
+def test_link_headers_after_other_headers_links_without_rel_and_foreign_anchors() -> None:
+    headers: list[tuple[str | bytes, str | bytes]] = [
+        ("Content-Type", "text/html"),
+        (b"X-Other", b"1"),
+        (
+            "Link",
+            f'<https://websub.example/style.css>, <{HUB}>; rel=hub; anchor="https://other.example/",'
+            f" <{HUB}/2>; rel=hub",
+        ),
+        ("Link", f"<{TOPIC}>; rel=self"),
+    ]
+    assert discover(headers, b"", None, FETCHED) == Discovery([HUB + "/2"], TOPIC, "headers")
+
+
+def test_invalid_bytes_after_a_bom_are_replaced() -> None:
+    body = codecs.BOM_UTF8 + b'<link rel="hub" href="/a"><title>\xff</title>'
+    assert discover([], body, "text/html", FETCHED) == Discovery([A], None, "html")
+
+
+@pytest.mark.parametrize(
+    ("encoding", "content_type"),
+    [
+        ("utf-16-le", None),
+        ("utf-16-be", None),
+        ("utf-16-le", "application/atom+xml; charset=utf-8"),  # the bytes beat the label
+        ("utf-16-be", "text/xml; charset=utf-8"),
+    ],
+)
+def test_utf16_without_a_bom_is_told_by_its_first_two_bytes(
+    encoding: str, content_type: str | None
+) -> None:
+    text = f'<feed {ATOM_NS}><link rel="hub" href="{HUB}"/><link rel="self" href="{TOPIC}"/></feed>'
+    found = discover([], text.encode(encoding), content_type, FETCHED)
+    assert found == Discovery([HUB], TOPIC, "atom")
+
+
+def test_a_declared_charset_is_kept_despite_an_undecodable_byte() -> None:
+    text = f'<feed {ATOM_NS}><title>\x81</title><link rel="hub" href="https://h.example/caf\xe9"/></feed>'
+    found = discover([], text.encode("latin-1"), "text/xml; charset=windows-1252", FETCHED)
+    assert found.hub_urls == ["https://h.example/caf\u00e9"]
+
+
+def test_an_unknown_charset_falls_through_to_the_in_document_hint() -> None:
+    text = (
+        '<?xml version="1.0" encoding="windows-1252"?>'
+        f'<feed {ATOM_NS}><link rel="hub" href="https://h.example/caf\xe9"/></feed>'
+    )
+    found = discover([], text.encode("latin-1"), "text/xml; charset=no-such-codec", FETCHED)
+    assert found.hub_urls == ["https://h.example/caf\u00e9"]
+
+
+@pytest.mark.parametrize(("past_the_limit", "hub"), [(0, "/\u0430"), (1, "/\ufffd")])
+def test_in_document_charset_hints_are_read_in_the_first_1024_bytes(
+    past_the_limit: int, hub: str
+) -> None:
+    comment = b"<!--" + b"x" * (997 + past_the_limit) + b"-->"
+    body = comment + b'<meta charset=koi8-r><link rel="hub" href="/\xc1">'
+    assert body.index(b"koi8-r") + 5 == 1023 + past_the_limit  # the index of its last "r"
+    assert discover([], body, "text/html", FETCHED).hub_urls == ["https://websub.example" + hub]
+
+
+@pytest.mark.parametrize(
+    ("lead", "content_type"),
+    [
+        (b"", "application/atom+xml"),
+        (b'<?xml version="1.0"?>', None),
+        (b'<?xml version="1.0"?>', "text/html"),
+        (b'\n<?xml version="1.0"?>', None),
+        (codecs.BOM_UTF8 * 2 + b'<?xml version="1.0"?>', None),
+    ],
+)
+def test_a_feed_whose_root_is_past_the_sniffed_head(lead: bytes, content_type: str | None) -> None:
+    body = lead + (LONG_COMMENT + ATOM_HUB).encode()
+    assert discover([], body, content_type, FETCHED) == Discovery([HUB], None, "atom")
+
+
+def test_xhtml_whose_root_is_past_the_sniffed_head() -> None:
+    body = (
+        '<?xml version="1.0"?>' + LONG_COMMENT + '<html xmlns="http://www.w3.org/1999/xhtml">'
+        '<head><link rel="hub" href="/a"/></head><body/></html>'
+    ).encode()
+    assert discover([], body, "application/xhtml+xml", FETCHED) == Discovery([A], None, "html")
+
+
+@pytest.mark.parametrize(
+    ("pad", "expected"), [(0, Discovery([HUB], None, "rss")), (1, Discovery([], None, "none"))]
+)
+def test_the_root_element_is_sniffed_in_the_first_4096_characters(
+    pad: int, expected: Discovery
+) -> None:
+    rss = (
+        '<rss version="2.0" xmlns:atom="http://www.w3.org/2005/Atom"><channel>'
+        f'<atom:link rel="hub" href="{HUB}"/></channel></rss>'
+    )
+    text = "<!--" + "x" * (4085 + pad) + "-->" + rss
+    assert text.index("<rss") + 3 == 4095 + pad  # the index of the "s" that ends "<rss"
+    assert discover([], text.encode(), "text/html", FETCHED) == expected
+
+
+def test_jsonfeed_after_blank_lines() -> None:
+    body = b'\n  {"hubs": [{"type": "WebSub", "url": "https://h.example/"}]}'
+    found = discover([], body, "application/feed+json", FETCHED)
+    assert found == Discovery(["https://h.example/"], None, "jsonfeed")
+
+
+def test_only_the_media_type_of_content_type_is_sniffed() -> None:
+    body = b'<link rel="hub" href="/a">'
+    found = discover([], body, "text/html; profile=xml; charset=utf-8", FETCHED)
+    assert found == Discovery([A], None, "html")
+
+
+@pytest.mark.parametrize(
+    ("root", "kind"),
+    [
+        (f'<feed {ATOM_NS}><link rel="hub" href="{HUB}"/></feed>', "atom"),
+        (
+            '<rss version="2.0" xmlns:atom="http://www.w3.org/2005/Atom"><channel>'
+            f'<atom:link rel="hub" href="{HUB}"/></channel></rss>',
+            "rss",
+        ),
+    ],
+)
+def test_a_feed_root_wins_over_an_html_content_type(root: str, kind: str) -> None:
+    assert discover([], root.encode(), "text/html", FETCHED) == Discovery([HUB], None, kind)
+
+
+def test_html_with_unquoted_attributes_served_as_xhtml() -> None:
+    body = b'<html lang=en><head><link rel="hub" href="/a"></head><body></body></html>'
+    assert discover([], body, "application/xhtml+xml", FETCHED) == Discovery([A], None, "html")
+
+
+@pytest.mark.parametrize(
+    "prolog",
+    [
+        "<!-- generated -->",
+        "<!-- a --><!-- b -->",
+        "<!---->",
+        "<??>",
+        "\n",
+        '<?xml version="1.0"?>',
+    ],
+)
+def test_prologs_before_a_feed_with_a_comment_and_a_pi_inside(prolog: str) -> None:
+    body = f'{prolog}<feed {ATOM_NS}><link rel="hub" href="{HUB}"/><!-- c --><?pi x?></feed>'
+    assert discover([], body.encode(), "application/atom+xml", FETCHED) == Discovery(
+        [HUB], None, "atom"
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '<?xml version="1.0"?>\n',  # a prolog and no root
+        "X" + ATOM_HUB,  # text before the root
+        "<xDOCTYPE/>" + ATOM_HUB,  # a root element whose name spells DOCTYPE is no DOCTYPE
+    ],
+)
+def test_no_root_or_a_root_that_is_not_a_feed_gives_nothing(text: str) -> None:
+    found = discover([], text.encode(), "application/atom+xml", FETCHED)
+    assert found == Discovery([], None, "none")
+
+
+def test_a_relative_xml_base_resolves_against_the_fetched_url() -> None:
+    body = f'<feed {ATOM_NS} xml:base="/blog/"><link rel="hub" href="hub"/></feed>'.encode()
+    assert discover([], body, None, FETCHED).hub_urls == ["https://websub.example/blog/hub"]
+
+
+def test_a_well_formed_feed_is_read_only_at_its_own_level() -> None:
+    body = (
+        f'<feed {ATOM_NS}><link href="{TOPIC}.html"/>'
+        f'<author><link rel="hub" href="/x"/></author><link rel="self" href="{TOPIC}"/></feed>'
+    )
+    assert discover([], body.encode(), None, FETCHED) == Discovery([], TOPIC, "atom")
+
+
+@pytest.mark.parametrize("self_first", [True, False])
+def test_a_broken_feed_completes_what_the_strict_parse_found(self_first: bool) -> None:
+    links = [f'<link rel="self" href="{TOPIC}"/>', '<link rel="hub" href="/a"/>']
+    first, second = links if self_first else links[::-1]
+    body = f"<feed {ATOM_NS}>{first}<title>a & b</title>{second}</feed>".encode()
+    assert discover([], body, "application/atom+xml", FETCHED) == Discovery([A], TOPIC, "atom")
+
+
+def test_a_feed_whose_root_tag_is_broken_keeps_its_kind() -> None:
+    body = f'<feed {ATOM_NS} lang=en><link rel="hub" href="/a"/><link rel="self" href="{TOPIC}"/>'
+    found = discover([], body.encode(), "application/atom+xml", FETCHED)
+    assert found == Discovery([A], TOPIC, "atom")
+
+
+@pytest.mark.parametrize("rest", ["", "< b", '<meta name="x', "</head><body>", "<script>x"])
+def test_html_head_ends_in_every_way_with_source_html(rest: str) -> None:
+    body = f'<link rel="hub" href="/a">{rest}'.encode()
+    assert discover([], body, "text/html", FETCHED) == Discovery([A], None, "html")
+
+
+def test_a_relative_base_href_and_a_link_without_rel() -> None:
+    body = b'<base href="/sub/"><link href="style.css"><link rel="hub" href="hub">'
+    found = discover([], body, "text/html", FETCHED)
+    assert found.hub_urls == ["https://websub.example/sub/hub"]

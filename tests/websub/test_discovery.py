@@ -803,6 +803,7 @@ def test_a_hub_over_2048_characters_is_dropped_on_every_path() -> None:
         (" \t<https://a/>", [("https://a/", {})]),
         ("X, <https://a/>", [("https://a/", {})]),
         ("<https://a/,>; rel=hub", [("https://a/,", {"rel": "hub"})]),
+        ("<https://a/>, ", [("https://a/", {})]),
     ],
 )
 def test_parse_link_header_edge_by_edge(
@@ -1064,7 +1065,9 @@ def test_a_feed_whose_root_tag_is_broken_keeps_its_kind() -> None:
     assert found == Discovery([A], TOPIC, "atom")
 
 
-@pytest.mark.parametrize("rest", ["", "< b", '<meta name="x', "</head><body>", "<script>x"])
+@pytest.mark.parametrize(
+    "rest", ["", "\n", "< b", '<meta name="x', "</head><body>", "<body>", "<script>x"]
+)
 def test_html_head_ends_in_every_way_with_source_html(rest: str) -> None:
     body = f'<link rel="hub" href="/a">{rest}'.encode()
     assert discover([], body, "text/html", FETCHED) == Discovery([A], None, "html")

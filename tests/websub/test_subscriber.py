@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import itertools
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from functools import partial
@@ -34,6 +34,21 @@ FEED = FeedConfig(id="f", url=TOPIC, interval=300, websub_poll=6 * 3600, websub_
 
 def now() -> float:
     return EPOCH + trio.current_time()
+
+
+async def no_ingest(feed: FeedConfig, body: bytes, content_type: str | None) -> int:
+    return 0
+
+
+def bare_subscriber(
+    client: httpx.AsyncClient, store: Store, *, jitter: float | Callable[[], float] = 0.5
+) -> Subscriber:
+    """A subscriber at http://me.test on virtual time, storing inline, ingesting nothing."""
+    draw = jitter if callable(jitter) else (lambda: jitter)
+    return Subscriber(
+        public_url="http://me.test", store=store, client=client, ingest=no_ingest,
+        offload=inline, wall_clock=now, jitter=draw,
+    )  # fmt: skip
 
 
 class MockHub:
@@ -305,12 +320,8 @@ async def test_poller_slows_down_while_push_works_and_falls_back(
     async def route(request: httpx.Request) -> httpx.Response:
         return await hub(request) if request.url.host == "hub.test" else publisher(request)
 
-    async def ingest(feed: FeedConfig, body: bytes, content_type: str | None) -> int:
-        return 0
-
     async with httpx.AsyncClient(transport=httpx.MockTransport(route)) as client:
-        sub = Subscriber(public_url="http://me.test", store=store, client=client, ingest=ingest,
-                         offload=inline, wall_clock=now, jitter=lambda: 0.5)  # fmt: skip
+        sub = bare_subscriber(client, store, jitter=0.5)
         hub.subscriber = sub
         log = SQLiteLog(store, store.snapshot(10), backlog=10, offload=inline)
         ctx = PollContext(client, log, store, HostGate(total=2, per_host=2, gap=0), inline, now,
@@ -364,12 +375,8 @@ async def test_a_redirect_to_plain_http_never_carries_the_secret(
             return httpx.Response(307, headers={"Location": "http://plain.test/hub"})
         return httpx.Response(202)
 
-    async def ingest(feed: FeedConfig, body: bytes, content_type: str | None) -> int:
-        return 0
-
     async with httpx.AsyncClient(transport=httpx.MockTransport(hub)) as client:
-        sub = Subscriber(public_url="http://me.test", store=Store(tmp_path / "db"), client=client,
-                         ingest=ingest, offload=inline, wall_clock=now, jitter=lambda: 0.5)  # fmt: skip
+        sub = bare_subscriber(client, Store(tmp_path / "db"), jitter=0.5)
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(sub.run, [FEED]))
             sub.discovered(FEED, discovery(), TOPIC)
@@ -391,12 +398,8 @@ async def test_a_permanent_redirect_moves_the_endpoint_for_renewals(
             return httpx.Response(308, headers={"Location": "https://hub2.test/"})
         return await hub(request)
 
-    async def ingest(feed: FeedConfig, body: bytes, content_type: str | None) -> int:
-        return 0
-
     async with httpx.AsyncClient(transport=httpx.MockTransport(route)) as client:
-        sub = Subscriber(public_url="http://me.test", store=Store(tmp_path / "db"), client=client,
-                         ingest=ingest, offload=inline, wall_clock=now, jitter=lambda: 0.5)  # fmt: skip
+        sub = bare_subscriber(client, Store(tmp_path / "db"), jitter=0.5)
         hub.subscriber = sub
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(sub.run, [FEED]))
@@ -525,12 +528,8 @@ async def test_hub_trouble_is_recorded(
             raise answer
         return answer
 
-    async def ingest(feed: FeedConfig, body: bytes, content_type: str | None) -> int:
-        return 0
-
     async with httpx.AsyncClient(transport=httpx.MockTransport(hub)) as client:
-        sub = Subscriber(public_url="http://me.test", store=Store(tmp_path / "db"), client=client,
-                         ingest=ingest, offload=inline, wall_clock=now, jitter=lambda: 0.0)  # fmt: skip
+        sub = bare_subscriber(client, Store(tmp_path / "db"), jitter=0.0)
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(sub.run, [FEED]))
             answers.append(httpx.ConnectError("refused"))
@@ -668,12 +667,8 @@ async def test_relative_redirects_and_never_verified_retries(
             return httpx.Response(307, headers={"Location": "/moved"})
         return httpx.Response(202)  # accepted, but no verification ever comes
 
-    async def ingest(feed: FeedConfig, body: bytes, content_type: str | None) -> int:
-        return 0
-
     async with httpx.AsyncClient(transport=httpx.MockTransport(hub)) as client:
-        sub = Subscriber(public_url="http://me.test", store=Store(tmp_path / "db"), client=client,
-                         ingest=ingest, offload=inline, wall_clock=now, jitter=lambda: 0.0)  # fmt: skip
+        sub = bare_subscriber(client, Store(tmp_path / "db"), jitter=0.0)
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(sub.run, [FEED]))
             sub.discovered(FEED, discovery(), TOPIC)
@@ -699,12 +694,8 @@ async def test_a_bug_in_upkeep_pauses_a_minute(
             raise RuntimeError("a bug")
         return 0.5
 
-    async def ingest(feed: FeedConfig, body: bytes, content_type: str | None) -> int:
-        return 0
-
     async with httpx.AsyncClient(transport=httpx.MockTransport(hub)) as client:
-        sub = Subscriber(public_url="http://me.test", store=Store(tmp_path / "db"), client=client,
-                         ingest=ingest, offload=inline, wall_clock=now, jitter=jitter)  # fmt: skip
+        sub = bare_subscriber(client, Store(tmp_path / "db"), jitter=jitter)
         hub.subscriber = sub
         async with trio.open_nursery() as nursery:
             await nursery.start(partial(sub.run, [FEED]))

@@ -1,4 +1,5 @@
-"""Command line: ``feedstream serve``, ``demo``, ``check`` and ``tail``."""
+"""Command line: ``feedstream serve``, ``demo``, ``check`` and ``tail``; ``import``, ``export``,
+``discover`` and ``add`` live in :mod:`feedstream.cli.feeds`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import TypeVar
 import trio
 
 from feedstream import __version__
+from feedstream.cli import feeds
 from feedstream.cli.logs import FORMATS
 from feedstream.cli.logs import configure as configure_logging
 from feedstream.core.config import ROLES, Config, ConfigError, load_config
@@ -172,6 +174,7 @@ def _parser() -> argparse.ArgumentParser:
         help="how long each long-poll waits on the server (1 to 60; default 25)",
     )
     log_level(tail)
+    feeds.add_parsers(commands, log_level)
     return parser
 
 
@@ -269,6 +272,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 timeout=args.timeout,
             )
             return trio.run(run_tail, options)
+        elif args.command in feeds.COMMANDS:
+            return feeds.run(args)
         else:
             from feedstream.cli.demo import run_demo
 

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from feedstream.core.urls import HTTP_SCHEMES, MAX_URL_CHARS, is_http_url
 
 __all__ = [
+    "MAX_CATEGORY_CHARS",
     "Config",
     "ConfigChanges",
     "ConfigError",
@@ -35,6 +36,8 @@ __all__ = [
 ]
 
 FEED_ID_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
+#: The longest ``category`` a feed may have (the page shows it as a chip).
+MAX_CATEGORY_CHARS = 64
 
 
 class ConfigError(ValueError):
@@ -105,6 +108,7 @@ class FeedConfig:
     websub: bool | None = None  # None: on when server.public_url is set and the feed has a url
     websub_lease: int = 10 * 86400  # hub.lease_seconds asked for
     websub_poll: float = 6 * 3600.0  # safety-net poll interval while push is healthy
+    category: str | None = None  # groups feeds on the page and in OPML exports
 
     @property
     def kind(self) -> str:
@@ -204,7 +208,9 @@ _LIMIT_KEYS = {
     "parse_timeout",
 }  # fmt: skip
 _WEBSUB_KEYS = {"websub", "websub_lease", "websub_poll"}
-_FEED_KEYS = {"id", "url", "title", "interval", "token", "secret"} | _LIMIT_KEYS | _WEBSUB_KEYS
+_FEED_KEYS = (
+    {"id", "url", "title", "category", "interval", "token", "secret"} | _LIMIT_KEYS | _WEBSUB_KEYS
+)
 _DEFAULT_KEYS = {"interval"} | _LIMIT_KEYS | _WEBSUB_KEYS
 
 
@@ -398,6 +404,7 @@ class _Validator:
             id=g(raw, "id", _feed_id, "", "feeds", index),
             url=g(raw, "url", _http_url, None, "feeds", index),
             title=g(raw, "title", _nonempty_str, None, "feeds", index),
+            category=g(raw, "category", _category, None, "feeds", index),
             interval=g(raw, "interval", _interval, base.interval, "feeds", index),
             token=g(raw, "token", _secret, None, "feeds", index),
             secret=g(raw, "secret", _secret, None, "feeds", index),
@@ -417,7 +424,7 @@ class _Validator:
 
 def _identity(feed: FeedConfig) -> dict[str, Any]:
     """The per-feed fields of *feed* that do not come from the defaults."""
-    keys = ("id", "url", "title", "interval", "token", "secret", "limits")
+    keys = ("id", "url", "title", "category", "interval", "token", "secret", "limits")
     return {key: getattr(feed, key) for key in keys}
 
 
@@ -440,6 +447,16 @@ def _nonempty_str(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise TypeError("must be a non-empty string")
     return value.strip()
+
+
+def _category(value: Any) -> str:
+    """A short label: trimmed, at most :data:`MAX_CATEGORY_CHARS`, no control characters."""
+    text = _nonempty_str(value)
+    if len(text) > MAX_CATEGORY_CHARS:
+        raise ValueError(f"must be at most {MAX_CATEGORY_CHARS} characters")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text):
+        raise ValueError("must not contain control characters (tabs, newlines...)")
+    return text
 
 
 def _secret(value: Any) -> str:

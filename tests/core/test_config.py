@@ -100,6 +100,23 @@ def test_example_config_documents_every_key() -> None:
             "[server]\nport = 9000\ningest_port = 9000\nworkers = 2\n",
             ":4: server.ingest_port: must differ from port",
         ),
+        (
+            '[[feeds]]\nid = "a"\nurl = "https://a.org"\ncategory = "   "\n',
+            ":5: feeds[0].category: must be a non-empty string",
+        ),
+        (
+            '[[feeds]]\nid = "a"\nurl = "https://a.org"\ncategory = 5\n',
+            ":5: feeds[0].category: must be a non-empty string, got 5",
+        ),
+        (
+            '[[feeds]]\nid = "a"\nurl = "https://a.org"\ncategory = "' + "x" * 65 + '"\n',
+            ":5: feeds[0].category: must be at most 64 characters",
+        ),
+        (
+            '[[feeds]]\nid = "a"\nurl = "https://a.org"\ncategory = "a\\nb"\n',
+            ":5: feeds[0].category: must not contain control characters",
+        ),
+        ('[defaults]\ncategory = "news"\n', ":3: defaults.category: unknown key"),
     ],
 )
 def test_errors_name_line_key_and_problem(text: str, message: str) -> None:
@@ -107,6 +124,18 @@ def test_errors_name_line_key_and_problem(text: str, message: str) -> None:
         parse_config("\n" + text, source="feeds.toml")
     assert str(info.value).startswith("feeds.toml")
     assert message in str(info.value)
+
+
+def test_category() -> None:
+    config = parse_config(
+        '[[feeds]]\nid = "a"\nurl = "https://a.org/f"\ncategory = "  News  "\n\n'
+        '[[feeds]]\nid = "b"\nurl = "https://b.org/f"\n\n'
+        '[[feeds]]\nid = "c"\ntoken = "push-token"\ncategory = "Ünïcode / Tech ✓"\n'
+    )
+    assert [feed.category for feed in config.feeds] == ["News", None, "Ünïcode / Tech ✓"]
+    assert parse_config(f'[[feeds]]\nid = "a"\nurl = "https://a.org"\ncategory = "{"x" * 64}"\n')
+    example = load_config(ROOT / "feeds.example.toml")
+    assert {feed.id: feed.category for feed in example.feeds}["python-insider"] == "Python"
 
 
 def test_scaling_keys() -> None:

@@ -122,7 +122,9 @@ class DeliveryEndpoints:
         feed = self.delivery.broadcaster
         # A first page (the newest entries when no cursor was given), then everything new.
         page = feed.read(after, feeds=feeds, limit=limit)
-        chunk = sse_events(page)
+        # Never empty: the server writes a head with its first body chunk, and a client must see
+        # the head at once, not at the first entry or heartbeat.
+        chunk = sse_events(page) or b": stream open\n\n"
         while True:
             if chunk and not client.queue(chunk):
                 logger.info("SSE client too slow, dropped (it resumes by Last-Event-ID)")

@@ -1,4 +1,5 @@
-"""Serving the app with hypercorn's trio worker, and stopping it gracefully.
+"""Serving the app on trio (hypercorn's HTTP layer, feedstream's connection loop), and stopping it
+gracefully.
 
 :func:`serve` is what ``feedstream serve`` runs and what the integration tests start in their own
 nursery (``await nursery.start(serve, config)`` hands back the bound URLs, so port 0 works).
@@ -15,12 +16,12 @@ from collections.abc import Awaitable, Callable
 
 import trio
 from hypercorn.config import Config as HypercornConfig
-from hypercorn.trio import serve as hypercorn_serve
 
 from feedstream.core.config import Config, ConfigError
 from feedstream.service.gcpolicy import manage_gc
 from feedstream.service.runtime import ReloadUnavailable, Runtime
 from feedstream.web.app import create_app
+from feedstream.web.worker import serve_connections
 
 logger = logging.getLogger(__name__)
 
@@ -91,11 +92,7 @@ async def serve(
         runtime.drain()  # answer waiting long-polls now, before hypercorn drains connections
 
     async def run_server(*, task_status: trio.TaskStatus[list[str]]) -> None:
-        # mode: the app's __call__ is a plain function returning a coroutine (see app.Router),
-        # which hypercorn's guess would take for WSGI.
-        await hypercorn_serve(
-            app, hconfig, shutdown_trigger=trigger, task_status=task_status, mode="asgi"
-        )
+        await serve_connections(app, hconfig, shutdown_trigger=trigger, task_status=task_status)
         nursery.cancel_scope.cancel()  # served and drained: stop the service and the rest
 
     # One owner for every lifetime (the shape of hypercorn's worker_serve): the service starts

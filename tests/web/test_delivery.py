@@ -94,6 +94,20 @@ async def test_sse_filter_reset_and_heartbeat(
         assert bad.status_code == 400 and "unknown feed" in bad.json()["error"]
 
 
+async def test_sse_head_and_a_first_comment_come_at_once_on_a_quiet_stream(
+    tmp_path: Path,
+) -> None:
+    # The server writes a head together with the first body chunk: an SSE stream with nothing
+    # to send must still open at once, not at the first heartbeat (15 s).
+    async with running(make_config(tmp_path, push_feed("a"))) as client:
+        start = (await client.get("/api/entries")).json()["cursor"]
+        with trio.fail_after(2):
+            async with client.stream("GET", "/api/stream", params={"after": start}) as response:
+                assert response.status_code == 200
+                received = events(response)
+                assert await take(received, 1, skip_comments=False) == [{"comment": "stream open"}]
+
+
 async def test_listener_cap_answers_503_with_retry_after(tmp_path: Path) -> None:
     async with running(make_config(tmp_path, push_feed("a"), max_listeners=2)) as client:
         cursor = (await client.get("/api/entries")).json()["cursor"]

@@ -1,0 +1,385 @@
+"""One HTTP/1.1 connection: a lean trio loop around hypercorn's protocol classes.
+
+hypercorn's trio worker (``hypercorn/trio/tcp_server.py`` with ``worker_context.py``) pays, on
+every keep-alive request, for work that is not HTTP: it restarts an idle-timer *task* (a lock and
+a ``nursery.start``) and stops it again, spawns a task for the app, writes head, body and an
+empty ``b""`` separately (each write taking a lock, a shielded cancel scope and a
+``send_all``), and wraps every read in ``fail_after(inf)``. For a long-poll answer those costs
+are most of the CPU (issue #14, ``docs/hypercorn-notes.md``). This module keeps hypercorn's
+HTTP layer (``H11Protocol`` and ``HTTPStream`` over h11: parsing, validation, keep-alive
+recycling, error answers) and replaces only the loop around it:
+
+* **One deadline per connection, no timer task.** The read loop runs in one cancel scope whose
+  deadline moves: ``keep_alive`` after each answer, none while a request is in flight, and a
+  shorter ``header_timeout`` once the first bytes of a request head have come (slowloris).
+* **The app runs in the connection's own task** when the request has no body (every long-poll,
+  every page load): hypercorn calls ``task_group.spawn_app`` as the request head is parsed; this
+  class is that task group, so it keeps the call and runs it when h11 has the whole request and
+  hypercorn would wait for the answer (``can_read.wait()``, through this module's ``_CanRead``).
+  No task is spawned for it, and a parked long-poll is one task, not two. A request with a body
+  (pushes, admin POSTs) gets a task as with hypercorn, so the body streams to it with
+  back-pressure and limits hold.
+* **One write per answer.** Everything the app sends within one ``send`` call is gathered and
+  written at once, and the head waits for the first body chunk: a whole answer is one
+  ``socket.send``. Empty writes are dropped. A write tries the socket first and only waits
+  (``wait_writable``) when the kernel buffer is full; there is no lock unless two tasks write.
+
+Only plain HTTP/1.1 is served (feedstream terminates no TLS; a WebSocket upgrade or h2c is
+refused by the app's 404 / answered in HTTP/1.1). The hypercorn internals this relies on are
+checked by ``tests/web/test_connection.py::test_hypercorn_internals`` and the version is pinned
+in ``pyproject.toml``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import socket
+from collections import deque
+from collections.abc import Awaitable, Callable
+from math import inf
+from typing import Any
+
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Closed, Event, RawData, Updated
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.typing import ConnectionState
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["HEADER_TIMEOUT", "MAX_RECV", "Connection", "Terminated"]
+
+MAX_RECV = 2**16
+HEADER_TIMEOUT = 20.0  # seconds from the first byte of a request head to its end
+
+App = Callable[[Any, Any, Any], Awaitable[None]]
+AppSend = Callable[[Any], Awaitable[None]]
+
+
+class Terminated:
+    """Set once the server stops taking requests (hypercorn's ``context.terminated``)."""
+
+    __slots__ = ("_set",)
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
+class _Inbox:
+    """The ASGI ``receive`` of a request without a body: never blocks a put."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: deque[Any] = deque()
+        self._waiter: trio.Event | None = None
+
+    async def put(self, message: Any) -> None:
+        self._items.append(message)
+        if self._waiter is not None:
+            self._waiter.set()
+
+    async def receive(self) -> Any:
+        while not self._items:
+            self._waiter = trio.Event()
+            await self._waiter.wait()
+        return self._items.popleft()
+
+
+class _CanRead:
+    """hypercorn's ``can_read`` event, which also runs a kept app call when it is waited on."""
+
+    __slots__ = ("_connection", "_event", "_set")
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+        self._set = False
+        self._event: trio.Event | None = None
+
+    async def clear(self) -> None:
+        self._set = False
+        self._event = None
+
+    async def set(self) -> None:
+        self._set = True
+        if self._event is not None:
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    async def wait(self) -> None:
+        if self._connection.kept is not None:
+            await self._connection.run_kept()
+        if not self._set:
+            self._event = event = trio.Event()
+            await event.wait()
+
+
+class Connection:
+    """Serve one accepted socket until either side closes it (see the module docstring).
+
+    The object is also what hypercorn's protocol classes are given as their *context* and
+    *task group*; it owns the socket and closes it when :meth:`run` returns.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        config: HypercornConfig,
+        sock: socket.socket,
+        state: dict[str, Any],
+        terminated: Terminated,
+        *,
+        header_timeout: float = HEADER_TIMEOUT,
+    ) -> None:
+        self.app = app
+        self.config = config
+        self.sock = sock
+        self.terminated = terminated
+        self.header_timeout = header_timeout
+        self._state = state
+        self.idle = True
+        self.closed = False
+        self.kept: tuple[App, Any, _Inbox] | None = None
+        self._app_send: AppSend | None = None
+        self._nursery: trio.Nursery | None = None
+        self._scope = trio.CancelScope()
+        self._reading = False
+        self._hold = 0
+        self._buffer: list[bytes] = []
+        self._write_lock = trio.Lock()
+        self._requests = 0
+        self._head_deadline = inf
+
+    # -- what hypercorn's protocol classes call (WorkerContext and TaskGroup) ------------------
+
+    def event_class(self) -> _CanRead:
+        return _CanRead(self)
+
+    async def mark_request(self) -> None:
+        pass  # no max_requests: a worker is never recycled by request count
+
+    @staticmethod
+    async def sleep(seconds: float) -> None:
+        await trio.sleep(seconds)
+
+    @staticmethod
+    def time() -> float:
+        return trio.current_time()
+
+    async def spawn_app(self, app: App, config: HypercornConfig, scope: Any, send: AppSend) -> Any:
+        self._app_send = send
+        if scope["type"] == "http" and not _has_body(scope["headers"]):
+            inbox = _Inbox()
+            self.kept = (app, scope, inbox)
+            return inbox.put
+        assert self._nursery is not None
+        put, receive = trio.open_memory_channel[Any](config.max_app_queue_size)
+        self._nursery.start_soon(self._call_app, app, scope, receive.receive)
+        return put.send
+
+    def spawn(self, func: Callable[..., Awaitable[None]], *args: Any) -> None:
+        assert self._nursery is not None
+        self._nursery.start_soon(func, *args)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        sock = self.sock
+        try:
+            client = _address(sock.getpeername)
+            server = _address(sock.getsockname)
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                protocol = H11Protocol(
+                    self.app,  # type: ignore[arg-type]
+                    self.config,
+                    self,  # type: ignore[arg-type]
+                    self,  # type: ignore[arg-type]
+                    ConnectionState(self._state.copy()),
+                    False,
+                    client,
+                    server,
+                    self._protocol_send,
+                )
+                self._scope.deadline = trio.current_time() + self.config.keep_alive_timeout
+                with self._scope:
+                    await self._read(protocol)
+                await protocol.handle(Closed())
+        except* OSError:
+            pass  # the peer went away (reset, or gone before we looked at it)
+        except* Exception:
+            logger.exception("connection failed; closed")
+        finally:
+            self._close_socket()
+
+    async def _read(self, protocol: H11Protocol) -> None:
+        sock = self.sock
+        while not self.closed:
+            try:
+                data = sock.recv(MAX_RECV)
+            except BlockingIOError:
+                if self.idle and self.terminated.is_set():
+                    return
+                self._reading = True
+                try:
+                    await trio.lowlevel.wait_readable(sock)
+                finally:
+                    self._reading = False
+                continue
+            except OSError:
+                return
+            requests = self._requests
+            await protocol.handle(RawData(data))
+            if self.kept is not None:  # a whole request that h11 did not pause on: answer it
+                await self.run_kept()
+            if not data:
+                return
+            # Bytes of a request head and no request yet: it must end soon (slowloris).
+            partial_head = self.idle and self._requests == requests and not self.closed
+            if partial_head and self._head_deadline == inf:
+                self._head_deadline = trio.current_time() + self.header_timeout
+                self._scope.deadline = min(self._scope.deadline, self._head_deadline)
+
+    async def _protocol_send(self, event: Event) -> None:
+        kind = type(event)
+        if kind is RawData:
+            data = event.data  # type: ignore[attr-defined]
+            if data:
+                if self._hold:
+                    self._buffer.append(data)
+                else:
+                    await self._write(data)
+        elif kind is Updated:
+            if event.idle:  # type: ignore[attr-defined]
+                self.idle = True
+                self._scope.deadline = trio.current_time() + self.config.keep_alive_timeout
+            else:
+                self.idle = False
+                self._requests += 1
+                self._head_deadline = inf
+                self._scope.deadline = inf
+        elif kind is Closed:
+            if self._buffer:
+                await self._flush()
+            self.closed = True
+            if self._reading:
+                self._scope.cancel()
+
+    def close_if_idle(self) -> None:
+        """Shutting down: end the connection now if it waits for a request (see :meth:`_read`
+        for one that is finishing an answer)."""
+        if self.idle and self._reading:
+            self._scope.cancel()
+
+    # -- running the app -----------------------------------------------------------------------
+
+    async def run_kept(self) -> None:
+        """Run the app call kept by :meth:`spawn_app`, in this task."""
+        assert self.kept is not None
+        app, scope, inbox = self.kept
+        self.kept = None
+        await self._call_app(app, scope, inbox.receive)
+
+    async def _call_app(self, app: App, scope: Any, receive: Any) -> None:
+        send = self._send_from_app
+        try:
+            await app(scope, receive, send)
+        except* Exception:
+            # As hypercorn: logged, answered 500 if nothing was sent; a Cancelled goes on.
+            logger.exception("error in the ASGI app on %s %s", scope.get("method"), scope["path"])
+        finally:
+            await send(None)
+
+    async def _send_from_app(self, message: Any) -> None:
+        """The app's ``send``: hypercorn's, with what it writes gathered into one write."""
+        assert self._app_send is not None
+        self._hold += 1
+        try:
+            await self._app_send(message)
+        finally:
+            self._hold -= 1
+        if self._buffer and not self._hold:
+            if message is not None and message["type"] == "http.response.start":
+                return  # the head goes with the first body chunk
+            await self._flush()
+
+    # -- writing -------------------------------------------------------------------------------
+
+    async def _flush(self) -> None:
+        buffer = self._buffer
+        data = buffer[0] if len(buffer) == 1 else b"".join(buffer)
+        buffer.clear()
+        await self._write(data)
+
+    async def _write(self, data: bytes) -> None:
+        if self.closed:
+            return
+        lock = self._write_lock
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
+            view: bytes | memoryview = data
+            while True:
+                try:
+                    sent = self.sock.send(view)
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    self._broken()
+                    return
+                if sent == len(view):
+                    return
+                view = memoryview(view)[sent:]
+                await trio.lowlevel.wait_writable(self.sock)
+        finally:
+            lock.release()
+
+    def _broken(self) -> None:
+        """The peer is gone: stop reading and writing (the loop then tells the protocol)."""
+        self.closed = True
+        self._buffer.clear()
+        if self._reading:
+            self._scope.cancel()
+
+    def _close_socket(self) -> None:
+        sock = self.sock
+        if sock.fileno() < 0:
+            return
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+        trio.lowlevel.notify_closing(sock)
+        sock.close()
+
+
+def _has_body(headers: Any) -> bool:
+    for name, value in headers:
+        if name == b"content-length":
+            if value.strip() not in (b"0", b""):
+                return True
+        elif name == b"transfer-encoding":
+            return True
+    return False
+
+
+def _address(getter: Callable[[], Any]) -> tuple[str, int] | None:
+    try:
+        address = getter()
+    except OSError as exc:
+        if exc.errno in (errno.ENOTCONN, errno.EINVAL):
+            return None
+        raise
+    if isinstance(address, tuple):
+        return (address[0], address[1])
+    return None

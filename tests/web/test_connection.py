@@ -1,0 +1,379 @@
+"""feedstream's connection loop (feedstream.web.connection and .worker) on loopback, edge cases.
+
+Each test runs :func:`serve_connections` with a small raw ASGI app and talks to it over a real
+TCP socket, so what is checked is what a client sees on the wire.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import logging
+import re
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import h11
+import pytest
+import trio
+from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Updated
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.http_stream import HTTPStream
+
+from feedstream.web import connection as connection_module
+from feedstream.web.worker import serve_connections
+
+HEAD = (
+    b"GET /%s HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64)\r\n"
+    b"Accept: application/json\r\nAccept-Language: en-GB,en;q=0.9\r\n\r\n"
+)
+
+
+class App:
+    """Answers ``/<text>`` with *text*; ``/park`` waits until released; ``/big`` streams 8 MiB;
+    ``/boom`` raises; ``POST`` echoes the body's length. Records every request path."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        self.release = trio.Event()
+        self.parked = 0
+        self.finished: list[str] = []
+        self.changed = trio.Event()
+
+    async def until(self, condition: Any) -> None:
+        with trio.fail_after(5):
+            while not condition():
+                await self.changed.wait()
+
+    def _changed(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                kind = message["type"].replace("lifespan.", "lifespan.") + ".complete"
+                await send({"type": kind})
+                if message["type"] == "lifespan.shutdown":
+                    return
+        path = scope["path"]
+        self.paths.append(path)
+        if scope["method"] == "POST":
+            size = 0
+            while True:
+                message = await receive()
+                size += len(message.get("body", b""))
+                if not message.get("more_body"):
+                    break
+            await self._answer(send, str(size).encode())
+        elif path == "/park":
+            self.parked += 1
+            self._changed()
+            await self.release.wait()
+            await self._answer(send, b"released")
+        elif path == "/big":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            chunk = b"x" * 65536
+            try:
+                for _ in range(128):
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+            finally:
+                self.finished.append(path)
+                self._changed()
+        elif path == "/boom":
+            raise RuntimeError("boom")
+        else:
+            await self._answer(send, path[1:].encode())
+
+    async def _answer(self, send: Any, body: bytes) -> None:
+        headers = [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+@asynccontextmanager
+async def serving(
+    app: App, *, keep_alive: float = 75.0, header_timeout: float = 20.0, graceful: float = 3.0
+) -> AsyncIterator[tuple[int, trio.Event]]:
+    config = HypercornConfig()
+    config.bind = ["127.0.0.1:0"]
+    config.keep_alive_timeout = keep_alive
+    config.graceful_timeout = graceful
+    config.accesslog = None
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        [url] = await nursery.start(
+            lambda task_status: serve_connections(
+                app,
+                config,
+                shutdown_trigger=stop.wait,
+                header_timeout=header_timeout,
+                task_status=task_status,
+            )
+        )
+        yield int(url.rsplit(":", 1)[1]), stop
+        stop.set()
+
+
+async def connect(port: int) -> trio.SocketStream:
+    return await trio.open_tcp_stream("127.0.0.1", port)
+
+
+async def read_answers(stream: trio.SocketStream, count: int) -> list[h11.Response | bytes]:
+    """*count* whole answers (status line + body) parsed with h11, as [response, body, ...]."""
+    client = h11.Connection(h11.CLIENT)
+    out: list[h11.Response | bytes] = []
+    body = b""
+
+    def expect() -> None:  # what was sent is already on the wire: keep h11's states in step
+        client.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+        client.send(h11.EndOfMessage())
+
+    expect()
+    while len(out) < 2 * count:
+        event = client.next_event()
+        if event is h11.NEED_DATA:
+            client.receive_data(await stream.receive_some(65536))
+        elif isinstance(event, h11.Response):
+            out.append(event)
+        elif isinstance(event, h11.Data):
+            body += event.data
+        elif isinstance(event, h11.EndOfMessage):
+            out.append(body)
+            body = b""
+            if len(out) < 2 * count:
+                client.start_next_cycle()
+                expect()
+        else:
+            raise AssertionError(f"closed or paused before the answers: {event}")
+    return out
+
+
+async def closed_within(stream: trio.SocketStream, seconds: float) -> bytes:
+    """Everything the server sends until it closes, which must happen within *seconds*."""
+    data = b""
+    with trio.fail_after(seconds):
+        while chunk := await stream.receive_some(65536):
+            data += chunk
+    return data
+
+
+def test_hypercorn_internals() -> None:
+    """What feedstream.web.connection relies on in hypercorn (pinned in pyproject.toml).
+
+    When this fails, hypercorn changed underneath the connection loop: read the module's
+    docstring and hypercorn's protocol/h11.py and http_stream.py before changing the pin.
+    """
+    installed = importlib.metadata.version("hypercorn")
+    version = tuple(int(part) for part in re.findall(r"\d+", installed)[:2])
+    assert (0, 17) <= version < (0, 19), installed
+    parameters = list(inspect.signature(H11Protocol).parameters)
+    assert parameters == [
+        "app",
+        "config",
+        "context",
+        "task_group",
+        "connection_state",
+        "ssl",
+        "client",
+        "server",
+        "send",
+    ]
+    init = inspect.getsource(H11Protocol.__init__)
+    assert "self.can_read = context.event_class()" in init
+    events = inspect.getsource(H11Protocol._handle_events)
+    assert re.search(
+        r"h11\.PAUSED:\s+await self\.can_read\.clear\(\)\s+await self\.can_read\.wait\(\)", events
+    )
+    assert "Updated(idle=False)" in events
+    recycle = inspect.getsource(H11Protocol._maybe_recycle)
+    assert "self.context.terminated.is_set()" in recycle and "Updated(idle=True)" in recycle
+    assert "await self.can_read.set()" in recycle
+    assert "self.task_group.spawn_app(" in inspect.getsource(HTTPStream.handle)
+    assert Updated(idle=True).idle is True
+
+
+async def test_keep_alive_many_requests_on_one_connection() -> None:
+    app = App()
+    async with serving(app) as (port, _):
+        stream = await connect(port)
+        for i in range(20):
+            await stream.send_all(HEAD % f"n{i}".encode())
+            response, body = await read_answers(stream, 1)
+            assert isinstance(response, h11.Response) and response.status_code == 200
+            assert body == f"n{i}".encode()
+    assert len(app.paths) == 20
+
+
+async def test_an_answer_is_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    writes: list[bytes] = []
+    real_send = socket.socket.send
+
+    class Recording(socket.socket):
+        __slots__ = ()
+
+        def send(self, data: Any, flags: int = 0) -> int:
+            writes.append(bytes(data))
+            return real_send(self, data, flags)
+
+    real_init = connection_module.Connection.__init__
+
+    def init(self: connection_module.Connection, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        self.sock.__class__ = Recording
+
+    monkeypatch.setattr(connection_module.Connection, "__init__", init)
+    app = App()
+    async with serving(app) as (port, _):
+        stream = await connect(port)
+        for name in (b"one", b"two"):
+            await stream.send_all(HEAD % name)
+            await read_answers(stream, 1)
+    assert len(writes) == 2  # head and body together, no empty write
+    assert all(w.startswith(b"HTTP/1.1 200 ") for w in writes)
+    assert writes[0].endswith(b"\r\n\r\none") and writes[1].endswith(b"\r\n\r\ntwo")
+
+
+async def test_idle_connection_is_closed_after_keep_alive_timeout() -> None:
+    async with serving(App(), keep_alive=0.3) as (port, _):
+        stream = await connect(port)
+        await stream.send_all(HEAD % b"a")
+        await read_answers(stream, 1)
+        started = trio.current_time()
+        assert await closed_within(stream, 3) == b""
+        assert trio.current_time() - started >= 0.25
+        # A connection that never sends a byte gets the same deadline.
+        silent = await connect(port)
+        assert await closed_within(silent, 3) == b""
+
+
+async def test_a_parked_request_outlives_the_keep_alive_timeout() -> None:
+    app = App()
+    async with serving(app, keep_alive=0.2) as (port, _):
+        stream = await connect(port)
+        await stream.send_all(HEAD % b"park")
+        await trio.sleep(0.6)  # three idle timeouts: a request in flight is not idle
+        app.release.set()
+        _, body = await read_answers(stream, 1)
+        assert body == b"released"
+
+
+async def test_slowloris_head_is_cut_at_the_header_timeout() -> None:
+    async with serving(App(), keep_alive=60, header_timeout=0.3) as (port, _):
+        stream = await connect(port)
+        started = trio.current_time()
+        with trio.fail_after(5):
+            for piece in (b"GET / HTTP/1.1\r\n", b"Host: x\r\n", b"X-A: 1\r\n"):
+                await stream.send_all(piece)
+                await trio.sleep(0.1)
+            assert await closed_within(stream, 3) == b""
+        assert 0.25 <= trio.current_time() - started < 2
+
+
+async def test_oversized_head_is_refused() -> None:
+    async with serving(App()) as (port, _):
+        stream = await connect(port)
+        await stream.send_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000)
+        answer = await closed_within(stream, 3)
+        assert answer.startswith(b"HTTP/1.1 431 ") or answer.startswith(b"HTTP/1.1 400 ")
+
+
+async def test_pipelined_requests_are_answered_in_order() -> None:
+    app = App()
+    async with serving(app) as (port, _):
+        stream = await connect(port)
+        await stream.send_all(HEAD % b"first" + HEAD % b"second" + HEAD % b"third")
+        answers = await read_answers(stream, 3)
+    assert answers[1::2] == [b"first", b"second", b"third"]
+
+
+async def test_body_streamed_in_pieces_reaches_the_app() -> None:
+    async with serving(App()) as (port, _):
+        stream = await connect(port)
+        await stream.send_all(
+            b"POST /push HTTP/1.1\r\nHost: x\r\nContent-Length: 300000\r\n\r\n" + b"a" * 1000
+        )
+        for _ in range(299):
+            await stream.send_all(b"b" * 1000)
+        _, body = await read_answers(stream, 1)
+        assert body == b"300000"
+        # ... and the connection is reused for a request without a body.
+        await stream.send_all(HEAD % b"after")
+        assert (await read_answers(stream, 1))[1] == b"after"
+
+
+async def test_expect_100_continue() -> None:
+    async with serving(App()) as (port, _):
+        stream = await connect(port)
+        await stream.send_all(
+            b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n"
+        )
+        with trio.fail_after(3):
+            interim = await stream.receive_some(65536)
+        assert interim.startswith(b"HTTP/1.1 100 ")
+        await stream.send_all(b"hello")
+        assert (await read_answers(stream, 1))[1] == b"5"
+
+
+async def test_app_error_is_a_500_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.ERROR, "feedstream.web.connection")
+    async with serving(App()) as (port, _):
+        stream = await connect(port)
+        await stream.send_all(HEAD % b"boom")
+        response, _body = await read_answers(stream, 1)
+        assert isinstance(response, h11.Response) and response.status_code == 500
+        assert "RuntimeError: boom" in caplog.text
+        assert "boom" not in _body.decode() if isinstance(_body, bytes) else True
+
+
+async def test_client_closing_mid_answer_leaves_the_server_serving() -> None:
+    app = App()
+    async with serving(app) as (port, _):
+        for _ in range(3):
+            stream = await connect(port)
+            await stream.send_all(HEAD % b"big")
+            await stream.receive_some(1000)  # the head and a little of the 8 MiB
+            stream.socket.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+            )
+            await stream.aclose()  # a reset, with most of the answer unsent
+        await app.until(lambda: len(app.finished) == 3)
+        stream = await connect(port)
+        await stream.send_all(HEAD % b"still")
+        assert (await read_answers(stream, 1))[1] == b"still"
+
+
+async def test_shutdown_closes_idle_connections_and_waits_for_answers_in_flight() -> None:
+    app = App()
+    async with serving(app, graceful=5) as (port, stop):
+        idle = await connect(port)
+        await idle.send_all(HEAD % b"x")
+        await read_answers(idle, 1)
+        parked = await connect(port)
+        await parked.send_all(HEAD % b"park")
+        await app.until(lambda: app.parked == 1)
+        stop.set()
+        assert await closed_within(idle, 1) == b""
+        await trio.sleep(0.2)
+        app.release.set()  # the parked answer still goes out, then the connection closes
+        answer = await closed_within(parked, 3)
+        # (closed_within: the server closes it after this answer, as it stops)
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.endswith(b"released")
+
+
+async def test_shutdown_cancels_what_outlasts_the_graceful_timeout() -> None:
+    app = App()
+    started = trio.current_time()
+    async with serving(app, graceful=0.3) as (port, stop):
+        parked = await connect(port)
+        await parked.send_all(HEAD % b"park")
+        await app.until(lambda: app.parked == 1)
+        stop.set()
+        # Never released: cut at the deadline with a 500 (as hypercorn), then closed.
+        assert (await closed_within(parked, 3)).startswith(b"HTTP/1.1 500 ")
+    assert trio.current_time() - started < 3

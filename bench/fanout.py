@@ -54,6 +54,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import urllib.parse
 from array import array
 from collections.abc import Callable
 from pathlib import Path
@@ -66,6 +67,22 @@ HOST = "127.0.0.1"
 SERVER_CPU, CLIENT_CPU = 0, 1
 LONGPOLL_TIMEOUT = 55
 MARK = re.compile(rb"fsbench-(\d{6})")  # appears once per entry, in its id
+# What a browser sends with a fetch() from the page (~500 bytes with the request line): every
+# listener's request carries it, whatever the server, so header parsing is counted as it is in
+# the real world.
+BROWSER_HEADERS = (
+    b"User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    b"Chrome/131.0.0.0 Safari/537.36\r\n"
+    b"Accept: application/json, text/plain, */*\r\n"
+    b"Accept-Language: en-GB,en-US;q=0.9,en;q=0.8\r\n"
+    b"Accept-Encoding: gzip, deflate, br, zstd\r\n"
+    b"Referer: http://127.0.0.1/\r\n"
+    b'sec-ch-ua: "Chromium";v="131", "Not_A Brand";v="24"\r\n'
+    b"sec-ch-ua-mobile: ?0\r\n"
+    b'sec-ch-ua-platform: "Linux"\r\n'
+    b"Sec-Fetch-Dest: empty\r\nSec-Fetch-Mode: cors\r\nSec-Fetch-Site: same-origin\r\n"
+    b"Connection: keep-alive\r\n"
+)
 FEED_ID, TOKEN = "bench", "bench-token"
 HIST_STEP = 1e-4  # latency histogram: 0.1 ms buckets up to 120 s
 HIST_SIZE = 1_200_001
@@ -540,6 +557,10 @@ class Target:
     def update(self, conn: Conn, status: int, body: bytes) -> None:
         """Take the resume position from an answer."""
 
+    def marks(self, body: bytes) -> list[bytes]:
+        """The numbers of the entries in an answer, once each."""
+        return MARK.findall(body)
+
     def push_request(self, k: int) -> bytes:
         raise NotImplementedError
 
@@ -619,9 +640,10 @@ class Feedstream(Target):
         conn.cursor = self.cursor
 
     def request(self, conn: Conn) -> bytes:
-        return b"GET /api/entries?after=%s&timeout=%d HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % (
+        return b"GET /api/entries?after=%s&timeout=%d HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n" % (
             conn.cursor,
             LONGPOLL_TIMEOUT,
+            BROWSER_HEADERS,
         )
 
     def update(self, conn: Conn, status: int, body: bytes) -> None:
@@ -654,7 +676,7 @@ class Feedstream(Target):
         return dict(json.loads(raw))
 
     def describe(self) -> str:
-        return f"python -m feedstream serve, hypercorn trio worker; source: {self.source}"
+        return f"python -m feedstream serve (one process); source: {self.source}"
 
 
 class FeedstreamSse(Feedstream):
@@ -865,9 +887,10 @@ class Bare(Target):
         conn.cursor = b"1"
 
     def request(self, conn: Conn) -> bytes:
-        return b"GET /entries?after=%s&timeout=%d HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n" % (
+        return b"GET /entries?after=%s&timeout=%d HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n" % (
             conn.cursor,
             LONGPOLL_TIMEOUT,
+            BROWSER_HEADERS,
         )
 
     update = Feedstream.update
@@ -927,10 +950,10 @@ class Nchan(Target):
 
     def request(self, conn: Conn) -> bytes:
         if conn.etag is None or conn.lastmod is None:
-            return b"GET /sub HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+            return b"GET /sub HTTP/1.1\r\nHost: 127.0.0.1\r\n%s\r\n" % BROWSER_HEADERS
         return (
             b"GET /sub HTTP/1.1\r\nHost: 127.0.0.1\r\nIf-Modified-Since: %s\r\n"
-            b"If-None-Match: %s\r\n\r\n" % (conn.lastmod, conn.etag)
+            b"If-None-Match: %s\r\n%s\r\n" % (conn.lastmod, conn.etag, BROWSER_HEADERS)
         )
 
     def push_request(self, k: int) -> bytes:
@@ -956,6 +979,135 @@ class Nchan(Target):
         return f"nginx with Nchan ({version.strip('; ') or '?'}), 1 worker, bench/nchan.conf"
 
 
+# Tornado's own chat demo (demos/chat of the tornado repository), copied into the run's temporary
+# folder, never into this repository; run by this wrapper, which only adds GET /status (how many
+# long-polls wait on the demo's Condition) so the bench knows when all N are parked.
+TORNADO_WRAPPER = """import asyncio, os, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[1])))
+import tornado.web
+import chatdemo
+buffer = chatdemo.global_message_buffer
+
+class Status(tornado.web.RequestHandler):
+    def get(self):
+        self.write({"waiting": len(buffer.cond._waiters)})
+
+async def main():
+    here = os.path.dirname(os.path.abspath(sys.argv[1]))
+    app = tornado.web.Application(
+        [(r"/", chatdemo.MainHandler), (r"/a/message/new", chatdemo.MessageNewHandler),
+         (r"/a/message/updates", chatdemo.MessageUpdatesHandler), (r"/status", Status)],
+        cookie_secret="bench", template_path=os.path.join(here, "templates"),
+        static_path=os.path.join(here, "static"), xsrf_cookies=True, debug=False)
+    app.listen(int(sys.argv[2]), "127.0.0.1", backlog=4096)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+XSRF = b"62656e63682d78737266"  # a version-1 token: the same in the cookie and the header
+
+
+def tornado_chat(dest: Path, src: str | None) -> str:
+    """Copy demos/chat of tornado into *dest*: from *src* (a checkout, its git directory, or
+    the chat folder itself), else a shallow clone from GitHub. Returns where it came from."""
+    candidates = [src] if src else []
+    candidates.append(os.environ.get("FEEDSTREAM_TORNADO_SRC", ""))
+    for candidate in filter(None, candidates):
+        path = Path(candidate)
+        if (path / "chatdemo.py").exists():
+            shutil.copytree(path, dest)
+            return str(path)
+        if (path / "demos" / "chat" / "chatdemo.py").exists():
+            shutil.copytree(path / "demos" / "chat", dest)
+            return str(path)
+        git_dir = path / ".git" if (path / ".git").exists() else path
+        if (git_dir / "HEAD").exists():
+            archive = subprocess.run(
+                ["git", f"--git-dir={git_dir}", "archive", "HEAD", "demos/chat"],
+                capture_output=True,
+                check=True,
+            ).stdout
+            with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+                tar.extractall(dest.parent / "tornado-archive", filter="data")
+            shutil.copytree(dest.parent / "tornado-archive" / "demos" / "chat", dest)
+            rev = git(f"--git-dir={git_dir}", "rev-parse", "--short", "HEAD").strip()
+            return f"{path} at {rev}"
+    clone = dest.parent / "tornado-clone"
+    subprocess.run(
+        ["git", "clone", "-q", "--depth", "1", "https://github.com/tornadoweb/tornado", clone],
+        check=True,
+        timeout=120,
+    )
+    shutil.copytree(clone / "demos" / "chat", dest)
+    return "github.com/tornadoweb/tornado (shallow clone)"
+
+
+class Tornado(Target):
+    """Tornado's chat demo: listeners long-poll ``POST /a/message/updates`` with their cursor;
+    pushes are ``POST /a/message/new`` (the entry's JSON as the message, which the demo renders
+    into the answer twice: as text and as HTML)."""
+
+    name = "tornado"
+    push_ok = (200,)
+
+    def start(self) -> None:
+        chat = self.tmp / "chat"
+        self.source = tornado_chat(chat, self.args.tornado_src)
+        (self.tmp / "run_chat.py").write_text(TORNADO_WRAPPER)
+        cmd = [sys.executable, str(self.tmp / "run_chat.py"), str(chat / "chatdemo.py")]
+        self.proc = spawn([*cmd, str(self.port)], self.log, self.nofile, cwd=self.tmp)
+
+    def ready_check(self) -> None:
+        status, _ = control(self.port, "GET", "/status", timeout=1)
+        assert status == 200
+
+    def _post(self, path: bytes, form: bytes) -> bytes:
+        extra = (
+            b"Cookie: _xsrf=%s\r\nX-Xsrftoken: %s\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n%s" % (XSRF, XSRF, BROWSER_HEADERS)
+        )
+        return post(path, form, extra)
+
+    def warm_up(self) -> None:
+        headers = {
+            "Cookie": f"_xsrf={XSRF.decode()}",
+            "X-Xsrftoken": XSRF.decode(),
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
+        form = urllib.parse.urlencode({"body": entry_json(0, self.args.push).decode()})
+        status, body = control(self.port, "POST", "/a/message/new", form.encode(), headers)
+        assert status == 200, (status, body)
+        self.cursor = json.loads(body)["id"].encode()
+
+    def initial(self, conn: Conn) -> None:
+        conn.cursor = self.cursor
+
+    def request(self, conn: Conn) -> bytes:
+        return self._post(b"/a/message/updates", b"cursor=" + conn.cursor)
+
+    def update(self, conn: Conn, status: int, body: bytes) -> None:
+        if status == 200 and body.startswith(b'{"messages"'):
+            conn.cursor = json.loads(body)["messages"][-1]["id"].encode()
+
+    def marks(self, body: bytes) -> list[bytes]:
+        return list(dict.fromkeys(MARK.findall(body)))  # each entry is in its answer twice
+
+    def push_request(self, k: int) -> bytes:
+        form = urllib.parse.urlencode({"body": entry_json(k, self.args.push).decode()})
+        return self._post(b"/a/message/new", form.encode())
+
+    def waiting(self) -> int:
+        return int(json.loads(control(self.port, "GET", "/status")[1])["waiting"])
+
+    def describe(self) -> str:
+        import tornado  # installed by main() when missing
+
+        return (
+            f"Tornado {tornado.version} chat demo (demos/chat from {self.source}), asyncio, "
+            "1 process, debug off"
+        )
+
+
 def header(head: bytes, low: bytes, name: bytes) -> bytes | None:
     """The value of header *name* (lower case) in a response head, or None."""
     i = low.find(b"\r\n" + name + b":")
@@ -973,6 +1125,7 @@ TARGETS: dict[str, type[Target]] = {
     "feedstream-sse": FeedstreamSse,
     "feedstream-workers": FeedstreamWorkers,
     "feedstream-redis": FeedstreamRedis,
+    "tornado": Tornado,
 }
 
 
@@ -1330,6 +1483,8 @@ def check_sample(body: bytes, ids: list[bytes], name: str) -> None:
     # Nchan sends one message, or several in multipart/mixed: count the entries' openings
     elif body.startswith(b'{"cursor"'):
         found = len(json.loads(body)["entries"])
+    elif body.startswith(b'{"messages"'):  # Tornado's chat demo
+        found = len(json.loads(body)["messages"])
     else:
         found = body.count(b'{"id":"')
     if found != len(ids):
@@ -1461,7 +1616,7 @@ class Bench:
         self.target = cls(tmp, nofile, args)
         self.tmp = tmp
         self.res: dict[str, Any] = {"name": self.target.name, "n": self.n}
-        self.profiling = args.profile and self.target.name in ("feedstream", "bare")
+        self.profiling = args.profile and self.target.name in ("feedstream", "bare", "tornado")
         self.client: Client | None = None
         self.pid = 0
         self.procs: dict[str, int] = {}
@@ -1563,7 +1718,7 @@ class Bench:
         heads: list[bytes] = []  # the first answer's status line and headers
 
         def response(conn: Conn, status: int, body: bytes) -> None:
-            ids = MARK.findall(body)
+            ids = target.marks(body)
             if client.responses % 100 == 1 and status == 200:
                 check_sample(body, ids, target.name)
             r = fan["round"]
@@ -1586,12 +1741,16 @@ class Bench:
         server = {name: 0.0 for name in self.procs}
         client_cpu = wall = 0.0
         complete, net0, answered = True, net_counters(), []
+        repoll = {"cpu": 0.0, "count": 0}
         for r in range(1, rounds + 1):
             if r > 1:  # everyone asks again and parks (not timed), then the next push
                 alive = [c for c in client.listeners if c.alive]
+                cpu0 = cpu_split(self.procs)
                 for conn in alive:
                     client.send(conn)
                 wait_parked(target, len(alive), 60)
+                repoll["cpu"] += sum(cpu_delta(cpu0, cpu_split(self.procs)).values())
+                repoll["count"] += len(alive)
                 settle(self.pid, 5)
             fan["round"], fan["got"] = r, 0
             gc.collect()
@@ -1622,6 +1781,9 @@ class Bench:
             fanout_server_cpu=server_cpu,
             fanout_server_cpu_split=server,
             fanout_cpu_per_answer_us=server_cpu / max(len(got), 1) * 1e6,
+            repoll_cpu_per_request_us=(
+                repoll["cpu"] / repoll["count"] * 1e6 if repoll["count"] else math.nan
+            ),
             fanout_client_cpu=client_cpu,
             rss_hwm_kib=proc_status(self.pid, "VmHWM"),
         )
@@ -1642,6 +1804,14 @@ class Bench:
             f"{cpu_text(server, len(got))}), client {client_cpu:.2f} s ({client_cpu / wall:.0%}); "
             f"answer body {client.resp_bytes // max(client.responses, 1)} B; {net_delta(net0)}"
         )
+        if repoll["count"]:
+            per_answer = self.res["fanout_cpu_per_answer_us"]
+            per_repoll = self.res["repoll_cpu_per_request_us"]
+            self.say(
+                f"re-poll CPU (everyone asking again between rounds, until the server reports "
+                f"them parked): {per_repoll:.0f} us per request; an answer with its re-poll: "
+                f"{per_answer + per_repoll:.0f} us"
+            )
         if heads:
             names = [line.split(b":", 1)[0].decode() for line in heads[0].split(b"\r\n")[1:]]
             self.res["answer_headers"] = names
@@ -1666,7 +1836,7 @@ class Bench:
 
         def response(conn: Conn, status: int, body: bytes) -> None:
             t = now()
-            ids = MARK.findall(body)
+            ids = target.marks(body)
             if client.responses % 100 == 1 and status == 200:
                 check_sample(body, ids, target.name)
             if body.endswith(b'"reset":true}') or b"event: reset\n" in body:
@@ -1915,7 +2085,7 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
     push_table(results, w)
     by = {r["name"]: r for r in results if "fanout" in r}
     fs = by.get("feedstream")
-    for ref in ("bare", "nchan"):
+    for ref in ("bare", "nchan", "tornado"):
         other = by.get(ref)
         if fs is None or other is None:
             continue
@@ -1924,6 +2094,7 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
             f"p99 {ratio(fs['fanout']['p99'], other['fanout']['p99'])}",
             f"max {ratio(fs['fanout']['max'], other['fanout']['max'])}",
             f"RSS/listener {ratio(fs['rss_per_listener_kib'], other['rss_per_listener_kib'])}",
+            f"CPU per answer with its re-poll {ratio(with_repoll(fs), with_repoll(other))}",
         ]
         if "sustained" in fs and "sustained" in other:
             parts += [
@@ -1931,6 +2102,11 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace) -> None:
                 f"p99 {ratio(fs['sustained']['p99'], other['sustained']['p99'])}",
             ]
         print(f"feedstream/{ref}: " + ", ".join(parts))
+
+
+def with_repoll(r: dict[str, Any]) -> float:
+    """Server CPU per answer plus per re-poll (us): one long-poll cycle."""
+    return float(r["fanout_cpu_per_answer_us"] + r.get("repoll_cpu_per_request_us", math.nan))
 
 
 def push_table(results: list[dict[str, Any]], w: int) -> None:
@@ -1942,7 +2118,7 @@ def push_table(results: list[dict[str, Any]], w: int) -> None:
         f"{'':11}{'server CPU us/answer':^24}\n"
         f"{'server':<{w}}{'park p50':>9}{'p99':>7}{'sus p50':>8}{'p99':>7}"
         f"{'taken':>9}{'p50':>7}{'p99':>7}{'max':>7}{'p50':>7}{'p99':>7}{'lost/dup':>10}"
-        f"{'fan-out':>8}{'sust.':>7}{'KiB/lsn':>9}  sustained, by process"
+        f"{'fan-out':>8}{'+repoll':>8}{'sust.':>7}{'KiB/lsn':>9}  sustained, by process"
     )
     for r in results:
         if "fanout" not in r:
@@ -1956,12 +2132,13 @@ def push_table(results: list[dict[str, Any]], w: int) -> None:
         taken = f"{r['taken']}/{r['offered']}" if "taken" in r else "-"
         lost = f"{r['lost']}/{r['dups']}" if "lost" in r else "-"
         us, rss = r.get("sus_cpu_per_answer_us", math.nan), r.get("rss_per_listener_kib", math.nan)
+        fan_us = r.get("fanout_cpu_per_answer_us", math.nan)
         print(
             f"{r['name']:<{w}}{ms(park['p50']):>9}{ms(park['p99']):>7}"
             f"{ms(sus_ack['p50']):>8}{ms(sus_ack['p99']):>7}{taken:>9}"
             f"{ms(fan['p50']):>7}{ms(fan['p99']):>7}{ms(fan['max']):>7}"
             f"{ms(sus['p50']):>7}{ms(sus['p99']):>7}{lost:>10}"
-            f"{r.get('fanout_cpu_per_answer_us', math.nan):>8.0f}{us:>7.0f}"
+            f"{fan_us:>8.0f}{with_repoll(r):>8.0f}{us:>7.0f}"
             f"{rss:>9.1f}  {parts if len(split) > 1 else ''}".rstrip()
         )
 
@@ -2005,6 +2182,11 @@ def main(argv: list[str] | None = None) -> int:
         metavar="REV",
         help="what feedstream code to run: 'worktree' (a copy of it, default) or a git revision",
     )
+    parser.add_argument(
+        "--tornado-src",
+        help="a tornado checkout (or its git directory, or its demos/chat folder) for the "
+        "tornado target; default $FEEDSTREAM_TORNADO_SRC, else a shallow clone from GitHub",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy the Python servers")
     parser.add_argument("--profile-rate", type=int, default=200)
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, profiles)")
@@ -2045,6 +2227,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile and not shutil.which("py-spy", path=str(Path(sys.executable).parent)):
         print("installing py-spy into this virtualenv for --profile ...", flush=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "py-spy"], check=True)
+    if "tornado" in order and importlib.util.find_spec("tornado") is None:
+        print("installing tornado into this virtualenv for the tornado target ...", flush=True)
+        done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "tornado"])
+        if done.returncode != 0:
+            print("skipping tornado: it could not be installed", file=sys.stderr)
+            order.remove("tornado")
     if "feedstream-redis" in order:
         problem = FeedstreamRedis.unavailable(args.feedstream_src)
         if problem:

@@ -35,21 +35,26 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import re
 import socket
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from math import inf
 from typing import Any
 
+import h11
 import trio
+from h11._abnf import field_name, field_value
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, Event, RawData, Updated
+from hypercorn.protocol.events import Response
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.typing import ConnectionState
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["HEADER_TIMEOUT", "MAX_RECV", "Connection", "Terminated"]
+__all__ = ["HEADER_TIMEOUT", "MAX_RECV", "Connection", "ServerConfig", "Terminated"]
 
 MAX_RECV = 2**16
 HEADER_TIMEOUT = 20.0  # seconds from the first byte of a request head to its end
@@ -200,7 +205,7 @@ class Connection:
             server = _address(sock.getsockname)
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                protocol = H11Protocol(
+                protocol = _H11Protocol(
                     self.app,  # type: ignore[arg-type]
                     self.config,
                     self,  # type: ignore[arg-type]
@@ -361,6 +366,66 @@ class Connection:
             sock.shutdown(socket.SHUT_WR)
         trio.lowlevel.notify_closing(sock)
         sock.close()
+
+
+class ServerConfig(HypercornConfig):
+    """hypercorn's ``Config`` with its ``Date`` header made once a second, not per answer."""
+
+    _date_second = -1
+    _date_headers: list[tuple[bytes, bytes]] = []
+
+    def response_headers(self, protocol: str) -> list[tuple[bytes, bytes]]:
+        second = int(time.time())
+        if second != self._date_second:
+            self._date_headers = super().response_headers(protocol)
+            self._date_second = second
+        return list(self._date_headers)
+
+
+_FIELD_NAME = re.compile(field_name.encode("ascii"))  # h11's own header grammar
+_FIELD_VALUE = re.compile(field_value.encode("ascii"))
+_VALID_HEADERS: set[tuple[bytes, bytes]] = set()  # pairs that passed them, reused per answer
+_VALID_HEADERS_MAX = 4096
+
+
+def _validate(headers: list[tuple[bytes, bytes]]) -> None:
+    """h11's check of response header names and values (no CR/LF, no NUL...), with the pairs
+    already seen remembered: an answer's headers are nearly always the previous answer's."""
+    for pair in headers:
+        if pair not in _VALID_HEADERS:
+            name, value = pair
+            if _FIELD_NAME.fullmatch(name) is None:
+                raise h11.LocalProtocolError(f"illegal header name {name!r}")
+            if _FIELD_VALUE.fullmatch(value) is None:
+                raise h11.LocalProtocolError(f"illegal header value {value!r}")
+            if len(_VALID_HEADERS) >= _VALID_HEADERS_MAX:
+                _VALID_HEADERS.clear()
+            _VALID_HEADERS.add(pair)
+
+
+class _H11Protocol(H11Protocol):
+    """hypercorn's HTTP/1.1 protocol with less work per request.
+
+    * A response head's headers are checked against h11's grammar through :func:`_validate`,
+      which remembers the pairs it has passed, and handed to h11 as checked (``_parsed=True``);
+      h11 would otherwise run its two regexes over every header of every answer.
+    * No HTTP/2 upgrade check (a pass over the request headers): this loop serves HTTP/1.1
+      only, and a server may ignore ``Upgrade: h2c``; a ``PRI *`` preface fails h11's parse.
+    """
+
+    async def stream_send(self, event: Any) -> None:
+        if type(event) is Response and event.status_code >= 200:
+            headers = [*event.headers, *self.config.response_headers("h11")]
+            if self.keep_alive_requests >= self.config.keep_alive_max_requests:
+                headers.append((b"connection", b"close"))
+            _validate(headers)
+            response = h11.Response(headers=headers, status_code=event.status_code, _parsed=True)
+            await self._send_h11_event(response)
+        else:
+            await super().stream_send(event)
+
+    async def _check_protocol(self, event: h11.Request) -> None:
+        pass
 
 
 def _has_body(headers: Any) -> bool:

@@ -15,12 +15,12 @@ import signal
 from collections.abc import Awaitable, Callable
 
 import trio
-from hypercorn.config import Config as HypercornConfig
 
 from feedstream.core.config import Config, ConfigError
 from feedstream.service.gcpolicy import manage_gc
 from feedstream.service.runtime import ReloadUnavailable, Runtime
 from feedstream.web.app import create_app
+from feedstream.web.connection import ServerConfig
 from feedstream.web.worker import serve_connections
 
 logger = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ async def serve(
     """
     runtime = runtime or Runtime(config, loader=loader)
     app = create_app(config, runtime)
-    hconfig = HypercornConfig()
+    hconfig = ServerConfig()
     host = config.server.host
     hconfig.bind = [
         f"[{host}]:{config.server.port}" if ":" in host else f"{host}:{config.server.port}"

@@ -18,12 +18,12 @@ from typing import Any
 import h11
 import pytest
 import trio
-from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Updated
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import HTTPStream
 
 from feedstream.web import connection as connection_module
+from feedstream.web.connection import ServerConfig
 from feedstream.web.worker import serve_connections
 
 HEAD = (
@@ -87,6 +87,10 @@ class App:
                 self._changed()
         elif path == "/boom":
             raise RuntimeError("boom")
+        elif path == "/inject":  # a header value with a line break in it
+            headers = [(b"x-note", b"a\r\nset-cookie: evil=1"), (b"content-length", b"2")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"ok"})
         else:
             await self._answer(send, path[1:].encode())
 
@@ -100,7 +104,7 @@ class App:
 async def serving(
     app: App, *, keep_alive: float = 75.0, header_timeout: float = 20.0, graceful: float = 3.0
 ) -> AsyncIterator[tuple[int, trio.Event]]:
-    config = HypercornConfig()
+    config = ServerConfig()
     config.bind = ["127.0.0.1:0"]
     config.keep_alive_timeout = keep_alive
     config.graceful_timeout = graceful
@@ -195,6 +199,13 @@ def test_hypercorn_internals() -> None:
     assert "self.context.terminated.is_set()" in recycle and "Updated(idle=True)" in recycle
     assert "await self.can_read.set()" in recycle
     assert "self.task_group.spawn_app(" in inspect.getsource(HTTPStream.handle)
+    # _H11Protocol.stream_send redoes the Response branch, checking the headers itself and
+    # handing them to h11 with _parsed=True.
+    send = inspect.getsource(H11Protocol.stream_send)
+    assert "keep_alive_max_requests" in send and 'response_headers("h11")' in send
+    assert "_parsed" in inspect.signature(h11.Response).parameters
+    assert h11._abnf.field_value and h11._abnf.field_name
+    assert "await self._check_protocol(event)" in events
     assert Updated(idle=True).idle is True
 
 
@@ -331,6 +342,28 @@ async def test_app_error_is_a_500_and_logged(caplog: pytest.LogCaptureFixture) -
         assert "boom" not in _body.decode() if isinstance(_body, bytes) else True
 
 
+async def test_header_injection_by_the_app_is_refused() -> None:
+    async with serving(App()) as (port, _):
+        stream = await connect(port)
+        await stream.send_all(HEAD % b"inject")
+        answer = await closed_within(stream, 3)
+    assert answer.startswith(b"HTTP/1.1 500 ")
+    assert b"evil" not in answer
+
+
+async def test_date_header_is_current() -> None:
+    async with serving(App()) as (port, _):
+        stream = await connect(port)
+        dates = []
+        for _ in range(2):
+            await stream.send_all(HEAD % b"d")
+            response, _body = await read_answers(stream, 1)
+            assert isinstance(response, h11.Response)
+            dates.append(dict(response.headers)[b"date"])
+            await trio.sleep(1.1)
+    assert dates[0] != dates[1]
+
+
 async def test_client_closing_mid_answer_leaves_the_server_serving() -> None:
     app = App()
     async with serving(app) as (port, _):
@@ -377,3 +410,30 @@ async def test_shutdown_cancels_what_outlasts_the_graceful_timeout() -> None:
         # Never released: cut at the deadline with a 500 (as hypercorn), then closed.
         assert (await closed_within(parked, 3)).startswith(b"HTTP/1.1 500 ")
     assert trio.current_time() - started < 3
+
+
+@pytest.mark.parametrize(
+    "pair",
+    [
+        (b"x-a", b"1\r\nset-cookie: a=1"),
+        (b"x-a", b"nul\x00byte"),
+        (b"x a", b"space in the name"),
+        (b"", b"empty name"),
+        (b"x-a:", b"colon"),
+    ],
+)
+def test_validate_refuses_what_h11_refuses(pair: tuple[bytes, bytes]) -> None:
+    with pytest.raises(h11.LocalProtocolError):
+        connection_module._validate([(b"content-type", b"text/plain"), pair])
+    with pytest.raises(h11.LocalProtocolError):  # h11 itself, for comparison
+        h11.Response(status_code=200, headers=[pair])
+    assert pair not in connection_module._VALID_HEADERS
+
+
+def test_validate_remembers_good_pairs_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(connection_module, "_VALID_HEADERS", set())
+    monkeypatch.setattr(connection_module, "_VALID_HEADERS_MAX", 3)
+    connection_module._validate([(b"a", b"1"), (b"b", b"2")])
+    assert {(b"a", b"1"), (b"b", b"2")} == connection_module._VALID_HEADERS
+    connection_module._validate([(b"c", b"3"), (b"d", b"4")])
+    assert len(connection_module._VALID_HEADERS) <= 3

@@ -19,8 +19,16 @@ All feeds live on one origin (one host:port), so the per-host politeness (``host
 ``per_host_fetches``) is relaxed to the global cap; the global cap (``max_fetches`` = 10) is
 kept. Nothing leaves 127.0.0.1.
 
+With ``--rules N`` (say 100), the cost of ``[[rules]]``: N rules, half of them RE2 regexes, the
+rest words, phrases and fields, most matching nothing and some matching often (highlight and
+tag actions). Step 2 then also times the worker's whole ingest function
+(``feedstream.service.parsing.sift``: parse, rules, fold keys) on the same documents without
+rules and with the N rules, and reports the overhead per entry; step 3 runs twice, without and
+with the rules, and reports CPU per entry ingested counting the parse worker processes too.
+
     .venv/bin/python bench/ingest.py                       # 50 feeds, 30 s
     .venv/bin/python bench/ingest.py --feeds 200 --seconds 60 --interval 5
+    .venv/bin/python bench/ingest.py --rules 100           # rules overhead, and both runs
 """
 
 from __future__ import annotations
@@ -238,6 +246,66 @@ class OriginProcess:
             self.proc.wait()
 
 
+# -- rules ------------------------------------------------------------------------------------
+
+
+def make_rules(count: int) -> list[dict[str, Any]]:
+    """*count* rule tables, every other one a regex; a few match often, most never."""
+    tables: list[dict[str, Any]] = []
+    for index in range(count):
+        word = WORDS[index % len(WORDS)]
+        other = WORDS[(index * 7 + 3) % len(WORDS)]
+        if index % 2:  # RE2, in the default scope or a field
+            queries = [
+                f"/\\b{word}[0-9]{{3,}}\\b/",
+                f"title:/entry [0-9]+: {word}$/",
+                f"/(?:{word}|{other})-[a-z]+-[0-9]+/",
+                f"url:/posts\\/[0-9]+\\/{index}{index}[0-9]/",
+                f"content:/{word} {other} {word}/",
+            ]
+        else:  # words, phrases, fields
+            queries = [
+                f"{word}{index} OR {other}{index}",
+                f'"{word} {other} {word}"',
+                f"title:{word} tag:{other}",
+                f"author:nobody{index} OR feed:nothing{index}",
+                f"({word}x OR {other}y) -tag:{word}",
+            ]
+        query = queries[(index // 2) % len(queries)]
+        table: dict[str, Any] = {"id": f"rule{index:03d}", "query": query}
+        if index % 10 == 4:
+            table.update(action="tag", tag=f"t{index}")
+        else:
+            table["action"] = "highlight"
+        tables.append(table)
+    return tables
+
+
+def children_cpu() -> float:
+    """CPU seconds used so far by this process's live descendants (the parse workers), from
+    /proc: getrusage counts children only once they have exited."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+
+    def walk(pid: int) -> None:
+        nonlocal total
+        for listing in Path(f"/proc/{pid}/task").glob("*/children"):
+            try:
+                children = [int(c) for c in listing.read_text().split()]
+            except OSError:
+                continue
+            for child in children:
+                try:
+                    fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+                except (OSError, IndexError):
+                    continue
+                total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+                walk(child)
+
+    walk(os.getpid())
+    return total
+
+
 # -- parse overhead ----------------------------------------------------------------------------
 
 
@@ -283,6 +351,41 @@ def parse_overhead(args: argparse.Namespace) -> dict[str, float]:
 
     timings: dict[str, list[float]] = {"bare": [], "core": [], "full": []}
     functions = {"bare": bare, "core": core, "full": full}
+    if args.rules:
+        from feedstream.core.config import FeedConfig
+        from feedstream.core.rules import parse_rules
+        from feedstream.service.parsing import rule_spec, sift
+
+        feed = FeedConfig(id="bench", url=f"{origin}/feed/0")
+        spec = rule_spec(parse_rules(make_rules(args.rules)))
+        # A poll repeats the last document but for its --new newest entries: the ids the log
+        # has already go to the worker, which skips them (see feedstream.service.ingest).
+        known: dict[bytes, frozenset[str]] = {}
+        for body, kind in docs:
+            sifted = sift(body, feed, kind, feed.url, "poll", None, (), False)
+            ids = [entry["id"] for entry in sifted.parsed.entries]  # oldest first
+            known[body] = frozenset(ids[: -args.new])
+
+        def sift_plain(body: bytes, kind: str) -> object:
+            return sift(body, feed, kind, feed.url, "poll", None, (), True)
+
+        def sift_rules(body: bytes, kind: str) -> object:
+            return sift(body, feed, kind, feed.url, "poll", None, spec, True)
+
+        def sift_plain_poll(body: bytes, kind: str) -> object:
+            return sift(body, feed, kind, feed.url, "poll", None, (), True, known[body])
+
+        def sift_rules_poll(body: bytes, kind: str) -> object:
+            return sift(body, feed, kind, feed.url, "poll", None, spec, True, known[body])
+
+        extra = {
+            "sift_plain": sift_plain,
+            "sift_rules": sift_rules,
+            "sift_plain_poll": sift_plain_poll,
+            "sift_rules_poll": sift_rules_poll,
+        }
+        timings.update({name: [] for name in extra})
+        functions.update(extra)
     for body, kind in docs:
         for function in functions.values():
             function(body, kind)  # warm caches
@@ -307,10 +410,13 @@ def quantile(ordered: list[float], q: float) -> float:
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
-async def ingest(args: argparse.Namespace, origin: OriginProcess, data_dir: Path) -> dict[str, Any]:
+async def ingest(
+    args: argparse.Namespace, origin: OriginProcess, data_dir: Path, rules: int = 0
+) -> dict[str, Any]:
     import trio
 
     from feedstream.core.config import Config, FeedConfig, ServerConfig
+    from feedstream.core.rules import parse_rules
     from feedstream.service.runtime import Runtime
     from feedstream.web.server import serve
 
@@ -330,6 +436,7 @@ async def ingest(args: argparse.Namespace, origin: OriginProcess, data_dir: Path
         ),
         feeds=feeds,
         source="<bench>",
+        rules=tuple(parse_rules(make_rules(rules))),
     )
     runtime = Runtime(config)
     stop = trio.Event()
@@ -361,15 +468,18 @@ async def ingest(args: argparse.Namespace, origin: OriginProcess, data_dir: Path
             stats_before = await trio.to_thread.run_sync(origin.stats)
             entries_before = total()
             usage_before = resource.getrusage(resource.RUSAGE_SELF)
+            workers_before = children_cpu()
             began = trio.current_time()
             measuring = True
             await trio.sleep(args.seconds)
             measuring = False
             elapsed = trio.current_time() - began
             usage_after = resource.getrusage(resource.RUSAGE_SELF)
+            workers_after = children_cpu()
             entries_after = total()
             stats_after = await trio.to_thread.run_sync(origin.stats)
             loop_lag = runtime.lag.stats()
+            recent = runtime.log.read(None, feeds=None, limit=1000).entries
             beating.cancel_scope.cancel()
         stop.set()  # graceful shutdown of the server
     cpu = (usage_after.ru_utime - usage_before.ru_utime) + (
@@ -384,6 +494,9 @@ async def ingest(args: argparse.Namespace, origin: OriginProcess, data_dir: Path
         "not_modified": stats_after["304"] - stats_before["304"],
         "bytes": stats_after["bytes"] - stats_before["bytes"],
         "cpu": cpu,
+        "worker_cpu": workers_after - workers_before,
+        "rules": rules,
+        "matched": sum('"matched":[]' not in entry.json for entry in recent) / len(recent),
         "lag": {
             "samples": len(lags),
             "p50": quantile(lags, 0.50),
@@ -411,7 +524,72 @@ def versions() -> str:
     return ", ".join(found)
 
 
-def report(args: argparse.Namespace, overhead: dict[str, float], run: dict[str, Any]) -> str:
+def rule_rows(
+    args: argparse.Namespace,
+    overhead: dict[str, float],
+    run: dict[str, Any],
+    ruled: dict[str, Any],
+) -> list[tuple[str, str, str]]:
+    """What ``--rules`` adds: the worker's ingest function with and without the rules, and the
+    two server runs' CPU per entry (this process and the parse workers)."""
+    plain, with_rules = overhead["sift_plain"], overhead["sift_rules"]
+    per_entry = (with_rules - plain) / args.entries
+    plain_poll, rules_poll = overhead["sift_plain_poll"], overhead["sift_rules_poll"]
+    per_new = (rules_poll - plain_poll) / args.new
+
+    def cpu_per_entry(result: dict[str, Any]) -> float:
+        return (result["cpu"] + result["worker_cpu"]) / max(result["entries"], 1)
+
+    base, more = cpu_per_entry(run), cpu_per_entry(ruled)
+    return [
+        (
+            "worker ingest (sift), all new: no rules",
+            f"{plain * 1000:.2f} ms/doc",
+            f"parse + fold keys, {plain / args.entries * 1e6:.0f} µs per entry",
+        ),
+        (
+            f"worker ingest (sift), all new: {args.rules} rules",
+            f"{with_rules * 1000:.2f} ms/doc",
+            f"+{per_entry * 1e6:.1f} µs per entry (+{(with_rules / plain - 1) * 100:.1f} %), "
+            f"{args.rules // 2} of them regexes",
+        ),
+        (
+            f"  a poll ({args.new} new of {args.entries}): no rules",
+            f"{plain_poll * 1000:.2f} ms/doc",
+            "the other entries skipped by id",
+        ),
+        (
+            f"  a poll ({args.new} new of {args.entries}): {args.rules} rules",
+            f"{rules_poll * 1000:.2f} ms/doc",
+            f"+{per_new * 1e6:.1f} µs per new entry (+{(rules_poll / plain_poll - 1) * 100:.1f} "
+            "% per document)",
+        ),
+        (
+            "server run without rules: CPU",
+            f"{run['cpu'] / run['elapsed']:.2f} + {run['worker_cpu'] / run['elapsed']:.2f}",
+            f"cores (this process + parse workers); {base * 1e6:.0f} µs per entry ingested",
+        ),
+        (
+            f"server run with {args.rules} rules: CPU",
+            f"{ruled['cpu'] / ruled['elapsed']:.2f} + {ruled['worker_cpu'] / ruled['elapsed']:.2f}",
+            f"cores; {more * 1e6:.0f} µs per entry ingested ({(more / base - 1) * 100:+.1f} %); "
+            f"{ruled['entries'] / ruled['elapsed']:,.1f} entries/s; "
+            f"{ruled['matched'] * 100:.0f} % of entries matched a rule",
+        ),
+        (
+            f"  event-loop lag p99 with {args.rules} rules",
+            f"{ruled['lag']['p99'] * 1000:.2f} ms",
+            f"without: {run['lag']['p99'] * 1000:.2f} ms",
+        ),
+    ]
+
+
+def report(
+    args: argparse.Namespace,
+    overhead: dict[str, float],
+    run: dict[str, Any],
+    ruled: dict[str, Any] | None = None,
+) -> str:
     offered = args.feeds * args.new / args.interval
     polls = run["ok"] + run["not_modified"]
     seconds = run["elapsed"]
@@ -455,6 +633,8 @@ def report(args: argparse.Namespace, overhead: dict[str, float], run: dict[str, 
         ),
         ("max RSS (this process)", f"{run['max_rss_mib']:.0f} MiB", ""),
     ]
+    if ruled is not None:
+        rows += rule_rows(args, overhead, run, ruled)
     width = max(len(name) for name, _, _ in rows)
     value_width = max(len(value) for _, value, _ in rows)
     now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -492,6 +672,13 @@ def main() -> None:
         "--overhead-docs", type=int, default=20, help="documents for the parse figures (20)"
     )
     parser.add_argument("--repeat", type=int, default=5, help="parses of each document (5)")
+    parser.add_argument(
+        "--rules",
+        type=int,
+        default=0,
+        help="also measure N [[rules]] (half regex): the worker's cost per entry, and a second "
+        "server run with them (default 0: no rules)",
+    )
     parser.add_argument("--json", action="store_true", help="also print the raw figures as JSON")
     parser.add_argument("--origin", help=argparse.SUPPRESS)  # internal: run as the origin
     args = parser.parse_args()
@@ -500,6 +687,8 @@ def main() -> None:
         return
     if args.feeds < 1 or args.seconds <= 0 or args.interval <= 0 or args.new < 1:
         parser.error("--feeds, --seconds, --interval and --new must be positive")
+    if args.rules < 0:
+        parser.error("--rules must be 0 or more")
 
     import trio
 
@@ -520,12 +709,21 @@ def main() -> None:
                 file=sys.stderr,
                 flush=True,
             )
-            run = trio.run(ingest, args, origin, Path(data_dir))
+            run = trio.run(ingest, args, origin, Path(data_dir) / "plain")
+        ruled = None
+        if args.rules:
+            with tempfile.TemporaryDirectory(prefix="feedstream-bench-") as data_dir:
+                print(
+                    f"again with {args.rules} rules for {args.seconds:g} s...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                ruled = trio.run(ingest, args, origin, Path(data_dir) / "rules", args.rules)
     finally:
         origin.close()
-    print(report(args, overhead, run))
+    print(report(args, overhead, run, ruled))
     if args.json:
-        print(json.dumps({"overhead": overhead, "run": run}, indent=2))
+        print(json.dumps({"overhead": overhead, "run": run, "ruled": ruled}, indent=2))
 
 
 if __name__ == "__main__":

@@ -20,9 +20,22 @@
 //
 // SAFETY. Entry data is only ever inserted as text (textContent, attributes set through the
 // DOM); links and images are used only for http(s) URLs. The page runs under a strict CSP: no
-// inline script or style, styles are classes or CSSOM properties set from this module.
+// inline script or style, styles are classes or CSSOM properties set from this module. Feed
+// icons come from this server only (/api/feeds/<id>/icon: fetched by the server, or generated).
+//
+// SEARCH, STREAMS, HIGHLIGHTS: views.js. NOTIFICATIONS and their sound: alerts.js.
 
+import { consider, setupAlerts } from "./alerts.js";
 import { feedStream } from "./feedstream.js";
+import {
+  announce,
+  chosenStream,
+  decorate,
+  rejected,
+  setupViews,
+  viewParams,
+  writeViewParams,
+} from "./views.js";
 
 const DEFAULT_PACE = 2; // seconds between entries
 const MIN_INTERVAL = 0.25; // seconds: the fastest the catch-up speed-up may go
@@ -57,6 +70,7 @@ const params = new URLSearchParams(location.search);
 const state = {
   pace: parsePace(params.get("pace")) ?? DEFAULT_PACE,
   feeds: new Set((params.get("feeds") ?? "").split(",").filter(Boolean)),
+  category: (params.get("category") ?? "").trim() || null, // every feed of one category
   queue: [],
   seen: new Set(),
   pause: { hover: false, focus: false, manual: false },
@@ -64,6 +78,7 @@ const state = {
   timer: null,
   stream: null,
   knownFeeds: new Map(), // id -> title
+  feedCategories: new Map(), // id -> category, for feeds that have one
 };
 
 const reducedMotion = matchMedia("(prefers-reduced-motion: reduce)");
@@ -136,6 +151,7 @@ function remember(entry) {
 
 function insert(entry, interval) {
   const item = renderEntry(entry);
+  announce(entry); // a highlighted one is said out loud
   els.list.prepend(item);
   els.empty.hidden = true;
   if (!reducedMotion.matches && interval > 0) {
@@ -194,6 +210,8 @@ function renderEntry(entry) {
 
   const meta = el("p", "meta");
   const feedName = el("span", "feed", text(entry.feed_title) || text(entry.feed) || "feed");
+  const feedIconImg = feedIcon(String(entry.feed ?? ""), "feed-icon");
+  if (feedIconImg) feedName.prepend(feedIconImg);
   meta.append(feedName);
   const when = entry.published ?? entry.updated ?? entry.received;
   const date = when ? new Date(when) : null;
@@ -246,6 +264,7 @@ function renderEntry(entry) {
     card.classList.add("has-thumb");
   }
   item.append(card);
+  decorate(item, entry); // the "Highlighted" label, dir="auto"
   return item;
 }
 
@@ -345,6 +364,7 @@ const STATUS_TEXT = {
   live: "Live",
   reconnecting: "Reconnecting…",
   offline: "Offline",
+  rejected: "Stopped",
 };
 
 function renderStatus(status, info = {}) {
@@ -406,10 +426,28 @@ els.pace.addEventListener("change", () => {
 // ---------------------------------------------------------------------------------------------
 // Feed filter
 
+// Feeds without a category come first; then one group per category (in /api/feeds order),
+// led by a category chip that selects all its feeds at once (?category=).
 function renderChips() {
   const chips = [chip("", "All feeds")];
-  for (const [id, title] of state.knownFeeds) chips.push(chip(id, title));
+  const groups = new Map(); // category -> its chips
+  for (const [id, title] of state.knownFeeds) {
+    const category = state.feedCategories.get(id);
+    if (!category) {
+      chips.push(chip(id, title));
+      continue;
+    }
+    if (!groups.has(category)) groups.set(category, [categoryChip(category)]);
+    groups.get(category).push(chip(id, title));
+  }
   for (const id of state.feeds) if (!state.knownFeeds.has(id)) chips.push(chip(id, id));
+  for (const [category, members] of groups) {
+    const group = el("div", "chip-group");
+    group.setAttribute("role", "group");
+    group.setAttribute("aria-label", category);
+    group.append(...members);
+    chips.push(group);
+  }
   els.chips.replaceChildren(...chips);
 }
 
@@ -417,18 +455,54 @@ function chip(id, label) {
   const button = el("button", "chip", label);
   button.type = "button";
   button.dataset.feed = id;
-  const pressed = id === "" ? state.feeds.size === 0 : state.feeds.has(id);
+  const pressed = id === "" ? state.feeds.size === 0 && !state.category : state.feeds.has(id);
   button.setAttribute("aria-pressed", String(pressed));
-  if (id) button.style.setProperty("--feed-hue", String(hue(id)));
+  if (id) {
+    button.style.setProperty("--feed-hue", String(hue(id)));
+    const icon = feedIcon(id, "chip-icon");
+    if (icon) {
+      button.prepend(icon);
+      button.classList.add("has-icon");
+    }
+  }
   return button;
+}
+
+function categoryChip(category) {
+  const button = el("button", "chip category", category);
+  button.type = "button";
+  button.dataset.category = category;
+  button.title = `Every feed in ${category}`;
+  button.setAttribute("aria-pressed", String(state.category === category));
+  return button;
+}
+
+const FEED_ID = /^[a-z0-9_-]{1,64}$/;
+
+/** The feed's icon, from this server only (it fetched the icon, or generated one). */
+function feedIcon(feed, className) {
+  if (!FEED_ID.test(feed)) return null;
+  const img = el("img", className);
+  img.alt = "";
+  img.width = 16;
+  img.height = 16;
+  img.decoding = "async";
+  img.referrerPolicy = "no-referrer";
+  img.addEventListener("error", () => img.remove(), { once: true });
+  img.src = `/api/feeds/${feed}/icon`;
+  return img;
 }
 
 els.chips.addEventListener("click", (event) => {
   const button = event.target instanceof Element ? event.target.closest("button.chip") : null;
   if (!button) return;
+  const category = button.dataset.category;
   const id = button.dataset.feed ?? "";
-  if (id === "") state.feeds.clear();
-  else if (state.feeds.has(id)) state.feeds.delete(id);
+  if (category !== undefined) state.category = state.category === category ? null : category;
+  else if (id === "") {
+    state.feeds.clear();
+    state.category = null;
+  } else if (state.feeds.has(id)) state.feeds.delete(id);
   else state.feeds.add(id);
   renderChips();
   updateUrl();
@@ -445,10 +519,21 @@ async function loadFeeds() {
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const feeds = await response.json();
     state.knownFeeds.clear();
+    state.feedCategories.clear();
     for (const feed of Array.isArray(feeds) ? feeds : []) {
       if (feed && typeof feed.id === "string") {
         state.knownFeeds.set(feed.id, text(feed.title) || feed.id);
+        // As the server spells it: the ?category= filter must name it exactly.
+        if (typeof feed.category === "string" && feed.category.trim()) {
+          state.feedCategories.set(feed.id, feed.category);
+        }
       }
+    }
+    const categories = new Set(state.feedCategories.values());
+    if (state.category && !categories.has(state.category)) {
+      state.category = null; // gone from the config: the server would refuse the filter
+      updateUrl();
+      restart();
     }
     renderChips();
     feedsRetry = 2;
@@ -472,6 +557,9 @@ function restart() {
   state.stream = feedStream({
     url: location.origin,
     feeds: [...state.feeds],
+    category: state.category ?? undefined,
+    ...viewParams(), // ?stream= and ?q=
+    onRejected: rejected,
     onStatus: renderStatus,
     onReset: () => {
       state.queue.length = 0;
@@ -486,9 +574,29 @@ function restart() {
         renderWaiting();
       } else {
         enqueue(entries);
+        consider(entries); // desktop notifications, while the tab is hidden
       }
     },
   });
+}
+
+/** Show the entry *id* at the top of the list (from the list, the queue, or *entry*) and
+ * focus it: where a notification's click lands. */
+function reveal(id, entry) {
+  let item = [...els.list.children].find((row) => row.dataset.id === id);
+  if (!item) {
+    const queued = state.queue.findIndex((waiting) => String(waiting.id ?? "") === id);
+    const chosen = queued >= 0 ? state.queue.splice(queued, 1)[0] : entry;
+    if (!chosen) return;
+    item = renderEntry(chosen);
+    els.list.prepend(item);
+    els.empty.hidden = true;
+    trim();
+    renderWaiting();
+  }
+  item.tabIndex = -1;
+  item.classList.add("revealed");
+  item.focus();
 }
 
 function updateUrl() {
@@ -497,6 +605,9 @@ function updateUrl() {
   else url.searchParams.set("pace", String(state.pace));
   if (state.feeds.size) url.searchParams.set("feeds", [...state.feeds].join(","));
   else url.searchParams.delete("feeds");
+  if (state.category) url.searchParams.set("category", state.category);
+  else url.searchParams.delete("category");
+  writeViewParams(url);
   history.replaceState(null, "", url);
 }
 
@@ -543,5 +654,12 @@ renderWaiting();
 renderStatus("connecting");
 new ResizeObserver(() => trim()).observe(els.stream);
 setInterval(refreshClock, CLOCK_EVERY);
+setupViews({
+  onChange: () => {
+    updateUrl();
+    restart();
+  },
+});
+setupAlerts({ reveal, notice: showNotice, stream: chosenStream });
 loadFeeds();
 restart();

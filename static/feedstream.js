@@ -3,8 +3,11 @@
 //   import { feedStream } from "https://feeds.example.org/static/feedstream.js";
 //   const stream = feedStream({
 //     feeds: ["news"],                                   // optional filter
+//     category: "Tech",                                  // optional: every feed of a category
+//     stream: "security", q: "cve OR openssl",           // optional: a stream, a query
 //     onEntries: (entries, info) => { ... },             // oldest first
 //     onStatus: (status) => { ... },                     // "live" | "reconnecting" | "offline"
+//     onRejected: ({ error }) => { ... },                // a 400: the stream stopped
 //     onReset: (info) => { ... },                        // the server skipped entries
 //   });
 //   stream.stop();
@@ -12,7 +15,9 @@
 // It long-polls GET /api/entries?after=<cursor>, resumes from the last cursor after any error
 // (so nothing is delivered twice and nothing is missed), backs off exponentially with jitter
 // (0.5 s, 1 s, 2 s, ... capped at 30 s) and reports "offline" while the browser is offline or
-// after OFFLINE_AFTER failures in a row. The server must allow the embedding origin through CORS.
+// after OFFLINE_AFTER failures in a row. A request the server refuses with 400 (an unknown feed or
+// stream, a query that does not parse) is never retried: the stream stops with status
+// "rejected" and onRejected hears why. The server must allow the embedding origin through CORS.
 
 const OFFLINE_AFTER = 5; // consecutive failures before "reconnecting" becomes "offline"
 const BACKOFF_BASE = 0.5; // seconds
@@ -25,10 +30,17 @@ const GRACE = 15; // seconds a long-poll may take beyond its timeout before it i
  * @param {object} options
  * @param {string} [options.url] Base URL of the server; default: the origin this module came from.
  * @param {string[]|string} [options.feeds] Only these feed ids (default: all feeds).
+ * @param {string} [options.category] Only the feeds of this category (with `feeds`: either).
+ * @param {string} [options.stream] Only the entries of this configured stream (GET /api/streams).
+ * @param {string} [options.q] Only the entries this query matches (see the README).
+ * @param {boolean} [options.duplicates] Also entries folded into another feed's (default: no).
+ * @param {(info: {status: number, error: string}) => void} [options.onRejected] The server
+ *   refused the request (400): the stream has stopped.
  * @param {(entries: object[], info: {cursor: string, reset: boolean, initial: boolean}) => void}
  *   [options.onEntries] Called with each non-empty batch, oldest entry first.
- * @param {(status: "live"|"reconnecting"|"offline", info: {failures: number, retryIn: number,
- *   error: Error|null}) => void} [options.onStatus] Called when the connection status changes.
+ * @param {(status: "live"|"reconnecting"|"offline"|"rejected", info: {failures: number,
+ *   retryIn: number, error: Error|null}) => void} [options.onStatus] Called when the connection
+ *   status changes.
  * @param {(info: {cursor: string, entries: object[]}) => void} [options.onReset] Called when the
  *   server no longer knows the cursor and answered with its newest entries instead.
  * @param {string} [options.after] Resume after this cursor (default: start with the newest entries).
@@ -39,6 +51,11 @@ const GRACE = 15; // seconds a long-poll may take beyond its timeout before it i
 export function feedStream({
   url,
   feeds,
+  category,
+  stream,
+  q,
+  duplicates,
+  onRejected,
   onEntries,
   onStatus,
   onReset,
@@ -94,6 +111,10 @@ export function feedStream({
     if (cursor !== null) target.searchParams.set("after", cursor);
     target.searchParams.set("timeout", String(wait));
     if (feedParam) target.searchParams.set("feeds", feedParam);
+    if (category) target.searchParams.set("category", String(category));
+    if (stream) target.searchParams.set("stream", String(stream));
+    if (q) target.searchParams.set("q", String(q));
+    if (duplicates) target.searchParams.set("duplicates", "include");
     if (limit) target.searchParams.set("limit", String(limit));
     inflight = new AbortController();
     const giveUp = setTimeout(() => inflight.abort(), (wait + GRACE) * 1000);
@@ -109,7 +130,10 @@ export function feedStream({
       const body = await response.json().catch(() => null);
       if (!response.ok) {
         const message = body && typeof body.error === "string" ? body.error : response.statusText;
-        throw new Error(`HTTP ${response.status}: ${message}`);
+        const error = new Error(`HTTP ${response.status}: ${message}`);
+        error.status = response.status;
+        error.reason = message;
+        throw error;
       }
       if (!body || typeof body.cursor !== "string" || !Array.isArray(body.entries)) {
         throw new Error("malformed answer from /api/entries");
@@ -136,6 +160,13 @@ export function feedStream({
         page.initial = initial;
       } catch (error) {
         if (stopper.signal.aborted) return;
+        if (error.status === 400) {
+          // The question itself is wrong: asking again cannot help.
+          setStatus("rejected", { error });
+          call(onRejected, { status: error.status, error: error.reason });
+          stopper.abort();
+          return;
+        }
         failures += 1;
         const ceiling = Math.min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (failures - 1));
         const retryIn = ceiling / 2 + (Math.random() * ceiling) / 2; // "equal jitter"

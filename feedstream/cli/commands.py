@@ -1,5 +1,6 @@
 """Command line: ``feedstream serve``, ``demo``, ``check`` and ``tail``; ``import``, ``export``,
-``discover`` and ``add`` live in :mod:`feedstream.cli.feeds`."""
+``discover`` and ``add`` live in :mod:`feedstream.cli.feeds`, ``query`` in
+:mod:`feedstream.cli.query`."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import trio
 
 from feedstream import __version__
 from feedstream.cli import feeds
+from feedstream.cli import query as query_command
 from feedstream.cli.logs import FORMATS
 from feedstream.cli.logs import configure as configure_logging
 from feedstream.core.config import ROLES, Config, ConfigError, load_config
@@ -175,6 +177,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     log_level(tail)
     feeds.add_parsers(commands, log_level)
+    query_command.add_parser(commands, log_level)
     return parser
 
 
@@ -272,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 timeout=args.timeout,
             )
             return trio.run(run_tail, options)
+        elif args.command == "query":
+            return query_command.run(args)
         elif args.command in feeds.COMMANDS:
             return feeds.run(args)
         else:

@@ -25,6 +25,9 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve as hypercorn_serve
 
 from feedstream.core.config import Config, FeedConfig, ServerConfig
+from feedstream.core.query import parse_query
+from feedstream.core.rules import parse_rules
+from feedstream.core.streams import StreamConfig
 from feedstream.core.times import format_rfc3339_datetime
 from feedstream.service.periodic import Periodic
 from feedstream.web.asgi import Receive, Scope, Send, answer_lifespan
@@ -213,7 +216,11 @@ def demo_config(publisher_url: str, data_dir: Path, host: str, port: int, every:
     ]
     pushed = FeedConfig(id="demo-push", title="Demo Webhook: Pager", token=PUSH_TOKEN)
     server = ServerConfig(host=host, port=port, data_dir=data_dir, backlog=500, host_gap=0.0)
-    return Config(server=server, feeds=(*polled, pushed), source="<demo>")
+    # A rule and a stream, so that the page shows highlighted entries and a stream chip.
+    rules = parse_rules([{"id": "sky", "query": "comet OR moon", "action": "highlight"}])
+    night = StreamConfig("night", "Night", parse_query('night OR moon OR "quiet hour"'))
+    feeds = (*polled, pushed)
+    return Config(server, feeds, source="<demo>", rules=tuple(rules), streams=(night,))
 
 
 async def _publish(publisher: DemoPublisher, every: float) -> None:

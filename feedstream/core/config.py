@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from feedstream.core.rules import Rule, RuleError, parse_rules
+from feedstream.core.streams import StreamConfig, StreamError, parse_streams
 from feedstream.core.urls import HTTP_SCHEMES, MAX_URL_CHARS, is_http_url
 
 __all__ = [
@@ -89,6 +91,8 @@ class ServerConfig:
     ingest_port: int | None = None  # the ingest process's port under --workers; None: port + 1
     lease_seconds: float = 30.0  # how long a node's claim on polling a feed lasts (Redis)
     workers: int = 0  # deliver processes under a supervisor; 0: this process serves alone
+    fold_duplicates: bool = True  # store the same story from another feed as a duplicate_of
+    fetch_icons: bool = True  # look for each polled feed's icon (weekly); off: generated ones
 
     @property
     def shared_log(self) -> bool:
@@ -124,6 +128,8 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     feeds: tuple[FeedConfig, ...] = ()
     source: str = "<config>"
+    rules: tuple[Rule, ...] = ()  # [[rules]], applied at ingest in this order
+    streams: tuple[StreamConfig, ...] = ()  # [[streams]], named views for listeners
 
     def feed(self, feed_id: str) -> FeedConfig | None:
         for feed in self.feeds:
@@ -141,14 +147,18 @@ class ConfigChanges:
     changed: tuple[FeedConfig, ...] = ()  # the new versions
     unchanged: tuple[str, ...] = ()
     restart_needed: tuple[str, ...] = ()  # [server] keys whose new values wait for a restart
+    rules_changed: bool = False  # [[rules]] differ (they apply to entries arriving afterwards)
+    streams_changed: bool = False  # [[streams]] differ
 
-    def summary(self) -> dict[str, list[str]]:
+    def summary(self) -> dict[str, list[str] | bool]:
         return {
             "added": [feed.id for feed in self.added],
             "removed": [feed.id for feed in self.removed],
             "changed": [feed.id for feed in self.changed],
             "unchanged": list(self.unchanged),
             "restart_needed": list(self.restart_needed),
+            "rules_changed": self.rules_changed,
+            "streams_changed": self.streams_changed,
         }
 
 
@@ -166,6 +176,8 @@ def compare(old: Config, new: Config) -> ConfigChanges:
             for name in ServerConfig.__dataclass_fields__
             if getattr(old.server, name) != getattr(new.server, name)
         ),
+        rules_changed=old.rules != new.rules,
+        streams_changed=old.streams != new.streams,
     )
 
 
@@ -201,7 +213,7 @@ _SERVER_KEYS = {
     "host", "port", "public_url", "data_dir", "backlog", "cors_origins", "max_push_bytes",
     "max_fetches", "per_host_fetches", "host_gap", "static_dir", "coalesce_ms",
     "max_listeners", "sse_buffer_bytes", "gc", "admin_token", "role", "log", "ingest_port",
-    "lease_seconds", "workers",
+    "lease_seconds", "workers", "fold_duplicates", "fetch_icons",
 }  # fmt: skip
 _LIMIT_KEYS = {
     "timeout", "connect_timeout", "max_bytes", "max_redirects", "max_entries", "user_agent",
@@ -285,7 +297,7 @@ class _Validator:
     # -- sections --------------------------------------------------------------------------
 
     def config(self, raw: dict[str, Any]) -> Config:
-        self.check_keys(raw, {"server", "defaults", "feeds"}, "")
+        self.check_keys(raw, {"server", "defaults", "feeds", "rules", "streams"}, "")
         server_raw = raw.get("server", {})
         if not isinstance(server_raw, dict):
             raise self.fail("server", "must be a table ([server])")
@@ -308,7 +320,36 @@ class _Validator:
                 raise self.fail("id", f"duplicate feed id {feed.id!r}", "feeds", index)
             seen.add(feed.id)
             feeds.append(feed)
-        return Config(server=server, feeds=tuple(feeds), source=self.source)
+        rules, streams = self.views(raw, seen)
+        return Config(
+            server=server, feeds=tuple(feeds), source=self.source, rules=rules, streams=streams
+        )
+
+    def views(
+        self, raw: Mapping[str, Any], feed_ids: set[str]
+    ) -> tuple[tuple[Rule, ...], tuple[StreamConfig, ...]]:
+        """``[[rules]]`` and ``[[streams]]`` (see :mod:`feedstream.core.rules` and
+        :mod:`feedstream.core.streams`): their errors named by file and line too."""
+        tables: dict[str, list[Any]] = {}
+        for name in ("rules", "streams"):
+            value = raw.get(name, [])
+            if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+                raise self.fail(name, f"must be an array of tables ([[{name}]])")
+            tables[name] = value
+        try:
+            rules = parse_rules(tables["rules"])
+            streams = parse_streams(tables["streams"], feed_ids)
+        except (RuleError, StreamError) as exc:
+            table = "rules" if isinstance(exc, RuleError) else "streams"
+            named = exc.rule_id if isinstance(exc, RuleError) else exc.stream_id
+            suffix = f" ({table[:-1]} {named!r})" if named else ""
+            raise self.fail(exc.key or "-", exc.reason + suffix, table, exc.index) from None
+        for index, rule in enumerate(rules):
+            for feed in sorted(rule.feeds or ()):
+                if feed not in feed_ids:
+                    message = f"unknown feed {feed!r} (not in [[feeds]]) (rule {rule.id!r})"
+                    raise self.fail("feeds", message, "rules", index)
+        return tuple(rules), tuple(streams)
 
     def server(self, raw: dict[str, Any]) -> ServerConfig:
         self.check_keys(raw, _SERVER_KEYS, "server")
@@ -345,6 +386,8 @@ class _Validator:
             ingest_port=g(raw, "ingest_port", _int_range(0, 65535), None, "server"),
             lease_seconds=g(raw, "lease_seconds", _float_range(2, 3600), d.lease_seconds, "server"),
             workers=g(raw, "workers", _int_range(0, 64), d.workers, "server"),
+            fold_duplicates=g(raw, "fold_duplicates", _bool, d.fold_duplicates, "server"),
+            fetch_icons=g(raw, "fetch_icons", _bool, d.fetch_icons, "server"),
         )
         if server.workers and server.role != "all":
             raise self.fail(

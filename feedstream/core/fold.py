@@ -20,7 +20,8 @@ with each other (within a feed, deduplication by entry id is the log's job).
   default) in an insertion-ordered map: expiry and the size bound pop the oldest keys first,
   so every operation is amortized O(1). Time is passed in (``now``); nothing here reads a
   clock. After a restart, :meth:`FoldIndex.add` replays the stored entries of the window,
-  oldest first.
+  oldest first. :func:`fold_keys` computes an entry's keys on their own (in a worker process,
+  say) and :meth:`FoldIndex.check_keys` takes them, so that the index's owner only looks up.
 
 Pure: no I/O.
 """
@@ -43,7 +44,9 @@ __all__ = [
     "MIN_TITLE_WORDS",
     "TRACKING_PARAMETERS",
     "FoldIndex",
+    "FoldKeys",
     "canonical_url",
+    "fold_keys",
     "title_key",
 ]
 
@@ -217,8 +220,12 @@ class FoldIndex:
         same canonical URL or, when it has no usable URL, the same title key. A duplicate is
         not recorded: later copies fold into the first entry too.
         """
+        return self.check_keys(feed, entry_id, fold_keys(url, title), now)
+
+    def check_keys(self, feed: str, entry_id: str, keys: FoldKeys, now: float) -> str | None:
+        """:meth:`check` with the entry's :func:`fold_keys` computed already."""
         self._expire(now)
-        url_key, text_key = _keys(url, title)
+        url_key, text_key = keys
         probe = url_key or text_key
         if probe is not None:
             first = self._first.get(probe)
@@ -235,7 +242,7 @@ class FoldIndex:
         A key already held by an entry within the window keeps that entry.
         """
         self._expire(seen_at)
-        self._record(_First(feed, entry_id, seen_at), *_keys(url, title))
+        self._record(_First(feed, entry_id, seen_at), *fold_keys(url, title))
 
     def clear(self) -> None:
         self._first.clear()
@@ -264,7 +271,11 @@ class FoldIndex:
             self._first.popitem(last=False)
 
 
-def _keys(url: str | None, title: str | None) -> tuple[str | None, str | None]:
+FoldKeys = tuple[str | None, str | None]
+"""An entry's URL key and title key (see :func:`fold_keys`)."""
+
+
+def fold_keys(url: object, title: object) -> FoldKeys:
     """The URL key and the title key, prefixed so that the two kinds never collide."""
     url_key = canonical_url(url)
     text_key = title_key(title)

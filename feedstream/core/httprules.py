@@ -12,6 +12,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from feedstream.core.config import FEED_ID_RE, FeedConfig
+from feedstream.core.query import MAX_QUERY_CHARS
 from feedstream.core.signatures import SignatureStatus, verify_signature
 
 __all__ = [
@@ -66,10 +67,21 @@ class EntriesQuery:
     timeout: float
     feeds: frozenset[str] | None
     limit: int
+    stream: str | None = None  # a stream id, shape checked (the delivery side knows which exist)
+    q: str | None = None  # an ad-hoc query, length checked (parsed by the delivery side)
+    duplicates: bool = False  # ?duplicates=include: folded duplicates are delivered too
 
 
-def parse_entries_query(args: Mapping[str, str], known_feeds: Collection[str]) -> EntriesQuery:
-    """Validate ``/api/entries`` parameters; unknown parameters (cache busters) are ignored."""
+def parse_entries_query(
+    args: Mapping[str, str],
+    known_feeds: Collection[str],
+    categories: Mapping[str, frozenset[str]] | None = None,
+) -> EntriesQuery:
+    """Validate ``/api/entries`` parameters; unknown parameters (cache busters) are ignored.
+
+    ``category`` names one of *categories* (name -> its feed ids) and selects its feeds; with
+    ``feeds`` too, the entries of either.
+    """
     after = args.get("after")
     if after is not None and (
         not after or len(after) > MAX_CURSOR_CHARS or not after.isprintable()
@@ -87,7 +99,48 @@ def parse_entries_query(args: Mapping[str, str], known_feeds: Collection[str]) -
             if not FEED_ID_RE.match(name) or name not in known_feeds:
                 raise ApiError(400, f"feeds: unknown feed {name[:64]!r}")
         feeds = frozenset(names)
-    return EntriesQuery(after=after, timeout=timeout, feeds=feeds, limit=limit)
+    raw_category = args.get("category")
+    if raw_category is not None:
+        feeds = _category_feeds(raw_category, categories or {}, feeds)
+    stream, q, duplicates = _view_args(args)
+    return EntriesQuery(
+        after=after,
+        timeout=timeout,
+        feeds=feeds,
+        limit=limit,
+        stream=stream,
+        q=q,
+        duplicates=duplicates,
+    )
+
+
+def _view_args(args: Mapping[str, str]) -> tuple[str | None, str | None, bool]:
+    """``stream``, ``q`` and ``duplicates`` (include / exclude, the default)."""
+    stream = args.get("stream")
+    if stream is not None and not FEED_ID_RE.match(stream):
+        raise ApiError(400, f"stream: unknown stream {stream[:64]!r}")
+    q = args.get("q")
+    if q is not None:
+        if not q.strip():
+            raise ApiError(400, "q: give a query (see the query language in the README)")
+        if len(q) > MAX_QUERY_CHARS:
+            raise ApiError(400, f"query: longer than {MAX_QUERY_CHARS} characters")
+    duplicates = args.get("duplicates")
+    if duplicates not in (None, "include", "exclude"):
+        raise ApiError(400, "duplicates: must be include or exclude")
+    return stream, q, duplicates == "include"
+
+
+def _category_feeds(
+    raw: str, categories: Mapping[str, frozenset[str]], feeds: frozenset[str] | None
+) -> frozenset[str]:
+    name = raw.strip()
+    if not name:
+        raise ApiError(400, "category: give a category name")
+    members = categories.get(name)
+    if members is None:
+        raise ApiError(400, f"category: unknown category {name[:64]!r}")
+    return members if feeds is None else feeds | members
 
 
 def _number(

@@ -60,7 +60,8 @@ logger = logging.getLogger(__name__)
 
 ENTRY_KEYS = (
     "id", "cursor", "feed", "feed_title", "title", "url", "author", "published", "updated",
-    "summary", "content_html", "tags", "enclosures", "image", "via", "received",
+    "summary", "content_html", "tags", "enclosures", "image", "via", "received", "matched",
+    "highlight", "duplicate_of",
 )  # fmt: skip
 
 SUMMARY_CHARS = 300
@@ -98,6 +99,9 @@ class ParsedFeed:
     ttl_seconds: int | None  # RSS <ttl>
     error: str | None  # the body is not a usable feed (then entries == [])
     warning: str | None  # the document is broken but was read
+    #: The feed's own icon, http(s) or None: Atom ``icon`` (else ``logo``), RSS ``image/url``,
+    #: JSON Feed ``favicon`` (else ``icon``); the small square one first.
+    icon_url: str | None = None
 
     @classmethod
     def failure(cls, error: str) -> ParsedFeed:
@@ -156,6 +160,7 @@ class _RawFeed:
     ttl_seconds: int | None = None
     entries: list[_RawEntry] = field(default_factory=list)
     warning: str | None = None
+    icon: str | None = None
 
     def is_blank(self) -> bool:
         """Nothing was read: no title, no link, no entry with anything in it."""
@@ -203,6 +208,7 @@ def parse_feed(
         ttl_seconds=raw.ttl_seconds,
         error=None,
         warning=raw.warning,
+        icon_url=safe_url(raw.icon, base_url),
     )
 
 
@@ -252,6 +258,9 @@ def _read_xml(body: bytes, head: str, content_type: str | None, limit: int) -> _
         ttl_seconds=_ttl_seconds(feed.get("ttl")),
         entries=[_xml_entry(entry, feed, limit) for entry in entries],
         warning=problem,
+        icon=_string(feed.get("icon"), limit)  # Atom; RSS and iTunes images come as image.href
+        or _string(feed.get("logo"), limit)
+        or _string(_mapping(feed.get("image")).get("href"), limit),
     )
     # When the XML is not well-formed feedparser's lenient parser takes over, and it finds an
     # RSS or Atom document in any junk with "<rss" or "<feed" in it. A valid feed may be empty;
@@ -407,6 +416,7 @@ def _read_json(body: bytes, codec: str, limit: int) -> _RawFeed:
         self_url=_string(document.get("feed_url"), limit),
         entries=[_json_item(item, feed_author, limit) for item in _mappings(items)],
         warning=warning,
+        icon=_string(document.get("favicon"), limit) or _string(document.get("icon"), limit),
     )
 
 
@@ -529,6 +539,9 @@ def _normalize_entry(
         "image": _image(raw.images, content_html, base_url),
         "via": via,
         "received": None,
+        "matched": [],  # ids of the [[rules]] that matched it (set at ingest)
+        "highlight": False,  # a "highlight" rule matched it
+        "duplicate_of": None,  # the id of the same story from another feed, if folded
     }
 
 

@@ -195,11 +195,14 @@ def apply_rules(
     if text is None:
         text = EntryText(entry)
     feed = entry.get("feed")
+    feed_id = feed if isinstance(feed, str) else None  # Rule.applies_to, hoisted out of the loop
     matched: list[str] = []
     highlight = dropped = False
     added: list[str] = []
-    for rule in rules:
-        if not rule.applies_to(feed) or not rule.query.matches(text):
+    for rule in rules:  # the hot loop of ingest with rules: a hundred rules per entry
+        if rule.feeds is not None and (feed_id is None or feed_id not in rule.feeds):
+            continue
+        if not rule.query.root.matches(text):  # Query.matches, one call level less
             continue
         matched.append(rule.id)
         if rule.action == "drop":

@@ -8,8 +8,8 @@ unpaced, under a load the server cannot keep up with, every new entry would star
 of answers and re-polls before the last was through. A client that does not wait (``fresh``)
 always sees everything the log holds.
 
-Listeners asking the same question (cursor, filter, limit) while the published head stays put
-share one :class:`~feedstream.log.base.Page`, so a fan-out renders each answer once.
+Listeners asking the same question (cursor, filter, selection, limit) while the published head
+stays put share one :class:`~feedstream.log.base.Page`, so a fan-out renders each answer once.
 
 Long-polls are woken all at once each round (their answers then leave soonest, their clean-up
 comes after); streams (SSE producers) :data:`WAKE_GROUP` per scheduler pass, so that other work
@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Collection, Mapping
 
 import trio
 
-from feedstream.log.base import Log, Page
+from feedstream.log.base import Log, Page, Selection
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ PACE_LIMIT = 10.0  # and at the latest after this long
 #: streams (bench/fanout.py): groups of 32 beat 100 and 256 on fan-out and sustained delivery.
 WAKE_GROUP = 32
 
-_Question = tuple[str | None, frozenset[str] | None, int, bool]
+_Question = tuple[str | None, frozenset[str] | None, int, bool, Selection | None]
 
 
 class Broadcaster:
@@ -87,23 +87,41 @@ class Broadcaster:
     # -- reading -----------------------------------------------------------------------------
 
     def read(
-        self, after: str | None, *, feeds: Collection[str] | None, limit: int, fresh: bool = False
+        self,
+        after: str | None,
+        *,
+        feeds: Collection[str] | None,
+        limit: int,
+        fresh: bool = False,
+        view: Selection | None = None,
     ) -> Page:
         """Entries after *after* (newest *limit* when None), as of the last round.
 
-        *fresh* reads (a client that will not wait) see everything the log holds.
+        *fresh* reads (a client that will not wait) see everything the log holds. *view*
+        selects entries beyond the feed filter (see :class:`~feedstream.log.base.Selection`).
         """
-        key = (after, feeds if feeds is None else frozenset(feeds), limit, fresh)
+        key = (after, feeds if feeds is None else frozenset(feeds), limit, fresh, view)
         page = self._pages.get(key)
         if page is None:
             if len(self._pages) >= PAGE_CACHE:
                 self._pages.clear()
             upto = None if fresh else self._head
-            page = self._pages[key] = self.log.read(after, feeds=feeds, limit=limit, upto=upto)
+            page = self._pages[key] = self.log.read(
+                after, feeds=feeds, limit=limit, upto=upto, view=view
+            )
         return page
 
+    def refresh(self) -> None:
+        """What a view means changed (streams reloaded): answer afresh from now on."""
+        self._pages.clear()
+
     async def wait(
-        self, after: str | None, *, feeds: Collection[str] | None, streaming: bool = False
+        self,
+        after: str | None,
+        *,
+        feeds: Collection[str] | None,
+        streaming: bool = False,
+        view: Selection | None = None,
     ) -> None:
         """Return as soon as :meth:`read` has something for *after* (or on close).
 
@@ -114,7 +132,7 @@ class Broadcaster:
         if after is None:
             return
         self.asking()
-        while not self.ready(after, feeds=feeds):
+        while not self.ready(after, feeds=feeds, view=view):
             await self.changed(streaming=streaming)
 
     def asking(self) -> None:
@@ -123,14 +141,16 @@ class Broadcaster:
             self._returned += 1
             self._returned_at = trio.current_time()
 
-    def ready(self, after: str, *, feeds: Collection[str] | None) -> bool:
+    def ready(
+        self, after: str, *, feeds: Collection[str] | None, view: Selection | None = None
+    ) -> bool:
         """Whether :meth:`read` has something for *after* now, or the broadcaster is closed.
 
         ``True`` also counts the listener as leaving with news (this paces rounds too).
         """
         if self._closed:
             return True
-        page = self.read(after, feeds=feeds, limit=1)
+        page = self.read(after, feeds=feeds, limit=1, view=view)
         if page.entries or page.reset:
             self._left += 1
             return True

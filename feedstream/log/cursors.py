@@ -8,9 +8,9 @@ another store (or garbage) is recognised as foreign instead of being misread as 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 
-from feedstream.log.base import Page, StoredEntry
+from feedstream.log.base import Page, Selection, StoredEntry
 
 __all__ = ["MAX_SEQ_DIGITS", "Ring", "RingReader", "format_cursor", "parse_cursor"]
 
@@ -37,8 +37,12 @@ class Ring:
         self.capacity = capacity
         self._items: list[StoredEntry] = []
         self._start = 0  # index of the oldest visible item
+        self.folded_seq = 0  # the seq of the newest folded duplicate held (0: none yet)
 
     def extend(self, items: Sequence[StoredEntry]) -> None:
+        for item in items:
+            if item.duplicate:
+                self.folded_seq = item.seq
         self._items.extend(items)
         self._start = max(0, len(self._items) - self.capacity)
         if self._start > self.capacity:  # compact now and then: amortized O(1)
@@ -56,8 +60,17 @@ class Ring:
             return []
         return self._items[self._start + max(0, seq - first + 1) : self._start + upto - first + 1]
 
-    def newest(self, limit: int, feeds: Collection[str] | None, upto: int) -> list[StoredEntry]:
-        """The newest *limit* visible items up to seq *upto* (of *feeds*), oldest first."""
+    def newest(
+        self,
+        limit: int,
+        feeds: Collection[str] | None,
+        upto: int,
+        *,
+        duplicates: bool = False,
+        test: Callable[[StoredEntry], bool] | None = None,
+    ) -> list[StoredEntry]:
+        """The newest *limit* visible items up to seq *upto* (of *feeds*, folded duplicates
+        only if asked, accepted by *test*), oldest first."""
         found: list[StoredEntry] = []
         first = self.first_seq
         if first is None or upto < first:
@@ -67,10 +80,24 @@ class Ring:
             if len(found) >= limit:
                 break
             item = self._items[index]
-            if feeds is None or item.feed in feeds:
+            if _shown(item, feeds, duplicates, test):
                 found.append(item)
         found.reverse()
         return found
+
+
+def _shown(
+    item: StoredEntry,
+    feeds: Collection[str] | None,
+    duplicates: bool,
+    test: Callable[[StoredEntry], bool] | None,
+) -> bool:
+    """Whether a filtered read shows *item*: the cheap checks first, the test last."""
+    return (
+        (feeds is None or item.feed in feeds)
+        and (duplicates or not item.duplicate)
+        and (test is None or test(item))
+    )
 
 
 class RingReader:
@@ -96,14 +123,16 @@ class RingReader:
         feeds: Collection[str] | None,
         limit: int,
         upto: str | None = None,
+        view: Selection | None = None,
     ) -> Page:
+        duplicates, test = (False, None) if view is None else (view.duplicates, view.test)
         committed = self._head
         seq = None if after is None else parse_cursor(after, self._log_id)
         first = self._ring.first_seq
         oldest_known = first - 1 if first is not None else committed
         reset = after is not None and (seq is None or seq > committed or seq < oldest_known)
         if after is None or reset:  # a first page or a reset: everything readable
-            entries = self._ring.newest(limit, feeds, committed)
+            entries = self._ring.newest(limit, feeds, committed, duplicates=duplicates, test=test)
             return Page(format_cursor(self._log_id, committed), entries, reset=reset)
         assert after is not None and seq is not None
         head = committed
@@ -113,12 +142,14 @@ class RingReader:
         if seq >= head:  # nothing new in this view (a fresh cursor may be ahead of a round)
             return Page(after, ())
         pending = self._ring.after(seq, head)
-        if feeds is None:
+        # The unfiltered read is a slice, as long as no folded duplicate is pending (one int
+        # comparison): the filtered loop runs only for a filter, or while one is.
+        if feeds is None and test is None and (duplicates or self._ring.folded_seq <= seq):
             taken = pending[:limit]
         else:
             taken = []
             for entry in pending:
-                if entry.feed in feeds:
+                if _shown(entry, feeds, duplicates, test):
                     taken.append(entry)
                     if len(taken) == limit:
                         break

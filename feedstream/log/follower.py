@@ -56,6 +56,9 @@ class SQLiteFollower(SQLiteLog):
     async def append(self, entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         raise ReadOnlyLog("this node only delivers: entries are appended by the ingest role")
 
+    async def mark_seen(self, items: Sequence[tuple[str, str]]) -> list[str]:
+        raise ReadOnlyLog("this node only delivers: entries are appended by the ingest role")
+
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Follow the writer until cancelled (drift-free: one look per interval)."""
         version = await self._offload(self._store.data_version)

@@ -98,6 +98,21 @@ return {epoch, new}
 """
 )
 
+# Ids a rule dropped join the ids the append script deduplicates by: the entry is never stored,
+# and a later append of it is a duplicate. Returns the ids that were not there.
+_MARK_SEEN = LuaScript(
+    """
+-- KEYS: ids; ARGV: the ids to remember
+local new = {}
+for i = 1, #ARGV do
+  if redis.call('SADD', KEYS[1], ARGV[i]) == 1 then
+    new[#new + 1] = ARGV[i]
+  end
+end
+return new
+"""
+)
+
 _SNAPSHOT = LuaScript(
     """
 -- KEYS: epoch, seq, stream, ids (unused), counts; ARGV: a new epoch token, how many entries
@@ -253,6 +268,18 @@ class RedisLog(RingReader):
             logger.debug("redis log: %d new entries, last %s", len(stored), stored[-1].cursor)
             await self._readable(epoch, stored)
         return result
+
+    async def mark_seen(self, items: Sequence[tuple[str, str]]) -> list[str]:
+        if not items:
+            return []
+        try:
+            with reachable("redis mark seen"):
+                new = await _MARK_SEEN(self._client, [self._keys.ids], [i for i, _ in items])
+        except LogUnavailable:
+            self._set_available(False)
+            raise
+        self._set_available(True)
+        return [str(entry_id) for entry_id in new or ()]
 
     async def _readable(self, epoch: str, stored: list[StoredEntry]) -> None:
         """Make what this node just stored readable here before the append returns."""

@@ -110,6 +110,12 @@ class SQLiteLog(RingReader):
                     batch.done.set()
         return [entry for entry in batch.new if id(entry) in mine]
 
+    async def mark_seen(self, items: Sequence[tuple[str, str]]) -> list[str]:
+        if not items:
+            return []
+        new: list[str] = await self._offload(self._store.mark_seen, list(items), self._now())
+        return new
+
     def _render(self, seq: int, entry: dict[str, Any]) -> str:
         entry["cursor"] = format_cursor(self._log_id, seq)
         return json.dumps(entry, ensure_ascii=False, separators=(",", ":"))

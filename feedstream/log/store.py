@@ -11,6 +11,9 @@ Tables:
     ``id`` is unique: inserting an id that is already there is a no-op, which is how entries are
     deduplicated across polls, pushes and restarts. ``data`` is the entry's JSON while the entry
     is inside the backlog, and NULL afterwards (the id stays, so dedup keeps working).
+``dropped(id, feed, at)``
+    Ids a rule dropped at ingest: never stored as entries, but seen, so that the next poll of
+    the feed does not bring them back. An id in either table is a duplicate.
 ``feeds(id, ...)``
     What the poller needs to resume politely after a restart (ETag, Last-Modified, the URL after
     permanent redirects, failures, next poll) and what ``/api/feeds`` shows.
@@ -28,6 +31,7 @@ import logging
 import secrets
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -54,6 +58,11 @@ CREATE TABLE IF NOT EXISTS entries (
     id   TEXT NOT NULL UNIQUE,
     feed TEXT NOT NULL,
     data TEXT
+);
+CREATE TABLE IF NOT EXISTS dropped (
+    id   TEXT PRIMARY KEY,
+    feed TEXT NOT NULL,
+    at   REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS feeds (
     id            TEXT PRIMARY KEY,
@@ -253,7 +262,7 @@ class Store:
         with self._lock, self._db:
             seq = int(self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM entries").fetchone()[0])
             for entry_id, feed, item in items:
-                if self._db.execute("SELECT 1 FROM entries WHERE id = ?", (entry_id,)).fetchone():
+                if self._seen(entry_id):
                     continue
                 seq += 1
                 text = render(seq, item)
@@ -264,6 +273,30 @@ class Store:
                 cursor = format_cursor(self.log_id, seq)
                 stored.append((StoredEntry(seq, cursor, feed, text), item))
         return stored
+
+    def _seen(self, entry_id: str) -> bool:
+        """Whether *entry_id* is stored, or was dropped by a rule (the lock held)."""
+        row = self._db.execute(
+            "SELECT EXISTS(SELECT 1 FROM entries WHERE id = ?) "
+            "OR EXISTS(SELECT 1 FROM dropped WHERE id = ?)",
+            (entry_id, entry_id),
+        ).fetchone()
+        return bool(row[0])
+
+    def mark_seen(self, items: Sequence[tuple[str, str]], at: float | None = None) -> list[str]:
+        """Remember the ``(id, feed)`` pairs as dropped, in one transaction; return the ids
+        that were neither stored nor dropped before."""
+        new: list[str] = []
+        when = time.time() if at is None else at
+        with self._lock, self._db:
+            for entry_id, feed in items:
+                if self._seen(entry_id):
+                    continue
+                self._db.execute(
+                    "INSERT INTO dropped(id, feed, at) VALUES (?, ?, ?)", (entry_id, feed, when)
+                )
+                new.append(entry_id)
+        return new
 
     def prune(self, keep: int) -> None:
         """Drop the data (not the id) of entries older than the newest *keep*."""

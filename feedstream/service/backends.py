@@ -16,6 +16,8 @@ from typing import Any
 from feedstream.core.config import ServerConfig
 from feedstream.log.base import Log, Offload
 from feedstream.log.follower import SQLiteFollower
+from feedstream.log.icons import FILE_NAME as ICONS_FILE
+from feedstream.log.icons import IconStore, SQLiteIcons
 from feedstream.log.sqlite import SQLiteLog
 from feedstream.log.state import Leases, LocalLeases, SQLiteState, StateStore
 from feedstream.log.store import Store
@@ -36,6 +38,7 @@ class Backend:
     follow: Callable[..., Awaitable[Any]] | None = None
     store: Store | None = None  # the SQLite store, when that is the backend
     where: str = ""  # for the log: where the data is
+    icons: IconStore | None = None  # the feeds' icons
 
 
 @asynccontextmanager
@@ -43,16 +46,24 @@ async def open_backend(server: ServerConfig, offload: Offload) -> AsyncIterator[
     """The backend *server* names, open for as long as the block runs."""
     if server.shared_log:
         from feedstream.log.redis import open_redis  # coredis is only imported when used
+        from feedstream.log.redisicons import RedisIcons
 
         async with open_redis(
             server.log, backlog=server.backlog, lease_seconds=server.lease_seconds
         ) as redis:
             yield Backend(
-                redis.log, redis.state, redis.leases, follow=redis.log.run, where=_safe(server.log)
+                redis.log,
+                redis.state,
+                redis.leases,
+                follow=redis.log.run,
+                where=_safe(server.log),
+                icons=RedisIcons(redis.client),
             )
         return
     store: Store = await offload(Store, server.data_dir / "feedstream.sqlite3")
+    icons: SQLiteIcons | None = None
     try:
+        icons = await offload(SQLiteIcons, server.data_dir / ICONS_FILE, offload)
         snapshot = await offload(store.snapshot, server.backlog)
         log: SQLiteLog
         follow = None
@@ -71,10 +82,13 @@ async def open_backend(server: ServerConfig, offload: Offload) -> AsyncIterator[
                 follow=follow,
                 store=store,
                 where=str(server.data_dir),
+                icons=icons,
             )
         finally:
             log.close()
     finally:
+        if icons is not None:
+            icons.close()
         store.close()
 
 

@@ -133,11 +133,13 @@ async def fetch(
     *,
     etag: str | None = None,
     last_modified: str | None = None,
+    accept: str = ACCEPT,
 ) -> FetchResult:
-    """GET *url* once (conditionally when *etag* / *last_modified* are given)."""
+    """GET *url* once (conditionally when *etag* / *last_modified* are given); *accept* is the
+    Accept header (feed types by default; icons and pages ask for theirs)."""
     headers = {
         "User-Agent": limits.user_agent,
-        "Accept": ACCEPT,
+        "Accept": accept,
         "Accept-Encoding": ACCEPT_ENCODING,
     }
     if etag:

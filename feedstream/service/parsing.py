@@ -2,24 +2,51 @@
 
 Parsing a feed is CPU work (feedparser, nh3) that would hold the event loop and, with it, every
 listener; it runs in trio-parallel worker processes. :func:`examine` is the function a worker
-runs: parse, and (for WebSub) find the hub, in one trip.
+runs: parse, and (for WebSub) find the hub, in one trip. :func:`sift` is what the ingest path
+has it run: :func:`examine`, then the ``[[rules]]`` over every entry and the entries' fold keys,
+so that neither costs the event loop anything.
+
+Rules travel to a worker as a :data:`RuleSpec`, plain strings (canonical query texts), and each
+worker process parses a rule set once and keeps it (:func:`compiled_rules`): compiled RE2
+patterns do not pickle, and compiling a hundred rules for every document would cost more than
+applying them.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, TypeVar, cast
 
 import trio
 import trio_parallel
 
 from feedstream.core.config import FeedConfig, FetchLimits
+from feedstream.core.fold import FoldKeys, fold_keys
 from feedstream.core.normalize import ParsedFeed, parse_feed
+from feedstream.core.query import parse_query
+from feedstream.core.rules import Action, Rule, apply_rules
 from feedstream.log.base import Offload
 from feedstream.websub.discovery import Discovery, discover
 
-__all__ = ["examine", "overran", "parse_in_worker", "parse_slots", "parse_within"]
+__all__ = [
+    "Dropped",
+    "RuleSpec",
+    "Sifted",
+    "compiled_rules",
+    "examine",
+    "overran",
+    "parse_in_worker",
+    "parse_slots",
+    "parse_within",
+    "rule_spec",
+    "sift",
+]
+
+#: A rule set as plain data: ``(id, canonical query, action, tag, feeds)`` per rule, in order.
+RuleSpec = tuple[tuple[str, str, str, str | None, tuple[str, ...] | None], ...]
 
 _T = TypeVar("_T")
 
@@ -84,3 +111,97 @@ def examine(
         return parsed, None
     links = None if parsed.error else (parsed.hubs, parsed.self_url)
     return parsed, discover(headers, body, content_type, url, feed_links=links)
+
+
+def rule_spec(rules: Sequence[Rule]) -> RuleSpec:
+    """*rules* as plain, picklable, hashable data (see :func:`compiled_rules`)."""
+    return tuple(
+        (
+            rule.id,
+            str(rule.query),
+            rule.action,
+            rule.tag,
+            None if rule.feeds is None else tuple(sorted(rule.feeds)),
+        )
+        for rule in rules
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def compiled_rules(spec: RuleSpec) -> tuple[Rule, ...]:
+    """The rules of *spec*, parsed once per process (a canonical query parses back equal)."""
+    return tuple(
+        Rule(
+            rule_id,
+            parse_query(text),
+            cast(Action, action),
+            tag,
+            None if feeds is None else frozenset(feeds),
+        )
+        for rule_id, text, action, tag, feeds in spec
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """An entry a rule dropped: never stored; its id is remembered as seen."""
+
+    id: str
+    feed: str
+    matched: tuple[str, ...]  # the rules that matched it, the dropping one last
+
+
+@dataclass(frozen=True, slots=True)
+class Sifted:
+    """What :func:`sift` made of a document: the parse (its entries the kept ones, rules
+    applied), the hub, the dropped entries, and each kept entry's fold keys (in the order of
+    the entries; empty when folding is off)."""
+
+    parsed: ParsedFeed
+    discovery: Discovery | None = None
+    dropped: tuple[Dropped, ...] = ()
+    keys: tuple[FoldKeys, ...] = ()
+
+
+def sift(
+    body: bytes,
+    feed: FeedConfig,
+    content_type: str | None,
+    url: str | None,
+    via: str,
+    headers: Mapping[str, str] | None,
+    rules: RuleSpec,
+    fold: bool,
+    known: frozenset[str] = frozenset(),
+) -> Sifted:
+    """:func:`examine`, then the rules (in order) over every entry, then the fold keys of the
+    entries kept. A pure function of its arguments: what a worker process runs.
+
+    Entries whose id is in *known* (the log has them already: a feed's next poll mostly repeats
+    its last document) are passed through untouched, without rules or fold keys: the log will
+    find them duplicates, and rules apply to entries arriving, once.
+    """
+    parsed, discovery = examine(body, feed, content_type, url, via, headers)
+    if parsed.error or not parsed.entries:
+        return Sifted(parsed, discovery)
+    kept: list[dict[str, Any]] = []
+    dropped: list[Dropped] = []
+    if rules:
+        active = compiled_rules(rules)
+        for entry in parsed.entries:
+            if entry["id"] in known:
+                kept.append(entry)
+                continue
+            outcome = apply_rules(entry, active)
+            if outcome.dropped:
+                dropped.append(Dropped(entry["id"], entry["feed"], outcome.matched))
+            else:
+                kept.append(outcome.entry)
+        parsed = replace(parsed, entries=kept)
+    keys: tuple[FoldKeys, ...] = ()
+    if fold:
+        keys = tuple(
+            (None, None) if e["id"] in known else fold_keys(e["url"], e["title"])
+            for e in parsed.entries
+        )
+    return Sifted(parsed, discovery, tuple(dropped), keys)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -21,14 +21,20 @@ import httpx
 import trio
 
 from feedstream import __version__
+from feedstream.core.categories import feed_categories, only_category_changed
 from feedstream.core.config import Config, ConfigChanges, ConfigError, FeedConfig, compare
+from feedstream.core.fold import FoldIndex
+from feedstream.core.opml import export_opml
+from feedstream.core.streams import StreamConfig
 from feedstream.core.times import format_rfc3339
 from feedstream.log.base import Log, Offload
 from feedstream.log.broadcast import Broadcaster
 from feedstream.log.state import StateStore
 from feedstream.log.store import FeedState, Subscription
+from feedstream.log.views import Views
 from feedstream.service.backends import Backend, open_backend
 from feedstream.service.fetch import HostGate
+from feedstream.service.icons import IconImage, IconKeeper, Icons
 from feedstream.service.ingest import Ingestor
 from feedstream.service.monitor import LagMonitor
 from feedstream.service.parsing import parse_in_worker, parse_slots
@@ -55,9 +61,21 @@ class PushResult:
 class Delivery:
     """What the delivery endpoints (long-poll, SSE) see of the service."""
 
-    def __init__(self, stats: Stats, known_feeds: frozenset[str]) -> None:
+    def __init__(
+        self,
+        stats: Stats,
+        known_feeds: frozenset[str],
+        streams: Sequence[StreamConfig] = (),
+        *,
+        backlog: int = 1000,
+    ) -> None:
         #: Feed ids a ``feeds`` filter may name: configured now, or with stored entries.
         self.known_feeds = known_feeds
+        #: What a ``category`` filter may name: each category and its feeds, as configured now.
+        self.categories: dict[str, frozenset[str]] = {}
+        #: Streams and ad-hoc queries: per-entry results, computed once (held above the ring's
+        #: size, so an entry the log still serves is never evaluated twice).
+        self.views = Views(streams, capacity=2 * backlog + 1024)
         self.waiting = stats.waiting  # listeners parked now, by kind
         self.fanout_seconds = stats.fanout_seconds
         self.draining = False  # shutting down: answers close their connections
@@ -78,6 +96,12 @@ class Delivery:
     def cursor(self) -> str | None:
         """The head listeners have been shown (None: no broadcaster runs here)."""
         return None if self._broadcaster is None else self._broadcaster.cursor
+
+    def set_streams(self, streams: Sequence[StreamConfig]) -> None:
+        """Serve these ``[[streams]]`` from now on (a reload)."""
+        self.views.set_streams(streams)
+        if self._broadcaster is not None:
+            self._broadcaster.refresh()
 
     def attach(self, broadcaster: Broadcaster | None) -> None:
         """The broadcaster listeners wait on (None: not running)."""
@@ -151,9 +175,24 @@ class Runtime:
         self.stats = Stats()
         self.lag = LagMonitor()
         # parsing: worker processes, so the event loop never waits on the GIL
-        self.ingestor = Ingestor(None, self.stats, parse=parse, slots=parse_slots())
-        self.delivery = Delivery(self.stats, frozenset(feed.id for feed in config.feeds))
+        self.ingestor = Ingestor(
+            None,
+            self.stats,
+            parse=parse,
+            slots=parse_slots(),
+            rules=config.rules,
+            fold=FoldIndex() if config.server.fold_duplicates else None,
+        )
+        self.delivery = Delivery(
+            self.stats,
+            frozenset(feed.id for feed in config.feeds),
+            config.streams,
+            backlog=config.server.backlog,
+        )
+        self.delivery.categories = feed_categories(config.feeds)
         self.intake = Intake(self)
+        self.icons = Icons()  # every node serves icons; the ingest side looks for them
+        self._icon_keeper: IconKeeper | None = None
         self._transport = transport
         self._log: Log | None = None
         self._poll: PollContext | None = None
@@ -183,6 +222,8 @@ class Runtime:
             log = backend.log
             self.delivery.known_feeds |= frozenset(log.counts())
             self._log = self.ingestor.log = log
+            self.icons.attach(backend.icons)
+            await self.icons.refresh()
             try:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.lag.run)
@@ -209,6 +250,7 @@ class Runtime:
                 self._nursery = None
                 self.drain()
                 self._log = None
+                self.icons.attach(None)
 
     async def _ingest(
         self,
@@ -237,6 +279,7 @@ class Runtime:
                 lease_seconds=server.lease_seconds,
             )
             self._states = ctx.states
+            await self.ingestor.rebuild_fold(backend.log, server.backlog, self.offload)
             if server.public_url and backend.store is None:
                 logger.warning(
                     "WebSub is off: subscriptions are not kept in a shared log (%s) yet; "
@@ -256,6 +299,12 @@ class Runtime:
             self._poll, self._nursery = ctx, nursery
             for feed in self.config.feeds:
                 await self._start_feed(feed)
+            # Icons: a task of their own, after the feeds' first polls are under way.
+            if server.fetch_icons:
+                self._icon_keeper = IconKeeper(
+                    self.icons, lambda: self.config.feeds, server, transport=self._transport
+                )
+                await nursery.start(self._icon_keeper.run)
             task_status.started()
             await trio.sleep_forever()  # the client lives as long as the feed tasks
 
@@ -270,6 +319,7 @@ class Runtime:
         while True:
             self._states = await state.feed_states()
             self._subscriptions = await state.subscriptions()
+            await self.icons.refresh()
             await trio.sleep(STATE_REFRESH)
 
     async def _start_feed(self, feed: FeedConfig) -> None:
@@ -330,21 +380,32 @@ class Runtime:
                 "reload: [server] %s changed; that takes a restart, the running values stay",
                 ", ".join(changes.restart_needed),
             )
+        before = {feed.id: feed for feed in self.config.feeds}
         self.config = replace(new, server=self.config.server)
         self.delivery.known_feeds |= {feed.id for feed in new.feeds}
-        for feed in (*changes.removed, *changes.changed):
+        self.delivery.categories = feed_categories(new.feeds)
+        # A feed whose category alone changed keeps polling: nothing its task reads changed.
+        restart = [f for f in changes.changed if not only_category_changed(before.get(f.id), f)]
+        if changes.rules_changed:
+            self.ingestor.set_rules(new.rules)  # entries arriving from now on
+        if changes.streams_changed:
+            self.delivery.set_streams(new.streams)
+        for feed in (*changes.removed, *restart):
             await self._stop_feed(feed.id)
         if self.websub is not None:
             await self.websub.update(self.config.feeds)
-        for feed in (*changes.added, *changes.changed):
+        for feed in (*changes.added, *restart):
             await self._start_feed(feed)
-        summary = changes.summary()
+        if self._icon_keeper is not None:
+            self._icon_keeper.poke()  # new feeds, changed URLs
         logger.info(
-            "reload: added %s, removed %s, changed %s, %d unchanged",
-            ",".join(summary["added"]) or "none",
-            ",".join(summary["removed"]) or "none",
-            ",".join(summary["changed"]) or "none",
+            "reload: added %s, removed %s, changed %s, %d unchanged; rules %s, streams %s",
+            ",".join(feed.id for feed in changes.added) or "none",
+            ",".join(feed.id for feed in changes.removed) or "none",
+            ",".join(feed.id for feed in changes.changed) or "none",
             len(changes.unchanged),
+            f"changed ({len(new.rules)})" if changes.rules_changed else "unchanged",
+            f"changed ({len(new.streams)})" if changes.streams_changed else "unchanged",
         )
         return changes
 
@@ -397,9 +458,37 @@ class Runtime:
                     "next_poll": _time(state.next_poll) if state.status != "gone" else None,
                     "entries_seen": counts.get(feed.id, 0),
                     "websub": self._websub_status(feed.id),
+                    "category": feed.category,
+                    "icon": self.icons.status(feed),
                 }
             )
         return out
+
+    def opml(self) -> bytes:
+        """The running config's polled feeds as OPML 2.0 (``GET /api/opml``)."""
+        return export_opml(self.config.feeds)
+
+    def _icon_label(self, feed_id: str) -> tuple[bool, str | None]:
+        """Whether *feed_id* is a feed known here, and the title its generated icon shows."""
+        feed = self.config.feed(feed_id)
+        if feed is None:
+            return feed_id in self.delivery.known_feeds, None
+        state = self._states.get(feed_id)
+        return True, feed.title or (state.title if state is not None else None)
+
+    def icon_etag(self, feed_id: str) -> tuple[str, bool] | None:
+        """The ETag of *feed_id*'s icon now and whether it is generated; None for an unknown
+        feed (no I/O)."""
+        known, title = self._icon_label(feed_id)
+        return self.icons.etag(feed_id, title) if known else None
+
+    async def icon(self, feed_id: str) -> IconImage | None:
+        """*feed_id*'s icon (the fetched one, else the generated one); None: unknown feed.
+
+        Feeds with stored entries that left the config keep an icon, for their old entries.
+        """
+        known, title = self._icon_label(feed_id)
+        return await self.icons.image(feed_id, title) if known else None
 
     def _websub_status(self, feed_id: str) -> dict[str, Any] | None:
         if self.websub is not None:

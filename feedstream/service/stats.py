@@ -75,7 +75,9 @@ class Stats:
     fetches: Counter[tuple[str, str]] = field(default_factory=Counter)  # (feed, outcome)
     fetch_seconds: Histogram = field(default_factory=lambda: Histogram(FETCH_BUCKETS))
     ingested: Counter[tuple[str, str]] = field(default_factory=Counter)  # (feed, via)
-    duplicates: Counter[str] = field(default_factory=Counter)  # by feed
+    duplicates: Counter[str] = field(default_factory=Counter)  # by feed: same id, seen before
+    folded: Counter[str] = field(default_factory=Counter)  # by feed: stored as another's story
+    rule_matches: Counter[tuple[str, str]] = field(default_factory=Counter)  # (rule, action)
     pushes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, reason)
     fanout_seconds: Histogram = field(default_factory=lambda: Histogram(FANOUT_BUCKETS))
     waiting: dict[str, int] = field(default_factory=lambda: {"longpoll": 0, "sse": 0})
@@ -95,3 +97,8 @@ class Stats:
         for feed, duplicates in seen.items():
             if duplicates > 0:
                 self.duplicates[feed] += duplicates
+
+    def count_rules(self, matched: Iterable[str], actions: Mapping[str, str]) -> None:
+        """Count one new entry's matching rules (ids, in order) by their *actions*."""
+        for rule in matched:
+            self.rule_matches[rule, actions.get(rule, "unknown")] += 1

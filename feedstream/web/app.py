@@ -2,9 +2,10 @@
 
 The delivery endpoints (:mod:`feedstream.web.delivery`), which carry nearly all the traffic,
 and the push endpoints (:mod:`feedstream.web.push`) are raw ASGI; everything else (the page,
-static files, ``/api/feeds``, ``/api/status``, ``/metrics``, ``/healthz``, the admin API) is a
-thin Quart route. The app is handed the service's narrow parts, never the service itself, and
-runs nothing of its own: :func:`feedstream.web.server.serve` owns every lifetime.
+static files, ``/api/feeds``, ``/api/streams``, ``/api/status``, ``/metrics``, ``/healthz``,
+the admin API) is a thin Quart route. The app is handed the service's narrow parts, never the
+service itself, and runs nothing of its own: :func:`feedstream.web.server.serve` owns every
+lifetime.
 Every error is a JSON body ``{"error": "..."}`` with a 4xx/5xx status, never a traceback.
 """
 
@@ -20,7 +21,7 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
-from feedstream.core.config import Config, ConfigChanges, ConfigError
+from feedstream.core.config import FEED_ID_RE, Config, ConfigChanges, ConfigError
 from feedstream.core.httprules import (
     SECURITY_HEADERS,
     ApiError,
@@ -29,11 +30,14 @@ from feedstream.core.httprules import (
     cors_headers,
     preflight_headers,
 )
+from feedstream.core.icons import etag_matches, icon_headers
+from feedstream.service.icons import IconImage
 from feedstream.service.runtime import Delivery, Intake, ReloadUnavailable
 from feedstream.web.asgi import ASGIApp, Responder, Scope, Send
 from feedstream.web.delivery import ENTRIES, STREAM, DeliveryEndpoints
 from feedstream.web.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from feedstream.web.metrics import MetricsSource, metrics_registry, render
+from feedstream.web.publish import register_publish
 from feedstream.web.push import PUSH, WEBSUB, PushEndpoints
 
 logger = logging.getLogger(__name__)
@@ -41,6 +45,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["Router", "Service", "create_app"]
 
 BUNDLED_STATIC = Path(__file__).resolve().parents[2] / "static"
+#: ``GET /api/opml``: the type OPML files are commonly served with; browsers save it as a file.
+OPML_CONTENT_TYPE = "text/x-opml; charset=utf-8"
 
 
 class Service(MetricsSource, Protocol):
@@ -58,6 +64,12 @@ class Service(MetricsSource, Protocol):
     def health(self) -> str | None: ...
 
     async def reload(self) -> ConfigChanges: ...
+
+    def opml(self) -> bytes: ...
+
+    def icon_etag(self, feed_id: str) -> tuple[str, bool] | None: ...
+
+    async def icon(self, feed_id: str) -> IconImage | None: ...
 
 
 class Router:
@@ -128,7 +140,10 @@ def _quart_app(config: Config, service: Service) -> QuartTrio:
     async def add_headers(response: Response) -> Response:
         origin = request.headers.get("Origin")
         if request.path.startswith("/api/"):
-            response.headers.update(api_headers(origin, config.server.cors_origins))
+            headers = api_headers(origin, config.server.cors_origins)
+            if "Cache-Control" in response.headers:  # a route that says how (icons) keeps it
+                del headers["Cache-Control"]
+            response.headers.update(headers)
             if request.method == "OPTIONS":  # CORS preflight (Quart answers OPTIONS itself)
                 response.headers.update(preflight_headers())
             return response
@@ -170,6 +185,34 @@ def _quart_app(config: Config, service: Service) -> QuartTrio:
     @app.get("/api/feeds")
     async def feeds() -> Response:
         return _json(service.feeds_status())
+
+    @app.get("/api/streams")
+    async def streams() -> Response:
+        """The configured ``[[streams]]``: id, title, query (canonical) and feeds."""
+        return _json(service.delivery.views.describe())
+
+    @app.get("/api/feeds/<feed_id>/icon")
+    async def feed_icon(feed_id: str) -> Response:
+        """The feed's icon: fetched by the server (never by the browser), else generated."""
+        tag = service.icon_etag(feed_id) if FEED_ID_RE.match(feed_id) else None
+        if tag is None:
+            raise ApiError(404, f"unknown feed {feed_id[:64]!r}")
+        etag, generated = tag
+        if etag_matches(request.headers.get("If-None-Match"), etag):
+            return Response(b"", 304, dict(icon_headers(etag, generated=generated)))
+        image = await service.icon(feed_id)
+        if image is None:
+            raise ApiError(404, f"unknown feed {feed_id[:64]!r}")
+        headers = dict(icon_headers(image.etag, generated=image.generated))
+        return Response(image.body, 200, headers, content_type=image.media_type)
+
+    @app.get("/api/opml")
+    async def opml() -> Response:
+        """The running config's polled feeds as OPML 2.0, categories as folders."""
+        headers = {"Content-Disposition": 'attachment; filename="feedstream.opml"'}
+        return Response(service.opml(), 200, headers, content_type=OPML_CONTENT_TYPE)
+
+    register_publish(app, config, service.delivery)  # GET /feeds/<name>.atom|.rss|.json
 
     registry = metrics_registry(service)
 

@@ -5,6 +5,10 @@ skipping Quart's request and response objects. Each request does the least it ca
 the query (:func:`feedstream.core.httprules.parse_entries_query`), wait on the broadcaster under
 its own deadline (hypercorn's trio worker does not report client disconnects), and send the
 page the broadcaster has already rendered for everyone asking the same question.
+
+``stream``, ``q`` and ``duplicates`` become a :class:`~feedstream.log.base.Selection` from the
+service's :class:`~feedstream.log.views.Views` (queries evaluated once per entry, whatever the
+number of listeners); a request without them gets none and reads exactly as before.
 """
 
 from __future__ import annotations
@@ -16,7 +20,10 @@ from collections.abc import Awaitable
 import trio
 
 from feedstream.core.config import Config
-from feedstream.core.httprules import ApiError, parse_entries_query, preflight_headers
+from feedstream.core.httprules import ApiError, EntriesQuery, parse_entries_query, preflight_headers
+from feedstream.core.query import QueryError
+from feedstream.log.base import Selection
+from feedstream.log.views import UnknownStream
 from feedstream.log.wire import entries_body, sse_events
 from feedstream.service.runtime import Delivery
 from feedstream.web.asgi import Responder, Scope, Send, header, query
@@ -63,7 +70,9 @@ class DeliveryEndpoints:
     async def _entries(self, scope: Scope, send: Send) -> None:
         delivery = self.delivery
         try:
-            query_ = parse_entries_query(query(scope), delivery.known_feeds)
+            query_ = parse_entries_query(query(scope), delivery.known_feeds, delivery.categories)
+            plain = query_.stream is None and query_.q is None and not query_.duplicates
+            view = None if plain else self._view(query_)
         except ApiError as error:
             await self.responder.error(send, scope, error)
             return
@@ -76,14 +85,16 @@ class DeliveryEndpoints:
                 feed.asking()
                 with trio.move_on_after(query_.timeout) as timer:
                     # feed.wait(), inlined: a parked listener keeps one coroutine frame less.
-                    while not feed.ready(query_.after, feeds=query_.feeds):
+                    while not feed.ready(query_.after, feeds=query_.feeds, view=view):
                         await feed.changed()
                 woken = not timer.cancelled_caught and not feed.closed
             finally:
                 waiting["longpoll"] -= 1
         # A client that does not wait sees everything committed; a waiting one, the last round.
         fresh = query_.after is None or query_.timeout <= 0
-        page = feed.read(query_.after, feeds=query_.feeds, limit=query_.limit, fresh=fresh)
+        page = feed.read(
+            query_.after, feeds=query_.feeds, limit=query_.limit, fresh=fresh, view=view
+        )
         await self.responder.api(send, scope, 200, entries_body(page))
         if woken and page.entries:
             feed.answered()
@@ -97,7 +108,9 @@ class DeliveryEndpoints:
         if last_event_id and "after" not in args:
             args["after"] = last_event_id
         try:
-            query_ = parse_entries_query(args, self.delivery.known_feeds)
+            query_ = parse_entries_query(args, self.delivery.known_feeds, self.delivery.categories)
+            plain = query_.stream is None and query_.q is None and not query_.duplicates
+            view = None if plain else self._view(query_)
         except ApiError as error:
             await self.responder.error(send, scope, error)
             return
@@ -110,18 +123,23 @@ class DeliveryEndpoints:
             waiting = self.delivery.waiting
             waiting["sse"] += 1
             try:
-                await self._produce(client, query_.after, query_.feeds, query_.limit)
+                await self._produce(client, query_.after, query_.feeds, query_.limit, view)
             finally:
                 waiting["sse"] -= 1
                 client.finish()
 
     async def _produce(
-        self, client: _SseClient, after: str | None, feeds: frozenset[str] | None, limit: int
+        self,
+        client: _SseClient,
+        after: str | None,
+        feeds: frozenset[str] | None,
+        limit: int,
+        view: Selection | None = None,
     ) -> None:
         """Queue the stream's events for *client* until shutdown, or until it falls behind."""
         feed = self.delivery.broadcaster
         # A first page (the newest entries when no cursor was given), then everything new.
-        page = feed.read(after, feeds=feeds, limit=limit)
+        page = feed.read(after, feeds=feeds, limit=limit, view=view)
         # Never empty: the server writes a head with its first body chunk, and a client must see
         # the head at once, not at the first entry or heartbeat.
         chunk = sse_events(page) or b": stream open\n\n"
@@ -130,17 +148,29 @@ class DeliveryEndpoints:
                 logger.info("SSE client too slow, dropped (it resumes by Last-Event-ID)")
                 return
             with trio.move_on_after(HEARTBEAT) as quiet:
-                await feed.wait(page.cursor, feeds=feeds, streaming=True)
+                await feed.wait(page.cursor, feeds=feeds, streaming=True, view=view)
             if feed.closed:
                 return
             if quiet.cancelled_caught:
                 chunk = b": heartbeat\n\n"
                 continue
-            page = feed.read(page.cursor, feeds=feeds, limit=SSE_BATCH)
+            page = feed.read(page.cursor, feeds=feeds, limit=SSE_BATCH, view=view)
             chunk = sse_events(page)
             if chunk:
                 feed.answered()
                 self.delivery.fanout_seconds.observe(trio.current_time() - feed.committed_at)
+
+    def _view(self, query_: EntriesQuery) -> Selection | None:
+        """The selection for ``stream``, ``q`` and ``duplicates``; 400 for an unknown stream or
+        a query that does not parse (``query: <reason> at <position>``)."""
+        try:
+            return self.delivery.views.select(
+                stream=query_.stream, q=query_.q, duplicates=query_.duplicates
+            )
+        except UnknownStream:
+            raise ApiError(400, f"stream: unknown stream {query_.stream!r}") from None
+        except QueryError as exc:
+            raise ApiError(400, str(exc)) from None
 
 
 class _SseClient:

@@ -112,11 +112,20 @@ class _RuntimeCollector(Collector):
             ["feed", "via"],
             stats.ingested,
         )
+        duplicates = {(feed, "same_id"): count for feed, count in stats.duplicates.items()}
+        duplicates.update({(feed, "cross_feed"): n for feed, n in stats.folded.items()})
         yield _counter(
             "feedstream_duplicate_entries",
-            "Entries offered again (already stored) since start, by feed",
-            ["feed"],
-            {(feed,): count for feed, count in stats.duplicates.items()},
+            "Duplicates since start, by feed and kind: same_id (offered again, not stored), "
+            "cross_feed (another feed's story, stored with duplicate_of and not delivered)",
+            ["feed", "kind"],
+            duplicates,
+        )
+        yield _counter(
+            "feedstream_rule_matches",
+            "New entries matched by each [[rules]] rule since start, by rule and action",
+            ["rule", "action"],
+            stats.rule_matches,
         )
         yield _counter(
             "feedstream_fetches",

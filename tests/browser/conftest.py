@@ -93,7 +93,7 @@ def toml_string(value: str) -> str:
 class FeedstreamServer:
     """The real server in a subprocess, with its own config and data directory."""
 
-    def __init__(self, workdir: Path, feeds: list[dict[str, str]] = FEEDS) -> None:
+    def __init__(self, workdir: Path, feeds: list[dict[str, str]] = FEEDS, extra: str = "") -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -113,6 +113,7 @@ class FeedstreamServer:
             if feed.get("title"):
                 lines.append(f"title = {toml_string(feed['title'])}")
             lines.append(f"token = {toml_string(TOKEN)}")
+        lines.append(extra)  # more TOML: [[rules]], [[streams]]
         self.config.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     def command(self) -> list[str]:
@@ -175,9 +176,9 @@ class FeedstreamServer:
 
 @contextlib.contextmanager
 def running_server(
-    workdir: Path, feeds: list[dict[str, str]] = FEEDS
+    workdir: Path, feeds: list[dict[str, str]] = FEEDS, extra: str = ""
 ) -> Iterator[FeedstreamServer]:
-    server = FeedstreamServer(workdir, feeds)
+    server = FeedstreamServer(workdir, feeds, extra)
     server.start()
     try:
         yield server

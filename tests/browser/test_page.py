@@ -364,7 +364,8 @@ def test_unsanitized_api_data_is_still_inert(
         expect(row.locator(".feed")).to_have_text(HOSTILE)
         expect(row.locator(".summary")).to_have_text(f"summary {n} {HOSTILE}")
         expect(row.locator(".title a")).to_have_count(0)
-        expect(row.locator("img")).to_have_count(0)
+        expect(row.locator("img:not(.feed-icon)")).to_have_count(0)  # no thumbnail
+        expect(row.locator("img.feed-icon")).to_have_attribute("src", "/api/feeds/news/icon")
         expect(row.locator(".tag").first).to_have_text(HOSTILE)
     report = page.evaluate(
         """() => ({
@@ -372,7 +373,8 @@ def test_unsanitized_api_data_is_still_inert(
           scripts: [...document.scripts].map((s) => s.src),
           onAttrs: [...document.querySelectorAll("*")].flatMap((el) =>
             [...el.attributes].filter((a) => a.name.startsWith("on")).map((a) => a.name)),
-          links: [...document.querySelectorAll("#entries [href], #entries [src]")].length,
+          links: [...document.querySelectorAll("#entries [href], #entries [src]:not(.feed-icon)")]
+            .length,
           csp: window.__csp,
           errors: window.__errors,
         })"""

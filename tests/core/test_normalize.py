@@ -123,6 +123,9 @@ def test_rss2() -> None:
         "image": "https://cdn.example/3-thumb.jpg",
         "via": "poll",
         "received": None,
+        "matched": [],
+        "highlight": False,
+        "duplicate_of": None,
     }
     news2, news1 = result.entries[1], result.entries[0]
     assert news2["summary"] == "Plain & simple"  # description is HTML: &amp;amp; shows as &amp;
@@ -209,6 +212,9 @@ def test_json_feed_1_1() -> None:
         "image": "https://json.example/1.jpg",
         "via": "poll",
         "received": None,
+        "matched": [],
+        "highlight": False,
+        "duplicate_of": None,
     }
     assert second["content_html"] == '<p>Second post <img src="https://fetch.example/2.png"></p>'
     assert second["summary"] == "The second one"

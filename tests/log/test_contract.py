@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from feedstream.log.base import Log, Page
+from feedstream.log.base import Log, Page, Selection
 from feedstream.log.redis import RedisLog, connect
 from feedstream.log.sqlite import SQLiteLog
 from feedstream.log.store import Store
@@ -143,3 +143,42 @@ async def test_a_reopened_log_keeps_cursors_and_dedup(opener: Opener, tmp_path: 
         "2",
         "3",
     ]
+
+
+async def test_ids_marked_seen_are_never_stored(opener: Opener, tmp_path: Path) -> None:
+    log = await opener(tmp_path, 100)
+    await log.append([entry("a", "1")])
+    # What a rule dropped: remembered as seen, whether or not it is new; only the new reported.
+    assert await log.mark_seen([("a:2", "a"), ("a:1", "a"), ("a:3", "a")]) == ["a:2", "a:3"]
+    assert await log.mark_seen([("a:2", "a")]) == []
+    assert await log.mark_seen([]) == []
+    new = await log.append([entry("a", "2"), entry("a", "3"), entry("a", "4")])
+    assert [e["title"] for e in new] == ["4"]
+    assert log.counts() == {"a": 2}
+    log.close()
+    again = await opener(tmp_path, 100)  # remembered across a reopen (another node)
+    assert await again.append([entry("a", "2")]) == []
+
+
+async def test_folded_duplicates_are_read_only_when_asked(opener: Opener, tmp_path: Path) -> None:
+    log = await opener(tmp_path, 100)
+    start = log.head
+    await log.append([entry("a", "1"), entry("b", "1", duplicate_of="a:1"), entry("b", "2")])
+    both = Selection(duplicates=True, key="duplicates")
+    assert titles(log.read(start, feeds=None, limit=10)) == ["1", "2"]
+    assert [e.feed for e in log.read(start, feeds=None, limit=10).entries] == ["a", "b"]
+    assert len(log.read(start, feeds=None, limit=10, view=both).entries) == 3
+    assert [e.duplicate for e in log.read(start, feeds=None, limit=10, view=both).entries] == [
+        False,
+        True,
+        False,
+    ]
+    assert len(log.read(None, feeds=None, limit=10).entries) == 2  # a first page too
+    assert len(log.read(None, feeds={"b"}, limit=10, view=both).entries) == 2
+    # A wait ends only for an entry the reader sees: after "1", only the duplicate is pending.
+    first = log.read(start, feeds=None, limit=1)
+    assert log.read(first.cursor, feeds={"b"}, limit=1).entries[0].json.count('"title":"2"')
+    only_duplicate = log.read(first.cursor, feeds=None, limit=10, upto=log.head)
+    assert titles(only_duplicate) == ["2"]
+    tested = Selection(key="two", test=lambda e: '"title":"2"' in e.json)
+    assert titles(log.read(start, feeds=None, limit=10, view=tested)) == ["2"]

@@ -44,6 +44,8 @@ def test_compare_sorts_feeds_into_added_removed_changed_unchanged() -> None:
         "changed": ["b"],
         "unchanged": ["c"],
         "restart_needed": ["port", "backlog"],
+        "rules_changed": False,
+        "streams_changed": False,
     }
     assert changes.changed == (b2,)
     assert compare(old, old).summary()["unchanged"] == ["a", "b", "c"]
@@ -138,6 +140,8 @@ async def test_admin_reload_adds_removes_and_restarts_feeds_under_a_parked_long_
                 "changed": ["b"],
                 "unchanged": [],
                 "restart_needed": [],
+                "rules_changed": False,
+                "streams_changed": False,
             }
             assert answers == []  # the listener is still parked, on the same connection
             assert (await client.get("/api/status")).json()["waiting"] == 1

@@ -29,6 +29,7 @@ def entry(feed: str, key: str, **fields: Any) -> dict[str, Any]:
     """A normalized entry with every key present."""
     data: dict[str, Any] = dict.fromkeys(ENTRY_KEYS)
     data.update(id=f"{feed}:{key}", feed=feed, title=key, tags=[], enclosures=[], via="push")
+    data.update(matched=[], highlight=False)  # as the ingest path leaves an entry no rule matched
     data.update(fields)
     return data
 

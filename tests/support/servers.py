@@ -74,6 +74,9 @@ def make_config(data_dir: Path, *feeds: FeedConfig, **server: Any) -> Config:
         "port": 0,
         "data_dir": data_dir,
         "host_gap": 0.0,
+        # No icon look-ups unless a test asks: they are requests of their own to the feed's
+        # host (and to the hosts its documents name), which other tests count or never serve.
+        "fetch_icons": False,
     }
     settings.update(server)
     return Config(server=ServerConfig(**settings), feeds=feeds, source="<test>")

@@ -330,7 +330,7 @@ async def test_metrics_after_real_traffic(tmp_path: Path, feed_server: FeedServe
     assert sample(got, "feedstream_entries_total", feed="quiet") == 0
     assert sample(got, "feedstream_entries_ingested_total", feed="hooks", via="push") == 2
     assert sample(got, "feedstream_entries_ingested_total", feed="good", via="poll") == 1
-    assert sample(got, "feedstream_duplicate_entries_total", feed="hooks") == 1
+    assert sample(got, "feedstream_duplicate_entries_total", feed="hooks", kind="same_id") == 1
     assert sample(got, "feedstream_fetches_total", feed="good", outcome="ok") == 1
     assert sample(got, "feedstream_fetches_total", feed="good", outcome="not_modified") >= 1
     assert sample(got, "feedstream_fetches_total", feed="broken", outcome="not_a_feed") >= 1

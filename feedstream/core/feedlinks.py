@@ -114,13 +114,16 @@ def _charset(content_type: str | None) -> str | None:
     return None
 
 
-class _LinkParser(HTMLParser):
-    """Collects ``<base href>`` and feed ``<link>`` attributes, raw, in page order."""
+class LinkScanner(HTMLParser):
+    """Reads a page's ``<base href>`` and hands each ``<link>`` with an href to :meth:`link`.
+
+    :meth:`scan` feeds it at most :data:`MAX_SCAN_CHARS` characters and never closes it (see the
+    module docstring); subclasses collect the links they want.
+    """
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.base: str | None = None
-        self.links: list[tuple[str, str | None, str | None]] = []  # href, type, title
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag not in ("link", "base"):
@@ -135,6 +138,30 @@ class _LinkParser(HTMLParser):
             if self.base is None:
                 self.base = href
             return
+        self.link(href, values)
+
+    def link(self, href: str, values: dict[str, str]) -> None:
+        raise NotImplementedError
+
+    def scan(self, body: bytes, base_url: str, content_type: str | None) -> str:
+        """Read the page; return the URL its relative links resolve against."""
+        try:
+            self.feed(decode_html(body, content_type)[:MAX_SCAN_CHARS])
+        except Exception:  # html.parser asserts on some junk: keep what was found before it
+            logger.debug("HTML scan of %s stopped early", base_url, exc_info=True)
+        if self.base is not None:
+            return resolve_http_url(self.base, base_url) or base_url
+        return base_url
+
+
+class _LinkParser(LinkScanner):
+    """Collects the feed ``<link>`` attributes, raw, in page order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.links: list[tuple[str, str | None, str | None]] = []  # href, type, title
+
+    def link(self, href: str, values: dict[str, str]) -> None:
         if len(self.links) >= 4 * MAX_LINKS:  # plenty to find MAX_LINKS distinct feed ones in
             return
         rels = {token.lower() for token in values.get("rel", "").split()}
@@ -146,13 +173,7 @@ class _LinkParser(HTMLParser):
 def page_links(body: bytes, base_url: str, content_type: str | None = None) -> list[FeedLink]:
     """The feeds an HTML page names in ``<link>`` elements (see the module docstring)."""
     parser = _LinkParser()
-    try:
-        parser.feed(decode_html(body, content_type)[:MAX_SCAN_CHARS])
-    except Exception:  # html.parser asserts on some junk: keep what was found before it
-        logger.debug("HTML scan of %s stopped early", base_url, exc_info=True)
-    base = base_url
-    if parser.base is not None:
-        base = resolve_http_url(parser.base, base_url) or base_url
+    base = parser.scan(body, base_url, content_type)
     found: list[FeedLink] = []
     seen: set[str] = set()
     for href, media, title in parser.links:

@@ -40,6 +40,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from functools import partial
 from math import inf
 from typing import Any
 
@@ -154,8 +155,7 @@ class Connection:
         self._state = state
         self.idle = True
         self.closed = False
-        self.kept: tuple[App, Any, _Inbox] | None = None
-        self._app_send: AppSend | None = None
+        self.kept: tuple[App, Any, _Inbox, AppSend] | None = None
         self._nursery: trio.Nursery | None = None
         self._scope = trio.CancelScope()
         self._reading = False
@@ -182,14 +182,13 @@ class Connection:
         return trio.current_time()
 
     async def spawn_app(self, app: App, config: HypercornConfig, scope: Any, send: AppSend) -> Any:
-        self._app_send = send
         if scope["type"] == "http" and not _has_body(scope["headers"]):
             inbox = _Inbox()
-            self.kept = (app, scope, inbox)
+            self.kept = (app, scope, inbox, send)
             return inbox.put
         assert self._nursery is not None
         put, receive = trio.open_memory_channel[Any](config.max_app_queue_size)
-        self._nursery.start_soon(self._call_app, app, scope, receive.receive)
+        self._nursery.start_soon(self._call_app, app, scope, receive.receive, send)
         return put.send
 
     def spawn(self, func: Callable[..., Awaitable[None]], *args: Any) -> None:
@@ -291,12 +290,14 @@ class Connection:
     async def run_kept(self) -> None:
         """Run the app call kept by :meth:`spawn_app`, in this task."""
         assert self.kept is not None
-        app, scope, inbox = self.kept
+        app, scope, inbox, app_send = self.kept
         self.kept = None
-        await self._call_app(app, scope, inbox.receive)
+        await self._call_app(app, scope, inbox.receive, app_send)
 
-    async def _call_app(self, app: App, scope: Any, receive: Any) -> None:
-        send = self._send_from_app
+    async def _call_app(self, app: App, scope: Any, receive: Any, app_send: AppSend) -> None:
+        # Bound to this request's stream: an app task may still be finishing (its last
+        # send(None)) when the connection has moved on to the next request.
+        send = partial(self._send_from_app, app_send)
         try:
             await app(scope, receive, send)
         except* Exception:
@@ -305,12 +306,11 @@ class Connection:
         finally:
             await send(None)
 
-    async def _send_from_app(self, message: Any) -> None:
+    async def _send_from_app(self, app_send: AppSend, message: Any) -> None:
         """The app's ``send``: hypercorn's, with what it writes gathered into one write."""
-        assert self._app_send is not None
         self._hold += 1
         try:
-            await self._app_send(message)
+            await app_send(message)
         finally:
             self._hold -= 1
         if self._buffer and not self._hold:

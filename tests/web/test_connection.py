@@ -62,7 +62,15 @@ class App:
                     return
         path = scope["path"]
         self.paths.append(path)
-        if scope["method"] == "POST":
+        if scope["method"] == "POST" and path == "/linger":
+            # Answers, then keeps running a while: its ASGI call ends after the client has
+            # sent its next request on the same connection.
+            await self._answer(send, b"lingering")
+            await trio.sleep(0.1)
+        elif path == "/slow":  # yields a while before answering
+            await trio.sleep(0.3)
+            await self._answer(send, b"slow")
+        elif scope["method"] == "POST":
             size = 0
             while True:
                 message = await receive()
@@ -316,6 +324,19 @@ async def test_body_streamed_in_pieces_reaches_the_app() -> None:
         # ... and the connection is reused for a request without a body.
         await stream.send_all(HEAD % b"after")
         assert (await read_answers(stream, 1))[1] == b"after"
+
+
+async def test_an_app_still_running_after_its_answer_does_not_touch_the_next_request() -> None:
+    async with serving(App()) as (port, _):
+        stream = await connect(port)
+        for _ in range(3):
+            await stream.send_all(b"POST /linger HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx")
+            assert (await read_answers(stream, 1))[1] == b"lingering"
+            # The next request's app yields before answering, while the lingering call ends.
+            await stream.send_all(HEAD % b"slow")
+            response, body = await read_answers(stream, 1)
+            assert isinstance(response, h11.Response) and response.status_code == 200
+            assert body == b"slow"
 
 
 async def test_expect_100_continue() -> None:

@@ -161,6 +161,10 @@ async def test_a_slow_sse_client_is_dropped_without_hurting_others(tmp_path: Pat
                 answer = await client.get("/api/entries", params=params)
                 delivered_at.append(trio.current_time() - start)
                 cursor = answer.json()["cursor"]
-            assert max(delivered_at) < 1.0  # the stuck client never held anyone up
+            # The stuck client never held anyone up: held up, a delivery would wait for the
+            # client to be dropped (seconds of buffered writes) or forever. Each push here is
+            # 400 KB parsed in a worker, which alone can take most of a second on a busy
+            # 2-core machine, hence the margin.
+            assert max(delivered_at) < 3.0
             with trio.fail_after(5):  # and it was let go
                 await status_until(client, lambda status: status["waiting"] == 0)

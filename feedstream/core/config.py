@@ -18,28 +18,48 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
+from feedstream.core.configvalues import (
+    FEED_ID_RE,
+    MAX_CATEGORY_CHARS,
+    SQLITE_LOG,
+    _admin_token,
+    _bool,
+    _category,
+    _choice,
+    _feed_id,
+    _float_range,
+    _http_url,
+    _int_range,
+    _interval,
+    _log_url,
+    _nonempty_str,
+    _origins,
+    _path,
+    _secret,
+)
 from feedstream.core.rules import Rule, RuleError, parse_rules
 from feedstream.core.streams import StreamConfig, StreamError, parse_streams
-from feedstream.core.urls import HTTP_SCHEMES, MAX_URL_CHARS, is_http_url
 
 __all__ = [
+    "DEFAULT_HUB_MAX_LEASE",
+    "DEFAULT_HUB_MIN_LEASE",
+    "FEED_ID_RE",
     "MAX_CATEGORY_CHARS",
+    "RESERVED_NAMES",
+    "ROLES",
+    "SQLITE_LOG",
     "Config",
     "ConfigChanges",
     "ConfigError",
     "FeedConfig",
     "FetchLimits",
+    "HubConfig",
     "ServerConfig",
     "compare",
     "load_config",
     "parse_config",
 ]
-
-FEED_ID_RE = re.compile(r"^[a-z0-9_-]{1,64}$")
-#: The longest ``category`` a feed may have (the page shows it as a chip).
-MAX_CATEGORY_CHARS = 64
 
 
 class ConfigError(ValueError):
@@ -51,8 +71,6 @@ GC_POLICIES = ("tuned", "default", "off")
 #: ``server.role``: what a process does. ``all``: everything (one process); ``ingest``: polling,
 #: pushes, parsing, the log's writes; ``deliver``: the page and the listeners, read from the log.
 ROLES = ("all", "ingest", "deliver")
-#: ``server.log``: the embedded SQLite database in ``data_dir``, or a Redis (or Valkey) URL.
-SQLITE_LOG = "sqlite"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +118,22 @@ class ServerConfig:
         return self.log != SQLITE_LOG
 
 
+#: Output feed names no feed or stream may take: ``all`` is every feed (``/feeds/all.atom``).
+RESERVED_NAMES = frozenset({"all"})
+DEFAULT_HUB_MIN_LEASE = 3600  # the same as feedstream.websub.hub's (core cannot import it)
+DEFAULT_HUB_MAX_LEASE = 864_000
+
+
+@dataclass(frozen=True, slots=True)
+class HubConfig:
+    """``[hub]``: feedstream's own WebSub hub for its output feeds (needs ``server.public_url``)."""
+
+    enabled: bool = False
+    min_lease: int = DEFAULT_HUB_MIN_LEASE  # seconds; a subscriber's lease is clamped to these
+    max_lease: int = DEFAULT_HUB_MAX_LEASE
+    allow_private_callbacks: bool = False  # loopback / private callbacks (tests, a LAN)
+
+
 @dataclass(frozen=True, slots=True)
 class FeedConfig:
     id: str
@@ -130,6 +164,7 @@ class Config:
     source: str = "<config>"
     rules: tuple[Rule, ...] = ()  # [[rules]], applied at ingest in this order
     streams: tuple[StreamConfig, ...] = ()  # [[streams]], named views for listeners
+    hub: HubConfig = field(default_factory=HubConfig)  # [hub]
 
     def feed(self, feed_id: str) -> FeedConfig | None:
         for feed in self.feeds:
@@ -146,7 +181,7 @@ class ConfigChanges:
     removed: tuple[FeedConfig, ...] = ()
     changed: tuple[FeedConfig, ...] = ()  # the new versions
     unchanged: tuple[str, ...] = ()
-    restart_needed: tuple[str, ...] = ()  # [server] keys whose new values wait for a restart
+    restart_needed: tuple[str, ...] = ()  # [server] keys (and "hub") waiting for a restart
     rules_changed: bool = False  # [[rules]] differ (they apply to entries arriving afterwards)
     streams_changed: bool = False  # [[streams]] differ
 
@@ -175,7 +210,8 @@ def compare(old: Config, new: Config) -> ConfigChanges:
             name
             for name in ServerConfig.__dataclass_fields__
             if getattr(old.server, name) != getattr(new.server, name)
-        ),
+        )
+        + (("hub",) if old.hub != new.hub else ()),
         rules_changed=old.rules != new.rules,
         streams_changed=old.streams != new.streams,
     )
@@ -220,6 +256,7 @@ _LIMIT_KEYS = {
     "parse_timeout",
 }  # fmt: skip
 _WEBSUB_KEYS = {"websub", "websub_lease", "websub_poll"}
+_HUB_KEYS = {"enabled", "min_lease", "max_lease", "allow_private_callbacks"}
 _FEED_KEYS = (
     {"id", "url", "title", "category", "interval", "token", "secret"} | _LIMIT_KEYS | _WEBSUB_KEYS
 )
@@ -297,7 +334,7 @@ class _Validator:
     # -- sections --------------------------------------------------------------------------
 
     def config(self, raw: dict[str, Any]) -> Config:
-        self.check_keys(raw, {"server", "defaults", "feeds", "rules", "streams"}, "")
+        self.check_keys(raw, {"server", "defaults", "feeds", "rules", "streams", "hub"}, "")
         server_raw = raw.get("server", {})
         if not isinstance(server_raw, dict):
             raise self.fail("server", "must be a table ([server])")
@@ -316,14 +353,50 @@ class _Validator:
         seen: set[str] = set()
         for index, feed_raw in enumerate(feeds_raw):
             feed = self.feed(feed_raw, index, base, default_limits)
+            if feed.id in RESERVED_NAMES:
+                message = f"{feed.id!r} is reserved (/feeds/{feed.id}.atom is every feed)"
+                raise self.fail("id", message, "feeds", index)
             if feed.id in seen:
                 raise self.fail("id", f"duplicate feed id {feed.id!r}", "feeds", index)
             seen.add(feed.id)
             feeds.append(feed)
         rules, streams = self.views(raw, seen)
+        for index, stream in enumerate(streams):
+            if stream.id in RESERVED_NAMES:
+                message = f"{stream.id!r} is reserved (/feeds/{stream.id}.atom is every feed)"
+                raise self.fail("id", message, "streams", index)
+        hub = self.hub(raw.get("hub", {}), server)
         return Config(
-            server=server, feeds=tuple(feeds), source=self.source, rules=rules, streams=streams
+            server=server,
+            feeds=tuple(feeds),
+            source=self.source,
+            rules=rules,
+            streams=streams,
+            hub=hub,
         )
+
+    def hub(self, raw: Any, server: ServerConfig) -> HubConfig:
+        """``[hub]``: enabling it needs ``server.public_url`` (the hub's and topics' URLs)."""
+        if not isinstance(raw, dict):
+            raise self.fail("hub", "must be a table ([hub])")
+        self.check_keys(raw, _HUB_KEYS, "hub")
+        g, d = self.get, HubConfig()
+        leases = _int_range(60, 365 * 86400)
+        hub = HubConfig(
+            enabled=g(raw, "enabled", _bool, d.enabled, "hub"),
+            min_lease=g(raw, "min_lease", leases, d.min_lease, "hub"),
+            max_lease=g(raw, "max_lease", leases, d.max_lease, "hub"),
+            allow_private_callbacks=g(
+                raw, "allow_private_callbacks", _bool, d.allow_private_callbacks, "hub"
+            ),
+        )
+        if hub.min_lease > hub.max_lease:
+            raise self.fail("min_lease", f"must be at most max_lease ({hub.max_lease})", "hub")
+        if hub.enabled and server.public_url is None:
+            raise self.fail(
+                "enabled", "needs server.public_url (the URL subscribers reach the hub at)", "hub"
+            )
+        return hub
 
     def views(
         self, raw: Mapping[str, Any], feed_ids: set[str]
@@ -462,131 +535,7 @@ class _Validator:
         return feed
 
 
-# -- converters: each raises ValueError/TypeError with a message saying what is expected -----
-
-
 def _identity(feed: FeedConfig) -> dict[str, Any]:
     """The per-feed fields of *feed* that do not come from the defaults."""
     keys = ("id", "url", "title", "category", "interval", "token", "secret", "limits")
     return {key: getattr(feed, key) for key in keys}
-
-
-def _choice(*choices: str) -> Callable[[Any], str]:
-    def convert(value: Any) -> str:
-        if value not in choices:
-            raise ValueError("must be one of " + ", ".join(repr(c) for c in choices))
-        return str(value)
-
-    return convert
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError("must be true or false")
-    return value
-
-
-def _nonempty_str(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise TypeError("must be a non-empty string")
-    return value.strip()
-
-
-def _category(value: Any) -> str:
-    """A short label: trimmed, at most :data:`MAX_CATEGORY_CHARS`, no control characters."""
-    text = _nonempty_str(value)
-    if len(text) > MAX_CATEGORY_CHARS:
-        raise ValueError(f"must be at most {MAX_CATEGORY_CHARS} characters")
-    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in text):
-        raise ValueError("must not contain control characters (tabs, newlines...)")
-    return text
-
-
-def _secret(value: Any) -> str:
-    text = _nonempty_str(value)
-    if len(text) < 8:
-        raise ValueError("must be at least 8 characters")
-    return text
-
-
-def _admin_token(value: Any) -> str:
-    text = _nonempty_str(value)
-    if len(text) < 16:
-        raise ValueError("must be at least 16 characters (it guards reloading the config)")
-    return text
-
-
-def _feed_id(value: Any) -> str:
-    if not isinstance(value, str) or not FEED_ID_RE.match(value):
-        raise ValueError("must be 1-64 characters of a-z, 0-9, '-' and '_'")
-    return value
-
-
-def _http_url(value: Any) -> str:
-    text = _nonempty_str(value)
-    if len(text) > MAX_URL_CHARS:
-        raise ValueError(f"must be a URL of at most {MAX_URL_CHARS} characters")
-    if not is_http_url(text):
-        raise ValueError("must be an absolute http:// or https:// URL")
-    return text
-
-
-def _log_url(value: Any) -> str:
-    """``sqlite``, or ``redis://[user:password@]host[:port][/db]`` (``rediss://`` for TLS)."""
-    text = _nonempty_str(value)
-    if text == SQLITE_LOG:
-        return text
-    parts = urlsplit(text)
-    if parts.scheme not in ("redis", "rediss") or not parts.hostname:
-        raise ValueError('must be "sqlite" or a redis://host:port/db URL')
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError("has an invalid port") from None
-    db = parts.path.strip("/")
-    if (db and not db.isdigit()) or parts.query or parts.fragment or port == 0:
-        raise ValueError("must be redis://host:port/db with a numeric db and nothing else")
-    return text
-
-
-def _path(value: Any) -> Path:
-    return Path(_nonempty_str(value))
-
-
-def _int_range(low: int, high: int) -> Callable[[Any], int]:
-    def convert(value: Any) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError("must be a whole number")
-        if not low <= value <= high:
-            raise ValueError(f"must be between {low} and {high}")
-        return value
-
-    return convert
-
-
-def _float_range(low: float, high: float) -> Callable[[Any], float]:
-    def convert(value: Any) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError("must be a number")
-        if not low <= value <= high:
-            raise ValueError(f"must be between {low:g} and {high:g}")
-        return float(value)
-
-    return convert
-
-
-def _interval(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError("must be a number of seconds")
-    if not 1 <= value <= 7 * 86400:
-        raise ValueError("must be between 1 and 604800 seconds")
-    return float(value)
-
-
-def _origins(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise TypeError('must be a list of origins such as ["*"] or ["https://example.org"]')
-    for origin in value:
-        if origin != "*" and urlsplit(origin).scheme not in HTTP_SCHEMES:
-            raise ValueError(f'{origin!r} is neither "*" nor an http(s) origin')
-    return tuple(value)

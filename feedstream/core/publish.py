@@ -24,6 +24,9 @@ feedstream holds them:
 * JSON Feed: an item without ``content_html`` gets ``content_text`` (the summary, else the title,
   else empty): the spec requires one of the two. Attachments without a type get
   ``application/octet-stream``.
+* With a hub (:attr:`FeedInfo.hub_url`), Atom has ``<link rel="hub">``, RSS the same as
+  ``atom:link``, JSON Feed ``hubs: [{"type": "WebSub", "url": ...}]``; the self link is in every
+  document either way.
 * A feed's ``updated`` (and the HTTP ``Last-Modified``: :func:`newest`) is the newest of its
   entries' dates, ``received`` included; an empty document says 1970-01-01.
 """
@@ -103,6 +106,9 @@ class FeedInfo:
     #: How to reach the output feed of one source feed (an entry's ``atom:source``):
     #: ``{feed}`` is replaced by the feed id. None: no link.
     source_url: str | None = None
+    #: The WebSub hub of this document (``[hub] enabled``): ``atom:link rel="hub"`` in Atom and
+    #: RSS, ``hubs`` in JSON Feed. None: no hub.
+    hub_url: str | None = None
 
 
 def authority_of(host: str | None) -> str:
@@ -239,6 +245,8 @@ def render_atom(info: FeedInfo, entries: Sequence[Mapping[str, Any]]) -> bytes:
         f'<link rel="alternate" type="text/html" href="{x(info.home_url)}"/>\n',
         f"<generator>{GENERATOR}</generator>\n",
     ]
+    if info.hub_url:
+        out.append(f'<link rel="hub" href="{x(info.hub_url)}"/>\n')
     for entry in entries:
         out.append(_atom_entry(info, entry))
     out.append("</feed>\n")
@@ -318,6 +326,8 @@ def render_rss(info: FeedInfo, entries: Sequence[Mapping[str, Any]]) -> bytes:
         f'<atom:link rel="self" type="application/rss+xml" href="{x(info.self_url)}"/>\n',
         f"<generator>{GENERATOR}</generator>\n",
     ]
+    if info.hub_url:
+        out.append(f'<atom:link rel="hub" href="{x(info.hub_url)}"/>\n')
     if (last := newest(entries)) is not None:
         out.append(f"<lastBuildDate>{_rfc822(last)}</lastBuildDate>\n")
     for entry in entries:
@@ -375,6 +385,8 @@ def render_json(info: FeedInfo, entries: Sequence[Mapping[str, Any]]) -> bytes:
     }
     if info.description:
         feed["description"] = _clean(info.description)
+    if info.hub_url:
+        feed["hubs"] = [{"type": "WebSub", "url": info.hub_url}]
     feed["items"] = [_json_item(info, entry) for entry in entries]
     return json.dumps(feed, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 

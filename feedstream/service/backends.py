@@ -16,6 +16,8 @@ from typing import Any
 from feedstream.core.config import ServerConfig
 from feedstream.log.base import Log, Offload
 from feedstream.log.follower import SQLiteFollower
+from feedstream.log.hubstore import FILE_NAME as HUB_FILE
+from feedstream.log.hubstore import HubStore, SQLiteHubStore
 from feedstream.log.icons import FILE_NAME as ICONS_FILE
 from feedstream.log.icons import IconStore, SQLiteIcons
 from feedstream.log.sqlite import SQLiteLog
@@ -39,13 +41,18 @@ class Backend:
     store: Store | None = None  # the SQLite store, when that is the backend
     where: str = ""  # for the log: where the data is
     icons: IconStore | None = None  # the feeds' icons
+    hub: HubStore | None = None  # the WebSub hub's subscriptions (asked for with ``hub=True``)
 
 
 @asynccontextmanager
-async def open_backend(server: ServerConfig, offload: Offload) -> AsyncIterator[Backend]:
-    """The backend *server* names, open for as long as the block runs."""
+async def open_backend(
+    server: ServerConfig, offload: Offload, *, hub: bool = False
+) -> AsyncIterator[Backend]:
+    """The backend *server* names, open for as long as the block runs; with *hub*, a store
+    for the WebSub hub's subscriptions too (a hash in Redis, else ``data_dir/hub.sqlite3``)."""
     if server.shared_log:
         from feedstream.log.redis import open_redis  # coredis is only imported when used
+        from feedstream.log.redishub import RedisHubStore
         from feedstream.log.redisicons import RedisIcons
 
         async with open_redis(
@@ -58,12 +65,16 @@ async def open_backend(server: ServerConfig, offload: Offload) -> AsyncIterator[
                 follow=redis.log.run,
                 where=_safe(server.log),
                 icons=RedisIcons(redis.client),
+                hub=RedisHubStore(redis.client) if hub else None,
             )
         return
     store: Store = await offload(Store, server.data_dir / "feedstream.sqlite3")
     icons: SQLiteIcons | None = None
+    hubs: SQLiteHubStore | None = None
     try:
         icons = await offload(SQLiteIcons, server.data_dir / ICONS_FILE, offload)
+        if hub:
+            hubs = await offload(SQLiteHubStore, server.data_dir / HUB_FILE, offload)
         snapshot = await offload(store.snapshot, server.backlog)
         log: SQLiteLog
         follow = None
@@ -83,10 +94,13 @@ async def open_backend(server: ServerConfig, offload: Offload) -> AsyncIterator[
                 store=store,
                 where=str(server.data_dir),
                 icons=icons,
+                hub=hubs,
             )
         finally:
             log.close()
     finally:
+        if hubs is not None:
+            hubs.close()
         if icons is not None:
             icons.close()
         store.close()

@@ -25,6 +25,8 @@ verification must echo, what an answer does to a subscription); this module perf
   :class:`~feedstream.log.hubstore.HubStore` on every change and read back by :meth:`run`;
   pending ones whose verification was cut by a restart are dropped (the subscriber asks
   again). Expired subscriptions are removed by a sweep every :data:`SWEEP_INTERVAL`.
+* :func:`run_hub` is how the runtime starts it (``[hub] enabled``): a client of its own, then
+  :meth:`Hub.run` and :meth:`Hub.follow` under one task.
 """
 
 from __future__ import annotations
@@ -42,7 +44,9 @@ from urllib.parse import urlsplit
 import httpx
 import trio
 
+from feedstream.core.config import Config
 from feedstream.core.publish import FeedInfo, authority_of, render
+from feedstream.core.times import format_rfc3339
 from feedstream.log.base import Log, Selection, StoredEntry
 from feedstream.log.hubstore import HubStore
 from feedstream.service.discover import Resolver, is_public_address
@@ -78,6 +82,7 @@ __all__ = [
     "PinnedTransport",
     "PrivateCallbackError",
     "Select",
+    "run_hub",
 ]
 
 CONCURRENCY = 32  # requests to callbacks in flight at once, all subscribers together
@@ -430,8 +435,57 @@ class Hub:
                 home_url=f"{root}/",
                 authority=self._authority,
                 source_url=f"{root}/feeds/{{feed}}.atom",
+                hub_url=self.settings.hub_url,
             )
             self.publish(url, render(topic.format, info, decoded))
+
+    def describe(self) -> list[dict[str, Any]]:
+        """``GET /api/hub``: every subscription held, by topic then callback; secrets never
+        (only whether there is one)."""
+        return [
+            {
+                "topic": sub.topic,
+                "callback": sub.callback,
+                "state": sub.state.value,
+                "lease_seconds": sub.lease_seconds,
+                "expires_at": format_rfc3339(sub.expires_at),
+                "created_at": format_rfc3339(sub.created_at),
+                "signed": sub.secret is not None,
+                "failures": sub.failures,
+                "last_delivery": _time(sub.last_delivery),
+                "last_error": sub.last_error,
+            }
+            for _, sub in sorted(self.subs.items())
+        ]
+
+
+def _time(value: float | None) -> str | None:
+    return None if value is None else format_rfc3339(value)
+
+
+async def run_hub(
+    config: Config,
+    store: HubStore,
+    log: Log,
+    select: Select,
+    *,
+    task_status: trio.TaskStatus[Hub] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the hub of *config* (``[hub]``, ``server.public_url``) until cancelled: its own
+    client (:class:`PinnedTransport`, no redirects), its subscriptions loaded from *store*, and
+    every entry appended to *log* distributed. Started, it hands the :class:`Hub` back."""
+    public_url = config.server.public_url
+    if public_url is None:
+        raise ValueError("the hub needs server.public_url")
+    settings = HubSettings(public_url, config.hub.min_lease, config.hub.max_lease)
+    transport = PinnedTransport(allow_private=config.hub.allow_private_callbacks)
+    async with httpx.AsyncClient(transport=transport, follow_redirects=False) as client:
+        hub = Hub(settings, store, client, select=select)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(hub.run)
+            await nursery.start(hub.follow, log)
+            logger.info("hub: serving %s with %d subscriptions", settings.hub_url, len(hub.subs))
+            task_status.started(hub)
 
 
 def _selects(entry: StoredEntry, feeds: Collection[str] | None, view: Selection | None) -> bool:

@@ -4,9 +4,12 @@
 :func:`feedstream.web.server.serve`) that owns everything with a lifetime: it opens the backend
 (:mod:`feedstream.service.backends`), starts the broadcaster (roles ``all`` and ``deliver``) or
 the fetch client, the feed tasks and the WebSub subscriber (roles ``all`` and ``ingest``), and
-reports itself started; cancelling it stops all of that and closes the backend. The HTTP layer
-gets narrow views (:class:`Delivery`, :class:`Intake`, the status and reload methods) and never
-touches the store, httpx or the runtime's fields.
+reports itself started; cancelling it stops all of that and closes the backend. With
+``[hub] enabled``, the roles that write the log (``all``, ``ingest``: where ``/websub/`` is
+served, and one process per log under ``--workers``) run the WebSub hub of the output feeds
+too (:func:`feedstream.service.hub.run_hub`), distributing what is appended as it is appended.
+The HTTP layer gets narrow views (:class:`Delivery`, :class:`Intake`, the status and reload
+methods) and never touches the store, httpx or the runtime's fields.
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ from feedstream.core.fold import FoldIndex
 from feedstream.core.opml import export_opml
 from feedstream.core.streams import StreamConfig
 from feedstream.core.times import format_rfc3339
-from feedstream.log.base import Log, Offload
+from feedstream.log.base import Log, Offload, Selection
 from feedstream.log.broadcast import Broadcaster
 from feedstream.log.state import StateStore
 from feedstream.log.store import FeedState, Subscription
-from feedstream.log.views import Views
+from feedstream.log.views import UnknownStream, Views
 from feedstream.service.backends import Backend, open_backend
 from feedstream.service.fetch import HostGate
+from feedstream.service.hub import Hub, run_hub
 from feedstream.service.icons import IconImage, IconKeeper, Icons
 from feedstream.service.ingest import Ingestor
 from feedstream.service.monitor import LagMonitor
@@ -97,6 +101,19 @@ class Delivery:
         """The head listeners have been shown (None: no broadcaster runs here)."""
         return None if self._broadcaster is None else self._broadcaster.cursor
 
+    def topic(self, name: str) -> tuple[frozenset[str] | None, Selection | None] | None:
+        """The output feed *name* as (feed filter, selection): ``all`` every feed, a feed id
+        that feed, a stream id its selection; None when nothing is published so (the hub's
+        :data:`~feedstream.service.hub.Select`)."""
+        if name == "all":
+            return None, None
+        if name in self.known_feeds:
+            return frozenset((name,)), None
+        try:
+            return None, self.views.select(stream=name)
+        except UnknownStream:
+            return None
+
     def set_streams(self, streams: Sequence[StreamConfig]) -> None:
         """Serve these ``[[streams]]`` from now on (a reload)."""
         self.views.set_streams(streams)
@@ -135,6 +152,11 @@ class Intake:
     def websub(self) -> Subscriber | None:
         """The WebSub subscriber, when ``server.public_url`` is set and the service runs."""
         return self._runtime.websub
+
+    @property
+    def hub(self) -> Hub | None:
+        """The WebSub hub of the output feeds, when ``[hub] enabled`` and it runs here."""
+        return self._runtime.hub
 
     async def push(self, feed: FeedConfig, body: bytes, content_type: str | None) -> PushResult:
         """Ingest a webhook push with ``via: push``."""
@@ -197,6 +219,7 @@ class Runtime:
         self._log: Log | None = None
         self._poll: PollContext | None = None
         self.websub: Subscriber | None = None
+        self.hub: Hub | None = None  # [hub] enabled, on a role that writes the log
         self._nursery: trio.Nursery | None = None
         self._feed_tasks: dict[str, tuple[trio.CancelScope, trio.Event]] = {}
         self._reload_lock = trio.Lock()
@@ -218,7 +241,8 @@ class Runtime:
         log another process writes.
         """
         server = self.config.server
-        async with open_backend(server, self.offload) as backend:
+        wants_hub = self.config.hub.enabled and server.role != "deliver"
+        async with open_backend(server, self.offload, hub=wants_hub) as backend:
             log = backend.log
             self.delivery.known_feeds |= frozenset(log.counts())
             self._log = self.ingestor.log = log
@@ -237,6 +261,10 @@ class Runtime:
                         await nursery.start(self._follow_state, backend.state)
                         self._nursery = nursery
                     else:
+                        if backend.hub is not None:  # before the feeds: it sees their entries
+                            self.hub = await nursery.start(
+                                run_hub, self.config, backend.hub, log, self.delivery.topic
+                            )
                         await nursery.start(self._ingest, nursery, backend)
                     logger.info(
                         "running as %s: %d feeds, log head %s, data in %s",
@@ -248,6 +276,7 @@ class Runtime:
                     task_status.started()
             finally:
                 self._nursery = None
+                self.hub = None
                 self.drain()
                 self._log = None
                 self.icons.attach(None)
@@ -381,7 +410,7 @@ class Runtime:
                 ", ".join(changes.restart_needed),
             )
         before = {feed.id: feed for feed in self.config.feeds}
-        self.config = replace(new, server=self.config.server)
+        self.config = replace(new, server=self.config.server, hub=self.config.hub)
         self.delivery.known_feeds |= {feed.id for feed in new.feeds}
         self.delivery.categories = feed_categories(new.feeds)
         # A feed whose category alone changed keeps polling: nothing its task reads changed.
@@ -507,6 +536,11 @@ class Runtime:
         for sub in subs:
             counts[SubscriptionState(sub.state)] += 1
         return {state.value: count for state, count in counts.items()}
+
+    def hub_figures(self) -> tuple[dict[str, int], dict[str, int]] | None:
+        """The hub's subscriptions by state and deliveries by outcome (None: no hub here)."""
+        hub = self.hub
+        return None if hub is None else (hub.counts(), dict(hub.deliveries))
 
     def health(self) -> str | None:
         """None when healthy, else why not (for ``/healthz``)."""

@@ -35,6 +35,7 @@ from feedstream.service.icons import IconImage
 from feedstream.service.runtime import Delivery, Intake, ReloadUnavailable
 from feedstream.web.asgi import ASGIApp, Responder, Scope, Send
 from feedstream.web.delivery import ENTRIES, STREAM, DeliveryEndpoints
+from feedstream.web.hub import HUB, HubEndpoint
 from feedstream.web.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from feedstream.web.metrics import MetricsSource, metrics_registry, render
 from feedstream.web.publish import register_publish
@@ -73,7 +74,11 @@ class Service(MetricsSource, Protocol):
 
 
 class Router:
-    """ASGI app: delivery and push requests to their raw endpoints, the rest to Quart.
+    """ASGI app: delivery, push and hub requests to their raw endpoints, the rest to Quart.
+
+    ``/websub/hub`` (the hub's subscription requests) goes ahead of the WebSub callbacks'
+    ``/websub/<token>`` (a token is never ``hub``: they are random and longer); like them it is
+    an ingest path (the hub runs where the log is written).
 
     A node with one role refuses the other role's paths with 421 and a JSON reason (see
     :func:`misdirected`), never a silent accept.
@@ -85,11 +90,13 @@ class Router:
         push: PushEndpoints,
         app: ASGIApp,
         role: str = "all",
+        hub: Callable[[Scope, Any, Send], Awaitable[None]] | None = None,
     ) -> None:
         self.delivery = delivery
         self.push = push
         self.app = app
         self.role = role
+        self.hub = hub
 
     def __call__(self, scope: Scope, receive: Any, send: Any) -> Awaitable[None]:
         """Route the request: the handler's coroutine is what the server awaits.
@@ -103,6 +110,10 @@ class Router:
                 if self.role == "ingest":
                     return self.push.misdirected(scope, send, "deliver")
                 return self.delivery(scope, send)
+            if path == HUB and self.hub is not None:
+                if self.role == "deliver":
+                    return self.push.misdirected(scope, send, "ingest")
+                return self.hub(scope, receive, send)
             if path.startswith(PUSH) or path.startswith(WEBSUB):
                 if self.role == "deliver":
                     return self.push.misdirected(scope, send, "ingest")
@@ -121,6 +132,7 @@ def create_app(config: Config, service: Service) -> Router:
         PushEndpoints(service.intake, config.server.max_push_bytes, responder),
         _quart_app(config, service),
         config.server.role,
+        HubEndpoint(service.intake, responder),
     )
 
 
@@ -223,6 +235,19 @@ def _quart_app(config: Config, service: Service) -> QuartTrio:
     @app.get("/api/status")
     async def status() -> Response:
         return _json(service.status())
+
+    @app.get("/api/hub")
+    async def hub() -> Response:
+        """The hub's subscriptions (admin token; secrets never shown)."""
+        check_admin_auth(config.server.admin_token, request.headers.get("Authorization"))
+        if not config.hub.enabled:
+            raise ApiError(404, "the hub is off (set [hub] enabled = true)")
+        running = service.intake.hub
+        if running is None:
+            if config.server.role == "deliver":
+                raise ApiError(421, "this node only delivers: the hub runs on ingest nodes")
+            raise ApiError(503, "the hub is not running")
+        return _json({"hub": running.settings.hub_url, "subscriptions": running.describe()})
 
     @app.post("/api/admin/reload")
     async def admin_reload() -> Response:

@@ -43,6 +43,8 @@ class MetricsSource(Protocol):
 
     def subscription_states(self) -> dict[str, int]: ...
 
+    def hub_figures(self) -> tuple[dict[str, int], dict[str, int]] | None: ...
+
 
 _Labels = TypeVar("_Labels", bound=tuple[str, ...])
 
@@ -59,6 +61,10 @@ _PUSH_REASONS = {
     422: "unparseable",
     503: "unavailable",
 }
+
+
+#: ``outcome`` labels of ``feedstream_hub_deliveries_total`` (listed at zero from the start).
+HUB_OUTCOMES = ("ok", "error", "gone", "dropped")
 
 
 def push_reason(status: int) -> str:
@@ -167,6 +173,25 @@ class _RuntimeCollector(Collector):
         for state, count in sorted(runtime.subscription_states().items()):
             subscriptions.add_metric([state], count)
         yield subscriptions
+        hub = runtime.hub_figures()
+        if hub is not None:  # [hub] enabled, and it runs in this process
+            states, deliveries = hub
+            held = GaugeMetricFamily(
+                "feedstream_hub_subscriptions",
+                "Subscriptions to this server's own hub, by state (pending, active, failing)",
+                labels=["state"],
+            )
+            for state, count in sorted(states.items()):
+                held.add_metric([state], count)
+            yield held
+            outcomes = dict.fromkeys(HUB_OUTCOMES, 0) | deliveries
+            yield _counter(
+                "feedstream_hub_deliveries",
+                "Content distributions to the hub's subscribers since start, by outcome: ok, "
+                "error (to be retried, or failing), gone (a 410), dropped (its queue was full)",
+                ["outcome"],
+                {(outcome,): count for outcome, count in outcomes.items()},
+            )
 
 
 def _counter(

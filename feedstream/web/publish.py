@@ -12,6 +12,10 @@ date), answer conditional requests with ``304``, send CORS headers as the API do
 ``no-cache`` (revalidate every time). Every error is ``{"error": ...}`` JSON with a 4xx status.
 Rendered documents are remembered by what they show (format, name, limit, the entries' cursors,
 the document's own links and title), so a poller that revalidates costs one log read.
+
+With ``[hub] enabled`` every document names the hub (``<public_url>/websub/hub``) and itself,
+in ``Link`` headers (``rel="hub"``, ``rel="self"``) and in the document (see
+:mod:`feedstream.core.publish`), so a WebSub subscriber finds where to subscribe.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from feedstream.core.publish import CONTENT_TYPES, FeedInfo, authority_of, newes
 from feedstream.core.times import parse_http_date
 from feedstream.log.base import Selection
 from feedstream.service.runtime import Delivery
+from feedstream.websub.hub import HubSettings
 
 __all__ = ["ALL", "DEFAULT_LIMIT", "FEEDS", "PublishedFeeds", "register_publish"]
 
@@ -54,6 +59,7 @@ class Document:
     etag: str
     last_modified: str | None  # an HTTP date, or None for an empty document
     modified: float | None  # the same as Unix seconds
+    links: tuple[str, ...] = ()  # ``Link`` header values (the hub's and the self link)
 
 
 class PublishedFeeds:
@@ -65,6 +71,9 @@ class PublishedFeeds:
         self.public_url = config.server.public_url
         host = urlsplit(self.public_url).hostname if self.public_url else None
         self.authority = authority_of(host)
+        self.hub_url: str | None = None
+        if config.hub.enabled and self.public_url:
+            self.hub_url = HubSettings(self.public_url).hub_url
         self._cache: OrderedDict[tuple[Any, ...], Document] = OrderedDict()
 
     def limit(self, args: Mapping[str, str]) -> int:
@@ -116,6 +125,7 @@ class PublishedFeeds:
             home_url=f"{root}/",
             authority=self.authority,
             source_url=f"{root}{FEEDS}{{feed}}.atom",
+            hub_url=self.hub_url,
         )
         body = render(format, info, entries)
         moment = newest(entries)
@@ -125,6 +135,9 @@ class PublishedFeeds:
             etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
             last_modified=None if moment is None else format_datetime(moment, usegmt=True),
             modified=None if moment is None else moment.timestamp(),
+            links=()
+            if self.hub_url is None
+            else (f'<{self.hub_url}>; rel="hub"', f'<{info.self_url}>; rel="self"'),
         )
         self._cache[key] = document
         if len(self._cache) > CACHE_SIZE:
@@ -196,7 +209,11 @@ def register_publish(app: QuartTrio, config: Config, delivery: Delivery) -> Publ
         if not_modified(
             doc, request.headers.get("If-None-Match"), request.headers.get("If-Modified-Since")
         ):
-            return Response(b"", 304, headers(validators), content_type=doc.content_type)
-        return Response(doc.body, 200, headers(validators), content_type=doc.content_type)
+            answer = Response(b"", 304, headers(validators), content_type=doc.content_type)
+        else:
+            answer = Response(doc.body, 200, headers(validators), content_type=doc.content_type)
+        for link in doc.links:
+            answer.headers.add("Link", link)
+        return answer
 
     return published

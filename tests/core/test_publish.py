@@ -6,6 +6,7 @@ feedstream's own normalizer, which must find the same entries.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import xml.dom.minidom
@@ -30,6 +31,7 @@ from feedstream.core.publish import (
     render,
     xml_text,
 )
+from feedstream.websub.discovery import discover
 from tests.support.helpers import entry
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "feeds"
@@ -296,3 +298,26 @@ def test_xml_text_escapes_and_strips() -> None:
     assert xml_text('a&b<c>d"e\x00\x08\ud800\ufffe') == "a&amp;b&lt;c&gt;d&quot;e"
     assert xml_text(None) == ""
     assert xml_text("tab\tnewline\n\U0001f600") == "tab\tnewline\n\U0001f600"
+
+
+HUB_INFO = dataclasses.replace(INFO, hub_url="https://news.example/websub/hub")
+
+
+@pytest.mark.parametrize("format", FORMATS)
+def test_a_hub_is_named_in_every_format(format: str) -> None:
+    """``[hub] enabled``: the hub and self links are in the document, where feedstream's own
+    WebSub discovery (and feedparser) find them."""
+    body = render(format, HUB_INFO, [FULL])
+    found = discover({}, body, CONTENT_TYPES[format], "https://elsewhere.example/copy")
+    assert found.hub_urls == ["https://news.example/websub/hub"]
+    assert found.self_url == "https://news.example/feeds/all.atom"
+    if format == "json":
+        assert json.loads(body)["hubs"] == [
+            {"type": "WebSub", "url": "https://news.example/websub/hub"}
+        ]
+    else:
+        document = parsed(format, body)
+        assert ("hub", "https://news.example/websub/hub") in {
+            (link.rel, link.href) for link in document.feed.links
+        }
+    assert b"websub/hub" not in render(format, INFO, [FULL])  # no hub: no link

@@ -41,7 +41,10 @@ with the 0-based character position (``query: unexpected ')' at 14``); queries a
 Evaluation goes through :class:`EntryText`, which computes each field's text, folded text,
 word set and regex text lazily and at most once per entry, so any number of queries (rules,
 streams, ad-hoc searches) evaluated against one entry share that work; a whole word is one set
-lookup. Pure: no I/O.
+lookup. Many queries evaluated against every entry (the ``[[rules]]``) are best compiled together
+into a :class:`QuerySet`, which tests each distinct term once per entry, the words of a field with
+one set intersection and the regexes of a field in one RE2 pass, with the same answers.
+Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -49,13 +52,13 @@ from __future__ import annotations
 import dataclasses
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeAlias
+from typing import Any, NamedTuple, TypeAlias, cast
 
 import re2
 
-from feedstream.core.sanitize import plain_text
+from feedstream.core.sanitize import sanitized_text
 
 __all__ = [
     "FIELDS",
@@ -68,6 +71,7 @@ __all__ = [
     "Or",
     "Query",
     "QueryError",
+    "QuerySet",
     "Regex",
     "Term",
     "parse_query",
@@ -149,8 +153,8 @@ def _extract(entry: Mapping[str, Any], name: str) -> tuple[str, ...]:
         return tuple(item for item in items if isinstance(item, str) and item.strip())
     if not isinstance(value, str) or not value.strip():
         return ()
-    if name == "content":
-        text = plain_text(value, is_html=True)
+    if name == "content":  # already sanitized (the normalizer's content_html)
+        text = sanitized_text(value)
         return (text,) if text else ()
     return (value,)
 
@@ -351,6 +355,249 @@ def _bare_word_problem(text: str, name: str | None) -> str | None:
     if name is None and (text in _KEYWORDS or _FIELD_PREFIX.match(text)):
         return f"{text!r} would not read as a word"
     return None
+
+
+# --- Many queries against one entry --------------------------------------------------------
+
+
+class QuerySet:
+    """Several queries compiled together, to evaluate many of them against each entry cheaply.
+
+    It gives the same answers as each query's :meth:`Query.matches`, but does the per-term work
+    once for the whole set: identical terms shared by several queries are tested once per
+    entry; the single words of one scope are found with one set intersection against the
+    entry's words, and tags and feed ids likewise; the regexes of one scope are searched in one
+    pass with an RE2 set (``re2.Set``) instead of one search each. Like the queries themselves
+    it stays lazy: a group of terms is tested only when a query needs one of its terms, so a
+    field no evaluated query looks at is never computed (a ``content:`` term behind an ``AND``
+    whose first operand failed does not extract the content).
+
+    Build one per list of queries and keep it (compiling the RE2 sets costs far more than one
+    entry); :meth:`evaluator` then answers, for one entry, whether query *index* matches.
+    """
+
+    __slots__ = ("_checks", "_groups", "queries")
+
+    def __init__(self, queries: Iterable[Query]) -> None:
+        self.queries = tuple(queries)
+        builder = _PlanBuilder()
+        self._checks = tuple(builder.compile(query.root) for query in self.queries)
+        self._groups = builder.groups()
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+    def evaluator(self, entry: Mapping[str, Any] | EntryText) -> Callable[[int], bool]:
+        """A function answering whether ``queries[index]`` matches *entry*; each group of
+        terms is tested at most once across all its calls."""
+        text = entry if isinstance(entry, EntryText) else EntryText(entry)
+        return _Evaluation(self._checks, self._groups, text).matches
+
+    def matching(self, entry: Mapping[str, Any] | EntryText) -> list[int]:
+        """The indexes of the queries that match *entry*, in order."""
+        matches = self.evaluator(entry)
+        return [index for index in range(len(self.queries)) if matches(index)]
+
+
+class _Evaluation:
+    """One entry's pass through a :class:`QuerySet`: which groups of terms have been tested,
+    and which terms (by id) were found true."""
+
+    __slots__ = ("checks", "done", "groups", "hits", "text")
+
+    def __init__(
+        self, checks: tuple[_Check, ...], groups: tuple[_Group, ...], text: EntryText
+    ) -> None:
+        self.checks = checks
+        self.groups = groups
+        self.text = text
+        self.done = [False] * len(groups)
+        self.hits: set[int] = set()
+
+    def matches(self, index: int) -> bool:
+        return self.checks[index](self)
+
+    def resolve(self, group: int) -> None:
+        self.done[group] = True
+        self.hits.update(self.groups[group].test(self.text))
+
+
+_Check: TypeAlias = "Callable[[_Evaluation], bool]"
+
+
+class _Group:
+    """Terms tested together against one entry; :meth:`test` yields the ids of the true ones."""
+
+    __slots__ = ()
+
+    def test(self, text: EntryText) -> Iterable[int]:
+        raise NotImplementedError
+
+
+class _One(_Group):
+    """A term tested on its own (a phrase, a ``url:`` part, a lone regex)."""
+
+    __slots__ = ("node", "term_id")
+
+    def __init__(self, node: Term | Regex, term_id: int) -> None:
+        self.node = node
+        self.term_id = term_id
+
+    def test(self, text: EntryText) -> Iterable[int]:
+        return (self.term_id,) if self.node.matches(text) else ()
+
+
+class _Words(_Group):
+    """Whole words of one scope, or whole values of ``tag``/``feed``: one set intersection."""
+
+    __slots__ = ("ids", "scope", "values_of")
+
+    def __init__(self, scope: str | None, values: bool) -> None:
+        self.scope = scope
+        self.values_of = scope if values else None  # compare whole values, not words
+        self.ids: dict[str, int] = {}  # folded key -> term id
+
+    def test(self, text: EntryText) -> Iterable[int]:
+        name = self.values_of
+        found = text.tokens(self.scope) if name is None else text.folded_values(name)
+        ids = self.ids
+        return [ids[key] for key in ids.keys() & found]
+
+
+# The first pattern of every RE2 set: it matches every text (at its end), so a search that
+# reports no match at all has failed (the DFA ran out of memory) and is redone regex by regex.
+_SET_SENTINEL = r"\z"
+_MAX_SET_MEMORY = 64 << 20
+
+
+class _Regexes(_Group):
+    """The regexes of one scope, searched in one pass by an RE2 set."""
+
+    __slots__ = ("ids", "nodes", "scope", "set")
+
+    def __init__(
+        self, scope: str | None, nodes: list[Regex], ids: list[int], max_mem: int | None = None
+    ) -> None:
+        self.scope = scope
+        self.nodes = tuple(nodes)
+        self.ids = (-1, *ids)  # by index in the set; -1: the sentinel, never a term id
+        self.set: Any = None
+        options = re2.Options()
+        options.case_sensitive = False
+        options.never_capture = True
+        options.log_errors = False
+        if max_mem is None:
+            max_mem = min(MAX_REGEX_MEMORY * len(nodes), _MAX_SET_MEMORY)
+        options.max_mem = max(max_mem, 0)
+        try:
+            regex_set = re2.Set.SearchSet(options)
+            regex_set.Add(_SET_SENTINEL)
+            for node in nodes:
+                regex_set.Add("(?m)" + node.pattern)  # as Regex compiles it
+            regex_set.Compile()
+        except re2.error:
+            return  # too large for one set: searched one by one
+        self.set = regex_set
+
+    def test(self, text: EntryText) -> Iterable[int]:
+        if self.set is not None:
+            found = self.set.Match(text.encoded(self.scope))
+            if found is not None:  # never empty when it worked: the sentinel always matches
+                ids = self.ids
+                return [ids[index] for index in found]
+        return [
+            term_id
+            for node, term_id in zip(self.nodes, self.ids[1:], strict=True)
+            if node.matches(text)
+        ]
+
+
+class _PlanBuilder:
+    """Gives each distinct term an id and a group, and turns each query into a check."""
+
+    def __init__(self) -> None:
+        self.term_ids: dict[tuple[str, str | None, str], tuple[int, int]] = {}
+        self.groups_: list[_Group | None] = []  # None: a regex group, built by groups()
+        self.words: dict[tuple[str | None, bool], int] = {}  # (scope, values) -> group index
+        self.regexes: dict[str | None, tuple[int, list[Regex], list[int]]] = {}
+
+    def groups(self) -> tuple[_Group, ...]:
+        """Every group, by index, once every query is compiled (a regex set needs them all)."""
+        groups = list(self.groups_)
+        for scope, (index, nodes, ids) in self.regexes.items():
+            groups[index] = (
+                _One(nodes[0], ids[0]) if len(nodes) == 1 else _Regexes(scope, nodes, ids)
+            )
+        return tuple(cast(_Group, group) for group in groups)  # no placeholder is left
+
+    def leaf(self, node: Term | Regex) -> tuple[int, int]:
+        """The (group index, term id) of *node*, shared with every equivalent term."""
+        if isinstance(node, Regex):
+            key = ("regex", node.field, node.pattern)
+        else:  # what Term.matches depends on: its field and folded key
+            key = ("term", node.field, node._key)
+        if (known := self.term_ids.get(key)) is not None:
+            return known
+        term_id = len(self.term_ids)
+        if isinstance(node, Regex):
+            if node.field not in self.regexes:
+                self.regexes[node.field] = (len(self.groups_), [], [])
+                self.groups_.append(None)
+            group, nodes, ids = self.regexes[node.field]
+            nodes.append(node)
+            ids.append(term_id)
+        elif node.field in ("tag", "feed") or (node._single_word and node.field != "url"):
+            values = node.field in ("tag", "feed")
+            group = self.words.get((node.field, values), -1)
+            if group < 0:
+                group = self.words[node.field, values] = len(self.groups_)
+                self.groups_.append(_Words(node.field, values))
+            words = self.groups_[group]
+            assert isinstance(words, _Words)
+            words.ids[node._key] = term_id
+        else:
+            group = len(self.groups_)
+            self.groups_.append(_One(node, term_id))
+        self.term_ids[key] = group, term_id
+        return group, term_id
+
+    def compile(self, node: Node) -> _Check:
+        if isinstance(node, Term | Regex):
+            group, term_id = self.leaf(node)
+
+            def leaf(evaluation: _Evaluation) -> bool:
+                if not evaluation.done[group]:
+                    evaluation.resolve(group)
+                return term_id in evaluation.hits
+
+            return leaf
+        if isinstance(node, Not):
+            operand = self.compile(node.operand)
+            return lambda evaluation: not operand(evaluation)
+        operands = tuple(self.compile(child) for child in node.operands)
+        if isinstance(node, And):
+            if len(operands) == 2:
+                first, second = operands
+                return lambda evaluation: first(evaluation) and second(evaluation)
+
+            def every(evaluation: _Evaluation) -> bool:
+                for operand in operands:  # noqa: SIM110 (no generator: the hot path)
+                    if not operand(evaluation):
+                        return False
+                return True
+
+            return every
+        if len(operands) == 2:
+            first, second = operands
+            return lambda evaluation: first(evaluation) or second(evaluation)
+
+        def some(evaluation: _Evaluation) -> bool:
+            for operand in operands:  # noqa: SIM110 (no generator: the hot path)
+                if operand(evaluation):
+                    return True
+            return False
+
+        return some
 
 
 # --- Writing -------------------------------------------------------------------------------

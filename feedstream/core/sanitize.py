@@ -24,7 +24,14 @@ import nh3
 
 from feedstream.core.urls import HTTP_SCHEMES, MAX_URL_CHARS
 
-__all__ = ["MAX_URL_CHARS", "clean_html", "plain_text", "remove_control_chars", "safe_url"]
+__all__ = [
+    "MAX_URL_CHARS",
+    "clean_html",
+    "plain_text",
+    "remove_control_chars",
+    "safe_url",
+    "sanitized_text",
+]
 
 ALLOWED_TAGS = frozenset(
     {
@@ -132,6 +139,23 @@ def clean_html(html: str | None, base_url: str | None) -> str | None:
     # Character references such as ``&#1;`` decode to control characters inside nh3.
     cleaned = remove_control_chars(cleaned).strip()
     return cleaned or None
+
+
+_DROPPED_OPEN = re.compile(r"<(?:" + "|".join(sorted(DROPPED_WITH_CONTENT)) + r")\b", re.I)
+_ANY_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*(?:[^>\"']|\"[^\"]*\"|'[^']*')*>")
+
+
+def sanitized_text(html: str) -> str:
+    """The words of HTML that :func:`clean_html` already made safe, for matching only.
+
+    A cheap pass where :func:`plain_text` is a careful one: sanitized HTML holds no script,
+    style or comment and only well-formed tags, so taking the tags out (a space for the ones
+    that separate words) and decoding entities once gives the same words, several times faster.
+    Never for display, and never for HTML that did not come out of :func:`clean_html`.
+    """
+    if _DROPPED_OPEN.search(html) is not None:  # not what clean_html makes: the careful way
+        return plain_text(html, is_html=True) or ""
+    return " ".join(unescape(_ANY_TAG.sub("", _BLOCK_TAG.sub(" <", html))).split())
 
 
 def plain_text(

@@ -7,7 +7,8 @@ has it run: :func:`examine`, then the ``[[rules]]`` over every entry and the ent
 so that neither costs the event loop anything.
 
 Rules travel to a worker as a :data:`RuleSpec`, plain strings (canonical query texts), and each
-worker process parses a rule set once and keeps it (:func:`compiled_rules`): compiled RE2
+worker process parses a rule set once and keeps it (:func:`compiled_rules`, a
+:class:`~feedstream.core.rules.RuleSet` with its queries compiled together): compiled RE2
 patterns do not pickle, and compiling a hundred rules for every document would cost more than
 applying them.
 """
@@ -27,7 +28,7 @@ from feedstream.core.config import FeedConfig, FetchLimits
 from feedstream.core.fold import FoldKeys, fold_keys
 from feedstream.core.normalize import ParsedFeed, parse_feed
 from feedstream.core.query import parse_query
-from feedstream.core.rules import Action, Rule, apply_rules
+from feedstream.core.rules import Action, Rule, RuleSet, apply_rules
 from feedstream.log.base import Offload
 from feedstream.websub.discovery import Discovery, discover
 
@@ -128,9 +129,10 @@ def rule_spec(rules: Sequence[Rule]) -> RuleSpec:
 
 
 @functools.lru_cache(maxsize=8)
-def compiled_rules(spec: RuleSpec) -> tuple[Rule, ...]:
-    """The rules of *spec*, parsed once per process (a canonical query parses back equal)."""
-    return tuple(
+def compiled_rules(spec: RuleSpec) -> RuleSet:
+    """The rules of *spec*, parsed and compiled once per process (a canonical query parses back
+    equal); a :class:`RuleSet` is a tuple of the rules."""
+    return RuleSet(
         Rule(
             rule_id,
             parse_query(text),

@@ -22,6 +22,7 @@ from feedstream.core.query import (
     Or,
     Query,
     QueryError,
+    QuerySet,
     Regex,
     Term,
     parse_query,
@@ -540,3 +541,142 @@ def test_evaluation_never_raises(text: str, entry: dict[str, Any]) -> None:
     result = query.matches(entry)
     assert result is query.matches(EntryText(entry))
     assert Query(Not(query.root)).matches(entry) is not result
+
+
+# --- QuerySet: many queries compiled together ----------------------------------------------
+
+# A small vocabulary shared by the queries and the entries below, so that terms often match.
+_VOCAB = ["a", "b", "abc", "c++", "c+", "straße", "STRASSE", "x-y", "node.js", "ﬁle", "é", "Hn"]
+_SET_PATTERN = st.sampled_from(
+    [r"a.c", r"^a", r"b$", r"^a$", r"\bc\+", r"\pL+", "(?i)é", "(?-i)STRASSE", "ss|ß", "[/]",
+     "x*", "^$", r"\b", r"(?s)\n", r"\Aa", r"b\z", r"^\s", r"(?-m:^b)", r"[^\x00-\x7f]"]
+)  # fmt: skip
+_SET_LEAF = st.one_of(
+    st.builds(Term, _FIELD, st.sampled_from(_VOCAB)),
+    st.builds(
+        lambda field, words: Term(field, " ".join(words), quoted=True),
+        _FIELD,
+        st.lists(st.sampled_from(_VOCAB), min_size=1, max_size=3),
+    ),
+    st.builds(Regex, _FIELD, _SET_PATTERN),
+)
+_SET_NODE: st.SearchStrategy[Node] = st.recursive(_SET_LEAF, _nodes, max_leaves=6)
+_SET_TEXT = st.lists(st.sampled_from([*_VOCAB, " ", "\n", ", ", "/"]), max_size=6).map("".join)
+_SET_ENTRY = st.fixed_dictionaries(
+    {},
+    optional={
+        "title": _SET_TEXT,
+        "summary": _SET_TEXT,
+        "author": _SET_TEXT,
+        "tags": st.lists(st.one_of(_SET_TEXT, st.sampled_from(_VOCAB), st.none()), max_size=3),
+        "feed": st.sampled_from(["hn", "Hn", "a", "b"]),
+        "url": _SET_TEXT.map(lambda text: "https://example.org/" + text),
+        "content_html": _SET_TEXT.map(lambda text: f"<p>{text}</p>"),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.one_of(_SET_NODE, _NODE), min_size=1, max_size=8), st.lists(_SET_ENTRY, max_size=3)
+)
+def test_a_query_set_answers_as_each_query_does(
+    nodes: list[Node], entries: list[dict[str, Any]]
+) -> None:
+    queries = [Query(node) for node in nodes]
+    query_set = QuerySet(queries)
+    assert len(query_set) == len(queries) and query_set.queries == tuple(queries)
+    for entry in [*entries, ENTRY, {}]:
+        expected = [index for index, query in enumerate(queries) if query.matches(entry)]
+        assert query_set.matching(entry) == expected
+        assert query_set.matching(EntryText(entry)) == expected
+        matches = query_set.evaluator(entry)  # in any order, each index any number of times
+        for index in reversed(range(len(queries))):
+            assert matches(index) is (index in expected)
+            assert matches(index) is (index in expected)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_SET_ENTRY, min_size=1, max_size=3))
+def test_regex_sets_out_of_memory_search_one_by_one(entries: list[dict[str, Any]]) -> None:
+    """Whether an RE2 set fails to compile (too little memory) or its DFA fails on a search
+    (its match list lacks the sentinel), the regexes are searched one by one, same answers."""
+
+    class FailingSet:
+        def Match(self, text: bytes) -> None:  # re2.Set spells it so
+            return None  # what re2.Set.Match answers when RE2::Set::Match fails
+
+    regexes = [Regex("title", pattern) for pattern in ("a.c", r"\bb\b", "x*", "ß|ss")]
+    groups = [
+        query_module._Regexes("title", regexes, [10, 11, 12, 13], max_mem=m)
+        for m in (1_000, 100_000)
+    ]
+    assert groups[0].set is None and groups[1].set is not None
+    failing = query_module._Regexes("title", regexes, [10, 11, 12, 13])
+    failing.set = FailingSet()
+    for entry in [*entries, ENTRY]:
+        text = EntryText(entry)
+        expected = {10 + i for i, regex in enumerate(regexes) if regex.matches(text)}
+        for group in [*groups, failing]:
+            assert set(group.test(text)) - {-1} == expected
+
+
+def test_regexes_of_a_scope_are_searched_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    queries = [
+        parse_query(f"/zz{n}\\b/ OR title:/yy{n}$/ OR content:/ww{n}\\b/") for n in range(50)
+    ]
+    query_set = QuerySet(queries)
+    searched: Counter[str] = Counter()
+    monkeypatch.setattr(Regex, "matches", lambda self, text: searched.update([self.pattern]))
+    entry = {**ENTRY, "title": "yy7", "summary": "zz3 and zz40", "content_html": "<p>ww12</p>"}
+    assert query_set.matching(entry) == [3, 7, 12, 40]
+    assert not searched  # no regex searched on its own: one RE2 set per scope
+    assert sum(isinstance(group, query_module._Regexes) for group in query_set._groups) == 3
+
+
+def test_shared_terms_are_tested_once_per_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: Counter[str] = Counter()
+    contains = query_module._contains_words
+
+    def counting(haystack: str, needle: str) -> bool:
+        calls[needle] += 1
+        return contains(haystack, needle)
+
+    monkeypatch.setattr(query_module, "_contains_words", counting)
+    queries = [parse_query(f'"hello world" word{n} OR "Hello  World" -x{n}') for n in range(100)]
+    query_set = QuerySet(queries)
+    assert query_set.matching(ENTRY) == list(range(100))
+    assert calls == Counter({"hello world": 1})
+
+
+def test_a_query_set_is_lazy_and_computes_each_field_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    extracted: Counter[str] = Counter()
+    extract = query_module._extract
+
+    def counting_extract(entry: Any, name: str) -> tuple[str, ...]:
+        extracted[name] += 1
+        return extract(entry, name)
+
+    monkeypatch.setattr(query_module, "_extract", counting_extract)
+    queries = [
+        parse_query(f"nothing{n} content:/x{n}/ OR title:/zzz{n}/ OR tag:z{n}") for n in range(30)
+    ]
+    queries.append(parse_query("feed:nope (url:/a/ OR url:b)"))
+    assert QuerySet(queries).matching(ENTRY) == []
+    # the content, url and feed regexes are behind terms that failed: never extracted
+    assert extracted == Counter({name: 1 for name in ("title", "summary", "author", "tag", "feed")})
+    # a regex is also searched in the scope's text as Query.matches does
+    evaluated = parse_query("/(?-i)Straße/ -/^doe/ tag:/^security$/ -/^jane q\\. doe$/")
+    assert not evaluated.matches(ENTRY) and QuerySet([evaluated]).matching(ENTRY) == []
+    evaluated = parse_query("/(?-i)Straße/ -/^doe/ tag:/^security$/ /^jane q\\. doe$/")
+    assert evaluated.matches(ENTRY) and QuerySet([evaluated]).matching(ENTRY) == [0]
+
+
+def test_a_query_set_searches_linearly() -> None:
+    query_set = QuerySet([parse_query("/(a+)+$/"), parse_query("/(x|x)*y/"), parse_query("/a/")])
+    entry = {"title": "a" * 50_000 + "!", "summary": "x" * 50_000}
+    started = time.perf_counter()
+    assert query_set.matching(entry) == [2]
+    assert time.perf_counter() - started < 1.0

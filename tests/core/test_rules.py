@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import copy
+import pickle
 from collections import Counter
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from feedstream.core import query as query_module
+from feedstream.core import rules as rules_module
 from feedstream.core.query import EntryText, parse_query
-from feedstream.core.rules import Rule, RuleError, apply_rules, parse_rules
+from feedstream.core.rules import Rule, RuleError, RuleSet, apply_rules, parse_rules
 
 ISSUE_RULES: list[dict[str, Any]] = [
     {
@@ -260,3 +264,108 @@ def test_an_entry_text_can_be_shared(monkeypatch: pytest.MonkeyPatch) -> None:
     assert parse_query("title:x").matches(text)  # a stream query reuses the same text
     assert set(calls) == {"title", "summary", "author", "tag"}
     assert max(calls.values()) == 1
+
+
+# --- RuleSet: the rules' queries compiled together -----------------------------------------
+
+
+def _reference(subject: dict[str, Any], rules: list[Rule]) -> tuple[tuple[str, ...], bool, bool]:
+    """(matched, dropped, highlight) as apply_rules must answer: rule by rule, Query.matches."""
+    matched: list[str] = []
+    highlight = False
+    for each in rules:
+        if each.applies_to(subject.get("feed")) and each.query.matches(subject):
+            matched.append(each.id)
+            if each.action == "drop":
+                return tuple(matched), True, highlight
+            highlight = highlight or each.action == "highlight"
+    return tuple(matched), False, highlight
+
+
+_QUERIES = [
+    "python", "python OR pypi", "title:python -tag:ads", '"hello world"', "tag:ads",
+    "feed:hn", "url:example", "/py.hon/", "title:/^python$/", "content:/deep/ OR cve",
+    r"/CVE-\d+/ -/ads/", "(a OR b) c", "-python", "author:jane", "tag:/^a/ OR summary:/b$/",
+]  # fmt: skip
+_TEXT = st.lists(
+    st.sampled_from(["python", "pypi", "hello", "world", "ads", "a", "b", "c", "CVE-1", " ", "\n"]),
+    max_size=6,
+).map(" ".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(_QUERIES),
+            st.sampled_from(["drop", "highlight", "tag"]),
+            st.one_of(st.none(), st.sets(st.sampled_from(["hn", "lwn"]), min_size=1)),
+        ),
+        max_size=12,
+    ),
+    st.lists(
+        st.fixed_dictionaries(
+            {"title": _TEXT, "summary": _TEXT, "content_html": _TEXT, "author": _TEXT},
+            optional={
+                "feed": st.sampled_from(["hn", "lwn", "other"]),
+                "tags": st.lists(_TEXT, max_size=3),
+                "url": st.sampled_from(["https://example.org/ads", "https://other.org/"]),
+            },
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_apply_rules_answers_as_the_rules_one_by_one(
+    tables: list[tuple[str, str, set[str] | None]], entries: list[dict[str, Any]]
+) -> None:
+    rules = [
+        Rule(f"r{n}", parse_query(text), action, f"t{n}" if action == "tag" else None,
+             None if feeds is None else frozenset(feeds))  # type: ignore[arg-type]
+        for n, (text, action, feeds) in enumerate(tables)
+    ]  # fmt: skip
+    for subject in entries:
+        matched, dropped, highlight = _reference(subject, rules)
+        for given_rules in (rules, RuleSet(rules), tuple(rules)):
+            outcome = apply_rules(subject, given_rules)
+            assert (outcome.matched, outcome.dropped) == (matched, dropped)
+            assert outcome.entry["highlight"] is highlight
+
+
+def test_a_rule_set_is_a_tuple_of_the_rules() -> None:
+    rules = parse_rules(ISSUE_RULES)
+    rule_set = RuleSet(rules)
+    assert rule_set == tuple(rules) and isinstance(rule_set, tuple) and len(rule_set) == 3
+    assert rule_set.queries.queries == tuple(r.query for r in rules)
+    copied = pickle.loads(pickle.dumps(rule_set))  # compiled RE2 sets do not pickle: rebuilt
+    assert type(copied) is RuleSet and copied == rule_set
+    subject = entry(title="Python and CVE-2024-1", feed="hn")
+    assert apply_rules(subject, copied).matched == ("security", "python")
+    assert RuleSet() == () and apply_rules(subject, RuleSet()).matched == ()
+
+
+def test_plain_rule_lists_are_compiled_once_and_again_when_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    compiled: list[int] = []
+    real = rules_module.QuerySet
+
+    def counting(queries: Any) -> Any:
+        query_set = real(queries)
+        compiled.append(len(query_set))
+        return query_set
+
+    monkeypatch.setattr(rules_module, "QuerySet", counting)
+    rules = [rule("a", "python"), rule("b", "title:/cve/")]
+    subject = entry(title="Python CVE")
+    for _ in range(3):
+        assert apply_rules(subject, rules).matched == ("a", "b")
+    assert compiled == [2]
+    rules.append(rule("c", "nothing"))
+    rules[0] = rule("a", "pypi")
+    assert apply_rules(subject, rules).matched == ("b",)
+    assert compiled == [2, 3]
+    rule_set = RuleSet(rules)
+    assert apply_rules(subject, rule_set).matched == ("b",)
+    assert apply_rules(subject, rule_set).matched == ("b",)
+    assert compiled == [2, 3, 3]  # a RuleSet is compiled when made, never again

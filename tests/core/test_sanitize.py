@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feedstream.core.sanitize import ALLOWED_TAGS, MAX_URL_CHARS, clean_html, plain_text, safe_url
+from feedstream.core.sanitize import (
+    ALLOWED_TAGS,
+    MAX_URL_CHARS,
+    clean_html,
+    plain_text,
+    safe_url,
+    sanitized_text,
+)
 
 BASE = "https://example.com/blog/post.html"
 TAG_LIKE = re.compile(r"<[a-zA-Z/!?]")
@@ -339,3 +346,24 @@ def test_safe_url_only_returns_clean_http_urls(url: str, base: str | None) -> No
         assert result.startswith(("http://", "https://"))
         assert not re.search(r"[\x00-\x20\x7f-\x9f\\]", result)
         assert len(result) <= MAX_URL_CHARS
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "<p>Deep <b>dive</b> into kernels &amp; compilers</p>",
+        "<h1>Title</h1><p>one<br>two</p><ul><li>a</li><li>b</li></ul>",
+        '<p><a href="https://x.example/?a=1&amp;b=2" title="t">link</a> &nbsp; text</p>',
+        "<p>caf&eacute; na&#xEF;ve &#8212; done</p><img src='https://x.example/i.png' alt='pic'>",
+        "<table><tr><td>c1</td><td>c2</td></tr></table><pre>  code\n  here</pre>",
+        "plain words only",
+    ],
+)
+def test_sanitized_text_reads_the_words_plain_text_reads(raw: str) -> None:
+    html = clean_html(raw, "https://x.example/")
+    assert sanitized_text(html) == (plain_text(html, is_html=True) or "")
+
+
+def test_sanitized_text_falls_back_for_html_that_was_not_sanitized() -> None:
+    html = "<p>visible</p><script>hidden()</script><style>p{}</style>"
+    assert sanitized_text(html) == "visible"

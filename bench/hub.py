@@ -162,8 +162,14 @@ async def run(args: argparse.Namespace, base: str) -> None:
     hconfig.keep_alive_timeout = 75
     async with trio.open_nursery() as nursery:
         [sub_url] = await nursery.start(hypercorn_serve, subs, hconfig)
-        limits = httpx.Limits(max_connections=args.listeners + 20)
-        async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+        # Every long-poll keeps its connection (httpx keeps only 20 alive by default), and the
+        # pushes have a client of their own: they never queue behind the long-polls' pool.
+        size = args.listeners + 20
+        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+        async with (
+            httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client,
+            httpx.AsyncClient(base_url=base, timeout=60) as pusher,
+        ):
             with trio.fail_after(30):
                 while True:
                     with contextlib.suppress(httpx.TransportError):
@@ -204,13 +210,13 @@ async def run(args: argparse.Namespace, base: str) -> None:
                     "Content-Type": "application/atom+xml",
                 }
                 # Entry 0 first, not timed: the first Atom push starts a parse worker process.
-                warm = await client.post("/api/push/bench", content=atom(0), headers=headers)
+                warm = await pusher.post("/api/push/bench", content=atom(0), headers=headers)
                 assert warm.status_code == 202, warm.text
                 await trio.sleep(1)
                 subs.wanted = (args.subscribers - 1) * (args.entries + 1)
                 for k in range(1, args.entries + 1):
                     sent[k] = trio.current_time()
-                    answer = await client.post("/api/push/bench", content=atom(k), headers=headers)
+                    answer = await pusher.post("/api/push/bench", content=atom(k), headers=headers)
                     acks.append(trio.current_time() - sent[k])
                     assert answer.status_code == 202, answer.text
                     await trio.sleep(args.gap)

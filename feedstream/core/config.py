@@ -38,8 +38,8 @@ from feedstream.core.configvalues import (
     _path,
     _secret,
 )
-from feedstream.core.rules import Rule, RuleError, parse_rules
-from feedstream.core.streams import StreamConfig, StreamError, parse_streams
+from feedstream.core.rules import Rule, TableError, parse_rules
+from feedstream.core.streams import StreamConfig, parse_streams
 
 __all__ = [
     "DEFAULT_HUB_MAX_LEASE",
@@ -412,11 +412,8 @@ class _Validator:
         try:
             rules = parse_rules(tables["rules"])
             streams = parse_streams(tables["streams"], feed_ids)
-        except (RuleError, StreamError) as exc:
-            table = "rules" if isinstance(exc, RuleError) else "streams"
-            named = exc.rule_id if isinstance(exc, RuleError) else exc.stream_id
-            suffix = f" ({table[:-1]} {named!r})" if named else ""
-            raise self.fail(exc.key or "-", exc.reason + suffix, table, exc.index) from None
+        except TableError as exc:
+            raise self.fail(exc.key or "-", exc.reason + exc.named, exc.table, exc.index) from None
         for index, rule in enumerate(rules):
             for feed in sorted(rule.feeds or ()):
                 if feed not in feed_ids:

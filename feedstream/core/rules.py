@@ -46,6 +46,7 @@ __all__ = [
     "RuleError",
     "RuleOutcome",
     "RuleSet",
+    "TableError",
     "apply_rules",
     "parse_rules",
 ]
@@ -59,14 +60,17 @@ MAX_TAG_CHARS = 100  # as the normalizer's tags
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")  # not \t \n \r
 
 
-class RuleError(ValueError):
-    """A rule table that cannot be used.
+class TableError(ValueError):
+    """A ``[[rules]]`` or ``[[streams]]`` table that cannot be used.
 
-    ``index`` is the 0-based position of the table in the list, ``rule_id`` its id when it has
+    ``index`` is the 0-based position of the table in its list, ``item_id`` its id when it has
     a usable one, ``key`` the key at fault, ``reason`` what is wrong and ``position`` the
     character position in the query when the query is at fault. The message reads like
     ``rules[1].query: unexpected ')' at 14 (rule 'security')``.
     """
+
+    table = ""  # "rules", "streams"
+    kind = ""  # "rule", "stream"
 
     def __init__(
         self,
@@ -74,16 +78,30 @@ class RuleError(ValueError):
         key: str,
         reason: str,
         *,
-        rule_id: str | None = None,
+        item_id: str | None = None,
         position: int | None = None,
     ) -> None:
         self.index = index
         self.key = key
         self.reason = reason
-        self.rule_id = rule_id
+        self.item_id = item_id
         self.position = position
-        named = f" (rule {rule_id!r})" if rule_id else ""
-        super().__init__(f"rules[{index}].{key}: {reason}{named}")
+        super().__init__(f"{self.table}[{index}].{key}: {reason}{self.named}")
+
+    @property
+    def named(self) -> str:
+        """`` (rule 'id')`` when the table has a usable id, else nothing."""
+        return f" ({self.kind} {self.item_id!r})" if self.item_id else ""
+
+
+class RuleError(TableError):
+    """A rule table that cannot be used (see :class:`TableError`)."""
+
+    table, kind = "rules", "rule"
+
+    @property
+    def rule_id(self) -> str | None:
+        return self.item_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +140,7 @@ def parse_rules(tables: Sequence[Mapping[str, Any]]) -> list[Rule]:
             raise RuleError(index, "", "must be a table ([[rules]])")
         rule = _parse_rule(index, table)
         if rule.id in seen:
-            raise RuleError(index, "id", f"duplicate rule id {rule.id!r}", rule_id=rule.id)
+            raise RuleError(index, "id", f"duplicate rule id {rule.id!r}", item_id=rule.id)
         seen.add(rule.id)
         rules.append(rule)
     return rules
@@ -133,7 +151,7 @@ def _parse_rule(index: int, table: Mapping[str, Any]) -> Rule:
     rule_id = raw_id if isinstance(raw_id, str) and RULE_ID_RE.fullmatch(raw_id) else None
 
     def fail(key: str, reason: str, position: int | None = None) -> RuleError:
-        return RuleError(index, key, reason, rule_id=rule_id, position=position)
+        return RuleError(index, key, reason, item_id=rule_id, position=position)
 
     for key in table:
         if key not in RULE_KEYS:

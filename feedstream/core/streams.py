@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from feedstream.core.query import Query, QueryError, parse_query
-from feedstream.core.rules import RULE_ID_RE
+from feedstream.core.rules import RULE_ID_RE, TableError
 
 __all__ = ["MAX_STREAM_TITLE_CHARS", "STREAM_KEYS", "StreamConfig", "StreamError", "parse_streams"]
 
@@ -26,30 +26,14 @@ STREAM_KEYS = frozenset({"id", "title", "query", "feeds"})
 MAX_STREAM_TITLE_CHARS = 100
 
 
-class StreamError(ValueError):
-    """A stream table that cannot be used: like :class:`feedstream.core.rules.RuleError`.
+class StreamError(TableError):
+    """A stream table that cannot be used (see :class:`~feedstream.core.rules.TableError`)."""
 
-    ``index`` is the 0-based position of the table, ``stream_id`` its id when usable, ``key``
-    the key at fault, ``reason`` what is wrong and ``position`` the character position in the
-    query when the query is at fault.
-    """
+    table, kind = "streams", "stream"
 
-    def __init__(
-        self,
-        index: int,
-        key: str,
-        reason: str,
-        *,
-        stream_id: str | None = None,
-        position: int | None = None,
-    ) -> None:
-        self.index = index
-        self.key = key
-        self.reason = reason
-        self.stream_id = stream_id
-        self.position = position
-        named = f" (stream {stream_id!r})" if stream_id else ""
-        super().__init__(f"streams[{index}].{key}: {reason}{named}")
+    @property
+    def stream_id(self) -> str | None:
+        return self.item_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +69,7 @@ def parse_streams(
             raise StreamError(index, "", "must be a table ([[streams]])")
         stream = _parse_stream(index, table, feed_ids)
         if stream.id in seen:
-            raise StreamError(
-                index, "id", f"duplicate stream id {stream.id!r}", stream_id=stream.id
-            )
+            raise StreamError(index, "id", f"duplicate stream id {stream.id!r}", item_id=stream.id)
         seen.add(stream.id)
         streams.append(stream)
     return streams
@@ -98,7 +80,7 @@ def _parse_stream(index: int, table: Mapping[str, Any], feed_ids: Collection[str
     stream_id = raw_id if isinstance(raw_id, str) and RULE_ID_RE.fullmatch(raw_id) else None
 
     def fail(key: str, reason: str, position: int | None = None) -> StreamError:
-        return StreamError(index, key, reason, stream_id=stream_id, position=position)
+        return StreamError(index, key, reason, item_id=stream_id, position=position)
 
     for key in table:
         if key not in STREAM_KEYS:

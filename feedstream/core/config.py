@@ -29,13 +29,16 @@ from feedstream.core.configvalues import (
     _choice,
     _feed_id,
     _float_range,
+    _header_name,
     _http_url,
     _int_range,
     _interval,
     _log_url,
+    _networks,
     _nonempty_str,
     _origins,
     _path,
+    _read_token,
     _secret,
 )
 from feedstream.core.rules import Rule, TableError, parse_rules
@@ -111,6 +114,23 @@ class ServerConfig:
     workers: int = 0  # deliver processes under a supervisor; 0: this process serves alone
     fold_duplicates: bool = True  # store the same story from another feed as a duplicate_of
     fetch_icons: bool = True  # look for each polled feed's icon (weekly); off: generated ones
+    # Access control (docs: README "Running a private feedstream").
+    read_token: str | None = None  # set: reading (page, API, feeds, metrics) needs it
+    trusted_proxy_header: str | None = None  # e.g. X-Forwarded-User, from trusted_proxies only
+    trusted_proxies: tuple[str, ...] = ()  # networks whose trusted_proxy_header is believed
+    # The media proxy: images in entries served through /media/ (privacy, no mixed content).
+    proxy_media: bool = False
+    media_max_bytes: int = 5 * 1024 * 1024  # the largest image the proxy fetches
+    media_cache_bytes: int = 256 * 1024 * 1024  # the disk cache's cap (least recently used go)
+    media_allow_private: bool = False  # fetch images from loopback / private addresses (tests)
+    # History: entries older than retain_days, or beyond the newest retain_entries, are deleted.
+    retain_days: float = 90.0  # 0: keep entries forever
+    retain_entries: int = 0  # 0: no limit on the count
+
+    @property
+    def private(self) -> bool:
+        """Whether reading needs credentials (a read token or a trusted proxy)."""
+        return self.read_token is not None or self.trusted_proxy_header is not None
 
     @property
     def shared_log(self) -> bool:
@@ -249,7 +269,9 @@ _SERVER_KEYS = {
     "host", "port", "public_url", "data_dir", "backlog", "cors_origins", "max_push_bytes",
     "max_fetches", "per_host_fetches", "host_gap", "static_dir", "coalesce_ms",
     "max_listeners", "sse_buffer_bytes", "gc", "admin_token", "role", "log", "ingest_port",
-    "lease_seconds", "workers", "fold_duplicates", "fetch_icons",
+    "lease_seconds", "workers", "fold_duplicates", "fetch_icons", "read_token",
+    "trusted_proxy_header", "trusted_proxies", "proxy_media", "media_max_bytes",
+    "media_cache_bytes", "media_allow_private", "retain_days", "retain_entries",
 }  # fmt: skip
 _LIMIT_KEYS = {
     "timeout", "connect_timeout", "max_bytes", "max_redirects", "max_entries", "user_agent",
@@ -458,7 +480,33 @@ class _Validator:
             workers=g(raw, "workers", _int_range(0, 64), d.workers, "server"),
             fold_duplicates=g(raw, "fold_duplicates", _bool, d.fold_duplicates, "server"),
             fetch_icons=g(raw, "fetch_icons", _bool, d.fetch_icons, "server"),
+            read_token=g(raw, "read_token", _read_token, None, "server"),
+            trusted_proxy_header=g(
+                raw, "trusted_proxy_header", _header_name, None, "server"
+            ),
+            trusted_proxies=g(raw, "trusted_proxies", _networks, d.trusted_proxies, "server"),
+            proxy_media=g(raw, "proxy_media", _bool, d.proxy_media, "server"),
+            media_max_bytes=g(
+                raw, "media_max_bytes", _int_range(1024, 1 << 30), d.media_max_bytes, "server"
+            ),
+            media_cache_bytes=g(
+                raw, "media_cache_bytes", _int_range(0, 1 << 40), d.media_cache_bytes, "server"
+            ),
+            media_allow_private=g(
+                raw, "media_allow_private", _bool, d.media_allow_private, "server"
+            ),
+            retain_days=g(raw, "retain_days", _float_range(0, 36500), d.retain_days, "server"),
+            retain_entries=g(
+                raw, "retain_entries", _int_range(0, 1 << 40), d.retain_entries, "server"
+            ),
         )
+        if server.trusted_proxy_header and not server.trusted_proxies:
+            raise self.fail(
+                "trusted_proxy_header",
+                "needs trusted_proxies, the addresses of the proxy that sets it "
+                '(e.g. ["127.0.0.1/32"]); the header from anyone else is ignored',
+                "server",
+            )
         if server.workers and server.role != "all":
             raise self.fail(
                 "workers", 'needs role = "all" (the supervisor assigns roles)', "server"

@@ -7,6 +7,7 @@ the key.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -65,6 +66,38 @@ def _admin_token(value: Any) -> str:
     if len(text) < 16:
         raise ValueError("must be at least 16 characters (it guards reloading the config)")
     return text
+
+
+def _read_token(value: Any) -> str:
+    text = _nonempty_str(value)
+    if len(text) < 16:
+        raise ValueError("must be at least 16 characters (it guards reading the stream)")
+    if any(c.isspace() or not c.isprintable() for c in text):
+        raise ValueError("must be printable characters without spaces (it is sent as a header)")
+    return text
+
+
+#: An HTTP header name (RFC 9110 ``token``).
+HEADER_NAME_RE = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}$")
+
+
+def _header_name(value: Any) -> str:
+    text = _nonempty_str(value)
+    if not HEADER_NAME_RE.match(text):
+        raise ValueError("must be an HTTP header name such as X-Forwarded-User")
+    return text
+
+
+def _networks(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise TypeError('must be a list of addresses or networks such as ["127.0.0.1/32"]')
+    networks = []
+    for item in value:
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or network") from None
+    return tuple(networks)
 
 
 def _feed_id(value: Any) -> str:

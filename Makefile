@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run serve test lint typecheck unit browser-deps nginx-deps redis-deps bench clean screenshots
+.PHONY: run serve test lint typecheck unit browser-deps nginx-deps redis-deps systemd-deps bench clean screenshots
 
 run: $(STAMP)
 	$(BIN)/feedstream demo
@@ -14,7 +14,7 @@ run: $(STAMP)
 serve: $(STAMP)
 	$(BIN)/feedstream serve --config feeds.example.toml
 
-test: $(STAMP) browser-deps nginx-deps redis-deps lint typecheck
+test: $(STAMP) browser-deps nginx-deps redis-deps systemd-deps lint typecheck
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -55,6 +55,16 @@ redis-deps:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+
+# systemd-analyze for tests/cli/test_service_unit.py, which verifies docs/feedstream.service
+# (only the tool is used: nothing is started). Where systemd cannot be installed, that test
+# says so and skips.
+systemd-deps:
+	@command -v systemd-analyze >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends systemd >/dev/null \
+	  || echo "systemd-deps: could not install systemd; the unit's verification will be skipped"; }
 
 bench: $(STAMP)
 	$(BIN)/python bench/ingest.py

@@ -120,17 +120,19 @@ class Subscribers:
         await send({"type": "http.response.body", "body": body})
 
 
-async def long_poll(
-    client: httpx.AsyncClient, cursor: str, seen: dict[int, float], stop: trio.Event
-) -> None:
-    while not stop.is_set():
-        answer = await client.get("/api/entries", params={"after": cursor, "timeout": 30})
-        now = trio.current_time()
-        page = answer.json()
-        cursor = page["cursor"]
-        for entry in page["entries"]:
-            for mark in MARK.findall(entry["id"].encode()):
-                seen.setdefault(int(mark), now)
+async def long_poll(base: str, cursor: str, seen: dict[int, float], stop: trio.Event) -> None:
+    """One listener on a client (and a connection) of its own, as a browser is: httpcore's
+    pool scans every connection it holds per request, so 100 listeners sharing one client
+    made this process, which also runs the subscribers, the bottleneck."""
+    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+        while not stop.is_set():
+            answer = await client.get("/api/entries", params={"after": cursor, "timeout": 30})
+            now = trio.current_time()
+            page = answer.json()
+            cursor = page["cursor"]
+            for entry in page["entries"]:
+                for mark in MARK.findall(entry["id"].encode()):
+                    seen.setdefault(int(mark), now)
 
 
 def start_server(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -162,12 +164,9 @@ async def run(args: argparse.Namespace, base: str) -> None:
     hconfig.keep_alive_timeout = 75
     async with trio.open_nursery() as nursery:
         [sub_url] = await nursery.start(hypercorn_serve, subs, hconfig)
-        # Every long-poll keeps its connection (httpx keeps only 20 alive by default), and the
-        # pushes have a client of their own: they never queue behind the long-polls' pool.
-        size = args.listeners + 20
-        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+        # The pushes have a client of their own, and so has every long-poll (see long_poll).
         async with (
-            httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client,
+            httpx.AsyncClient(base_url=base, timeout=60) as client,
             httpx.AsyncClient(base_url=base, timeout=60) as pusher,
         ):
             with trio.fail_after(30):
@@ -201,7 +200,7 @@ async def run(args: argparse.Namespace, base: str) -> None:
             stop = trio.Event()
             async with trio.open_nursery() as polls:
                 for _ in range(args.listeners):
-                    polls.start_soon(long_poll, client, cursor, polled, stop)
+                    polls.start_soon(long_poll, base, cursor, polled, stop)
                 await trio.sleep(1)
                 sent: dict[int, float] = {}
                 acks: list[float] = []

@@ -62,6 +62,9 @@ class SQLiteHubStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
+        # As the log's: a commit survives the process crashing, not the machine; without it
+        # every write waits for the disk (a delivery's bookkeeping is written by each).
+        self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute(_SCHEMA)
         self._lock = threading.Lock()
         self._offload = offload

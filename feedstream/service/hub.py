@@ -31,6 +31,8 @@ verification must echo, what an answer does to a subscription); this module perf
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 import logging
 import random
@@ -65,6 +67,7 @@ from feedstream.websub.hub import (
     denial_url,
     distribution_headers,
     is_expired,
+    needs_saving,
     new_challenge,
     parse_request,
     topic_of,
@@ -97,6 +100,8 @@ Select = Callable[[str], tuple[frozenset[str] | None, Selection | None] | None]
 
 
 async def _resolve(host: str, port: int) -> list[str]:
+    with contextlib.suppress(ValueError):  # an address: nothing to look up (no thread)
+        return [str(ipaddress.ip_address(host))]
     try:
         infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
     except OSError as exc:
@@ -193,6 +198,7 @@ class Hub:
         self._timeout = timeout
         self.subs: dict[tuple[str, str], HubSubscription] = {}
         self._queues: dict[tuple[str, str], trio.MemorySendChannel[_Job]] = {}
+        self._saved_at: dict[tuple[str, str], float] = {}  # when each record was last written
         self._nursery: trio.Nursery | None = None
         self.ended: Counter[str] = Counter()  # subscriptions ended, by end state
         self.deliveries: Counter[str] = Counter()  # attempts by outcome: ok, gone, error, dropped
@@ -210,6 +216,7 @@ class Hub:
                 await self._store.delete(key)  # unreadable, or a verification cut short
                 continue
             self.subs[sub.key] = sub
+            self._saved_at[sub.key] = self._now()
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._sweep)
@@ -225,11 +232,13 @@ class Hub:
 
     async def _put(self, sub: HubSubscription) -> None:
         self.subs[sub.key] = sub
+        self._saved_at[sub.key] = self._now()
         await self._store.save(_key(*sub.key), _dumps(sub))
 
     async def _drop(self, key: tuple[str, str], state: HubState) -> None:
         if self.subs.pop(key, None) is not None:
             self.ended[state.value] += 1
+        self._saved_at.pop(key, None)
         queue = self._queues.pop(key, None)
         if queue is not None:
             queue.close()
@@ -372,7 +381,11 @@ class Hub:
             self.deliveries["ok" if ok else "error"] += 1
             if step.sub.state is not sub.state:
                 logger.warning("hub: %s is now %s", sub.callback, step.sub.state)
-            await self._put(step.sub)
+            saved_at = self._saved_at.get(key, 0.0)
+            if needs_saving(sub, step.sub, saved_at=saved_at, now=self._now()):
+                await self._put(step.sub)
+            else:
+                self.subs[key] = step.sub  # in memory; written with the next change
             if step.retry_in is None:
                 return
             await trio.sleep(step.retry_in)

@@ -66,6 +66,7 @@ __all__ = [
     "RETRY_BASE",
     "RETRY_CAP",
     "RETRY_WINDOW",
+    "SAVE_INTERVAL",
     "STORED_STATES",
     "TRANSITIONS",
     "DeliveryOutcome",
@@ -87,6 +88,7 @@ __all__ = [
     "denial_url",
     "distribution_headers",
     "is_expired",
+    "needs_saving",
     "new_challenge",
     "parse_request",
     "signature",
@@ -108,6 +110,8 @@ RETRY_CAP = 300.0
 RETRY_WINDOW = 900.0
 """Seconds after the first attempt of a delivery when retrying it stops (then ``failing``)."""
 MAX_REASON_CHARS = 200
+SAVE_INTERVAL = 300.0
+"""Seconds a subscription's stored ``last_delivery`` may lag behind the one in memory."""
 
 FORMATS: Mapping[str, str] = CONTENT_TYPES
 """Output formats and their Content-Type (:mod:`feedstream.core.publish` renders them)."""
@@ -489,6 +493,21 @@ class DeliveryStep:
 
     sub: HubSubscription | None
     retry_in: float | None = None
+
+
+def needs_saving(
+    old: HubSubscription, new: HubSubscription, *, saved_at: float, now: float
+) -> bool:
+    """Whether *new*, which replaces *old* after a delivery, must be written to the store.
+
+    A change of state, failure count or error always is (a restart must not forget that a
+    callback is failing). A successful delivery to a healthy subscriber only moves
+    ``last_delivery``: that is written at most every :data:`SAVE_INTERVAL` (since *saved_at*),
+    so a hundred subscribers do not cost a hundred writes per entry.
+    """
+    if replace(old, last_delivery=new.last_delivery) != new:
+        return True
+    return new.last_delivery != old.last_delivery and now - saved_at >= SAVE_INTERVAL
 
 
 def after_delivery(

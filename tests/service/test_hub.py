@@ -95,6 +95,36 @@ async def test_typical_subscription_and_distribution(tmp_path: Path) -> None:
         assert "x-hub-signature" not in post.headers
 
 
+class CountingStore(MemoryHubStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.saves = 0
+
+    async def save(self, key: str, record: str) -> None:
+        self.saves += 1
+        await super().save(key, record)
+
+
+async def test_healthy_deliveries_do_not_each_write_the_store() -> None:
+    """A hundred subscribers must not cost a hundred writes per entry: a success that only
+    moves last_delivery is kept in memory (written with the next change)."""
+    store = CountingStore()
+    async with hub_env(store) as (hub, cb):
+        callback = f"{cb.url}/ok-count"
+        await hub.request(subscribe(callback))
+        await active(hub, TOPIC, callback)
+        before = store.saves
+        for k in range(3):
+            hub.publish(TOPIC, f"doc {k}".encode())
+        await cb.wait("/ok-count", "POST", 3)
+        await until(lambda: hub.deliveries["ok"] == 3)
+        # The subscription was written when verified, moments ago: three successes only
+        # move last_delivery, which waits for the next change (or SAVE_INTERVAL).
+        assert store.saves == before
+        sub = hub.subs[(TOPIC, callback)]
+        assert sub.last_delivery is not None and sub.failures == 0
+
+
 async def test_secret_signs_the_body() -> None:
     async with hub_env() as (hub, cb):
         callback = f"{cb.url}/ok-secret"

@@ -12,6 +12,7 @@ from feedstream.core.signatures import SignatureStatus, verify_signature
 from feedstream.websub.hub import (
     MAX_CALLBACK_LENGTH,
     RETRY_WINDOW,
+    SAVE_INTERVAL,
     TRANSITIONS,
     DeliveryOutcome,
     HubMode,
@@ -30,6 +31,7 @@ from feedstream.websub.hub import (
     denial_url,
     distribution_headers,
     is_expired,
+    needs_saving,
     new_challenge,
     parse_request,
     signature,
@@ -322,6 +324,28 @@ def test_delivery_success_and_gone() -> None:
     assert (
         after_delivery(_active(), 410, attempt=1, first_attempt=NOW, now=NOW, jitter=0).sub is None
     )
+
+
+def test_a_healthy_delivery_is_saved_at_most_every_interval() -> None:
+    sub = _active()
+    ok = after_delivery(sub, 204, attempt=1, first_attempt=NOW, now=NOW, jitter=0).sub
+    assert ok is not None
+    assert needs_saving(sub, ok, saved_at=NOW - 1, now=NOW) is False
+    assert needs_saving(sub, ok, saved_at=NOW - SAVE_INTERVAL, now=NOW) is True
+    later = after_delivery(ok, 204, attempt=1, first_attempt=NOW + 5, now=NOW + 5, jitter=0).sub
+    assert later is not None and needs_saving(ok, later, saved_at=NOW, now=NOW + 5) is False
+    assert needs_saving(ok, ok, saved_at=0.0, now=NOW) is False  # nothing changed at all
+
+
+def test_a_failure_or_a_recovery_is_always_saved() -> None:
+    sub = _active()
+    failed = after_delivery(sub, 500, attempt=1, first_attempt=NOW, now=NOW, jitter=0).sub
+    assert failed is not None and needs_saving(sub, failed, saved_at=NOW, now=NOW) is True
+    again = after_delivery(failed, 204, attempt=2, first_attempt=NOW, now=NOW + 1, jitter=0).sub
+    assert again is not None and again.failures == 0
+    assert needs_saving(failed, again, saved_at=NOW, now=NOW + 1) is True
+    moved = sub.move(H.FAILING)
+    assert needs_saving(sub, moved, saved_at=NOW, now=NOW) is True
 
 
 def test_delivery_retries_with_backoff_then_fails() -> None:

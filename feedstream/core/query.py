@@ -113,6 +113,8 @@ class QueryError(ValueError):
 
 def _fold(text: str) -> str:
     """Case-folded, NFKC-normalized, whitespace collapsed: the form words are compared in."""
+    if text.isascii():  # NFKC leaves ASCII as it is, and casefold() is lower() there
+        return " ".join(text.lower().split())
     return " ".join(unicodedata.normalize("NFKC", text.casefold()).split())
 
 
@@ -376,13 +378,32 @@ class QuerySet:
     entry); :meth:`evaluator` then answers, for one entry, whether query *index* matches.
     """
 
-    __slots__ = ("_checks", "_groups", "queries")
+    __slots__ = ("_always", "_by_term", "_checks", "_groups", "queries")
 
     def __init__(self, queries: Iterable[Query]) -> None:
         self.queries = tuple(queries)
         builder = _PlanBuilder()
-        self._checks = tuple(builder.compile(query.root) for query in self.queries)
+        checks, terms = [], []
+        for query in self.queries:
+            builder.leaves = set()
+            checks.append(builder.compile(query.root))
+            terms.append(builder.leaves)
+        self._checks = tuple(checks)
         self._groups = builder.groups()
+        # For candidates(): a query that is false when every one of its terms is false can
+        # only match an entry in which one of its terms was found; the others (a lone
+        # negation, "a OR -b") are evaluated for every entry.
+        nothing = _Evaluation(self._checks, self._groups, EntryText({}))
+        nothing.done = [True] * len(self._groups)
+        by_term: dict[int, list[int]] = {}
+        always = []
+        for index, (check, leaves) in enumerate(zip(self._checks, terms, strict=True)):
+            if check(nothing):
+                always.append(index)
+            for term_id in leaves:
+                by_term.setdefault(term_id, []).append(index)
+        self._always = tuple(always)
+        self._by_term = {term_id: tuple(indexes) for term_id, indexes in by_term.items()}
 
     def __len__(self) -> int:
         return len(self.queries)
@@ -394,9 +415,27 @@ class QuerySet:
         return _Evaluation(self._checks, self._groups, text).matches
 
     def matching(self, entry: Mapping[str, Any] | EntryText) -> list[int]:
-        """The indexes of the queries that match *entry*, in order."""
+        """The indexes of the queries that match *entry*, in order (lazily: a group of terms
+        no query needs is never tested)."""
         matches = self.evaluator(entry)
         return [index for index in range(len(self.queries)) if matches(index)]
+
+    def candidates(
+        self, entry: Mapping[str, Any] | EntryText
+    ) -> tuple[Callable[[int], bool], list[int]]:
+        """(:meth:`evaluator`'s function, the indexes in order of the queries that may match):
+        every group of terms is tested at once, and only the queries with a term found (or
+        true without any) are left to evaluate. For many queries over every entry (rules):
+        a few group tests then replace a hundred query evaluations."""
+        text = entry if isinstance(entry, EntryText) else EntryText(entry)
+        evaluation = _Evaluation(self._checks, self._groups, text)
+        for group in range(len(self._groups)):
+            evaluation.resolve(group)
+        found = set(self._always)
+        by_term = self._by_term
+        for term_id in evaluation.hits:
+            found.update(by_term.get(term_id, ()))
+        return evaluation.matches, sorted(found)
 
 
 class _Evaluation:
@@ -516,6 +555,7 @@ class _PlanBuilder:
     """Gives each distinct term an id and a group, and turns each query into a check."""
 
     def __init__(self) -> None:
+        self.leaves: set[int] = set()  # the term ids of the query being compiled
         self.term_ids: dict[tuple[str, str | None, str], tuple[int, int]] = {}
         self.groups_: list[_Group | None] = []  # None: a regex group, built by groups()
         self.words: dict[tuple[str | None, bool], int] = {}  # (scope, values) -> group index
@@ -564,6 +604,7 @@ class _PlanBuilder:
     def compile(self, node: Node) -> _Check:
         if isinstance(node, Term | Regex):
             group, term_id = self.leaf(node)
+            self.leaves.add(term_id)
 
             def leaf(evaluation: _Evaluation) -> bool:
                 if not evaluation.done[group]:

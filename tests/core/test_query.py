@@ -594,6 +594,21 @@ def test_a_query_set_answers_as_each_query_does(
         for index in reversed(range(len(queries))):
             assert matches(index) is (index in expected)
             assert matches(index) is (index in expected)
+        # candidates(): every matching query is among them, in order, and they evaluate alike
+        matches, candidates = query_set.candidates(entry)
+        assert candidates == sorted(set(candidates)) and set(expected) <= set(candidates)
+        assert [index for index in candidates if matches(index)] == expected
+
+
+def test_candidates_leave_out_the_queries_with_no_term_found() -> None:
+    queries = [parse_query(q) for q in ("python", "rust OR go", "-sponsored", "title:trio rust")]
+    query_set = QuerySet(queries)
+    matches, candidates = query_set.candidates({"title": "Trio and Python", "summary": "x"})
+    # "rust OR go" has no term in the entry: never evaluated; "-sponsored" is true without
+    # any term found, so it always is; "title:trio rust" has one of its terms found
+    assert candidates == [0, 2, 3]
+    assert [index for index in candidates if matches(index)] == [0, 2]
+    assert query_set.candidates({})[1] == [2]
 
 
 @settings(max_examples=100, deadline=None)

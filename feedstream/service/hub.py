@@ -51,6 +51,7 @@ from feedstream.core.publish import FeedInfo, authority_of, render
 from feedstream.core.times import format_rfc3339
 from feedstream.log.base import Log, Selection, StoredEntry
 from feedstream.log.hubstore import HubStore
+from feedstream.log.state import Leases, LogUnavailable
 from feedstream.service.discover import Resolver, is_public_address
 from feedstream.websub.hub import (
     DeliveryOutcome,
@@ -67,6 +68,7 @@ from feedstream.websub.hub import (
     denial_url,
     distribution_headers,
     is_expired,
+    merge_stored,
     needs_saving,
     new_challenge,
     parse_request,
@@ -79,6 +81,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "CONCURRENCY",
+    "HUB_LEASE",
     "QUEUE_SIZE",
     "TIMEOUT",
     "Hub",
@@ -94,6 +97,10 @@ TIMEOUT = 10.0  # seconds for one request to a callback, connection included
 MAX_RESPONSE_BYTES = 4096  # read of a callback's answer (the challenge); the rest is dropped
 SWEEP_INTERVAL = 60.0  # seconds between looks for expired subscriptions
 BATCH = 500  # entries read per round of news
+#: The lease (:class:`~feedstream.log.state.Leases`) of the one hub that distributes when
+#: several ingest nodes share a log: not a feed id (those have no ``:``).
+HUB_LEASE = ":hub"
+RELOAD_INTERVAL = 2.0  # seconds between reads of a shared store's subscriptions (at most)
 
 Select = Callable[[str], tuple[frozenset[str] | None, Selection | None] | None]
 """An output feed's name -> (feed filter, selection), None when nothing is published so."""
@@ -186,8 +193,15 @@ class Hub:
         concurrency: int = CONCURRENCY,
         queue_size: int = QUEUE_SIZE,
         timeout: float = TIMEOUT,
+        leases: Leases | None = None,
+        lease_seconds: float = 30.0,
     ) -> None:
         self.settings = settings
+        self._leases = leases
+        self._reload_every = min(RELOAD_INTERVAL, lease_seconds / 3)
+        #: Whether this hub distributes: always alone; with *leases* (a store shared by
+        #: several ingest nodes), only while it holds :data:`HUB_LEASE`.
+        self.leading = leases is None
         self._store = store
         self._client = client
         self._select = select
@@ -220,8 +234,54 @@ class Hub:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._sweep)
+            if self._leases is not None:
+                await nursery.start(self._lead, self._leases)
             task_status.started()
             await trio.sleep_forever()
+
+    async def _lead(
+        self, leases: Leases, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """With a shared store: distribute only while holding :data:`HUB_LEASE` (renewed
+        every :attr:`_reload_every` seconds), and read the subscriptions other nodes wrote
+        as often. Given up on the way out, so that another node takes over at once."""
+        try:
+            while True:
+                try:
+                    held = await leases.claim(HUB_LEASE)
+                    await self.reload()
+                except LogUnavailable as exc:
+                    logger.warning("hub: the shared store is unreachable: %s", exc)
+                    held = False
+                if held is not self.leading:
+                    logger.info("hub: %s distributing", "now" if held else "no longer")
+                    self.leading = held
+                task_status.started()
+                task_status = trio.TASK_STATUS_IGNORED
+                await trio.sleep(self._reload_every)
+        finally:
+            if self.leading:
+                self.leading = False
+                with (
+                    trio.CancelScope(shield=True),
+                    trio.move_on_after(2),
+                    contextlib.suppress(LogUnavailable),
+                ):
+                    await leases.release(HUB_LEASE)
+
+    async def reload(self) -> None:
+        """Read the subscriptions back from the store (:func:`merge_stored`): those made,
+        renewed or ended through another node sharing it."""
+        stored = {}
+        for text in (await self._store.load()).values():
+            if (sub := _loads(text)) is not None:
+                stored[sub.key] = sub
+        merged = merge_stored(self.subs, stored)
+        for key in self.subs.keys() - merged.keys():
+            if (queue := self._queues.pop(key, None)) is not None:
+                queue.close()
+            self._saved_at.pop(key, None)
+        self.subs = merged
 
     def counts(self) -> dict[str, int]:
         """Subscriptions held, by state (every stored state listed)."""
@@ -247,7 +307,7 @@ class Hub:
     async def _sweep(self) -> None:
         while True:
             now = self._now()
-            for key, sub in list(self.subs.items()):
+            for key, sub in list(self.subs.items()) if self.leading else ():
                 if is_expired(sub, now):
                     logger.info("hub: subscription of %s to %s expired", sub.callback, sub.topic)
                     await self._drop(key, HubState.EXPIRED)
@@ -424,7 +484,7 @@ class Hub:
                 cursor = page.cursor
                 if not page.entries:
                     break
-                if not page.reset:
+                if not page.reset and self.leading:  # another node's hub distributes
                     self.distribute(page.entries)
 
     def distribute(self, entries: Sequence[StoredEntry]) -> None:
@@ -482,18 +542,29 @@ async def run_hub(
     log: Log,
     select: Select,
     *,
+    leases: Leases | None = None,
     task_status: trio.TaskStatus[Hub] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the hub of *config* (``[hub]``, ``server.public_url``) until cancelled: its own
     client (:class:`PinnedTransport`, no redirects), its subscriptions loaded from *store*, and
-    every entry appended to *log* distributed. Started, it hands the :class:`Hub` back."""
+    every entry appended to *log* distributed. Started, it hands the :class:`Hub` back.
+
+    *leases*: the store is shared by several ingest nodes (Redis); one hub distributes, the
+    others take subscription requests and stand by (see :meth:`Hub._lead`)."""
     public_url = config.server.public_url
     if public_url is None:
         raise ValueError("the hub needs server.public_url")
     settings = HubSettings(public_url, config.hub.min_lease, config.hub.max_lease)
     transport = PinnedTransport(allow_private=config.hub.allow_private_callbacks)
     async with httpx.AsyncClient(transport=transport, follow_redirects=False) as client:
-        hub = Hub(settings, store, client, select=select)
+        hub = Hub(
+            settings,
+            store,
+            client,
+            select=select,
+            leases=leases,
+            lease_seconds=config.server.lease_seconds,
+        )
         async with trio.open_nursery() as nursery:
             await nursery.start(hub.run)
             await nursery.start(hub.follow, log)

@@ -18,6 +18,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import httpx
@@ -263,7 +264,14 @@ class Runtime:
                     else:
                         if backend.hub is not None:  # before the feeds: it sees their entries
                             self.hub = await nursery.start(
-                                run_hub, self.config, backend.hub, log, self.delivery.topic
+                                partial(
+                                    run_hub,
+                                    leases=backend.leases if server.shared_log else None,
+                                ),
+                                self.config,
+                                backend.hub,
+                                log,
+                                self.delivery.topic,
                             )
                         await nursery.start(self._ingest, nursery, backend)
                     logger.info(

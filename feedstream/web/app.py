@@ -247,7 +247,12 @@ def _quart_app(config: Config, service: Service) -> QuartTrio:
             if config.server.role == "deliver":
                 raise ApiError(421, "this node only delivers: the hub runs on ingest nodes")
             raise ApiError(503, "the hub is not running")
-        return _json({"hub": running.settings.hub_url, "subscriptions": running.describe()})
+        listing = {
+            "hub": running.settings.hub_url,
+            "distributing": running.leading,  # False: another ingest node's hub does
+            "subscriptions": running.describe(),
+        }
+        return _json(listing)
 
     @app.post("/api/admin/reload")
     async def admin_reload() -> Response:

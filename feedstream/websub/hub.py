@@ -88,6 +88,7 @@ __all__ = [
     "denial_url",
     "distribution_headers",
     "is_expired",
+    "merge_stored",
     "needs_saving",
     "new_challenge",
     "parse_request",
@@ -508,6 +509,27 @@ def needs_saving(
     if replace(old, last_delivery=new.last_delivery) != new:
         return True
     return new.last_delivery != old.last_delivery and now - saved_at >= SAVE_INTERVAL
+
+
+def merge_stored(
+    memory: Mapping[tuple[str, str], HubSubscription],
+    stored: Mapping[tuple[str, str], HubSubscription],
+) -> dict[tuple[str, str], HubSubscription]:
+    """The subscriptions a hub holds after reading a store other hubs write too (several
+    ingest nodes on one Redis): the stored records, which every change is written to, except
+    that a ``last_delivery`` this hub has in memory and has not written yet (see
+    :func:`needs_saving`) is kept when newer. A subscription no longer stored is gone."""
+    merged = {}
+    for key, sub in stored.items():
+        mine = memory.get(key)
+        if (
+            mine is not None
+            and mine.last_delivery is not None
+            and (sub.last_delivery is None or mine.last_delivery > sub.last_delivery)
+        ):
+            sub = replace(sub, last_delivery=mine.last_delivery)
+        merged[key] = sub
+    return merged
 
 
 def after_delivery(

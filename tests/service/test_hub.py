@@ -12,6 +12,7 @@ import hmac
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import feedparser
@@ -24,7 +25,7 @@ from feedstream.log.base import Selection
 from feedstream.log.hubstore import MemoryHubStore, SQLiteHubStore
 from feedstream.log.sqlite import SQLiteLog
 from feedstream.log.store import Store
-from feedstream.service.hub import Hub, PinnedTransport, PrivateCallbackError
+from feedstream.service.hub import HUB_LEASE, Hub, PinnedTransport, PrivateCallbackError
 from feedstream.websub.hub import RETRY_WINDOW, HubSettings, HubState
 from tests.support.callbacks import Callbacks
 from tests.support.helpers import entry, inline
@@ -341,3 +342,95 @@ async def test_retries_then_failing_then_recovers(autojump_clock: trio.testing.M
         await trio.sleep(5000)  # the lease runs out: the sweep removes it
         assert not hub.subs and hub.ended["expired"] == 1
         nursery.cancel_scope.cancel()
+
+
+class SharedLeases:
+    """One holder at a time, as Redis's leases are (without the expiry)."""
+
+    def __init__(self) -> None:
+        self.holder: str | None = None
+
+    def of(self, node: str) -> NodeLeases:
+        return NodeLeases(self, node)
+
+
+@dataclass
+class NodeLeases:
+    shared: SharedLeases
+    node: str
+
+    async def claim(self, name: str) -> bool:
+        assert name == HUB_LEASE
+        if self.shared.holder in (None, self.node):
+            self.shared.holder = self.node
+            return True
+        return False
+
+    async def release(self, name: str) -> None:
+        if self.shared.holder == self.node:
+            self.shared.holder = None
+
+
+async def test_two_hubs_on_one_store_one_distributes_the_other_takes_over(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """Several ingest nodes on one Redis: a subscription made through either reaches the
+    hub holding the lease, which alone delivers; when it stops, the other takes over."""
+    posts: list[bytes] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            challenge = dict(request.url.params)["hub.challenge"].encode()
+            return httpx.Response(200, stream=httpx.ByteStream(challenge))
+        posts.append(request.content)
+        return httpx.Response(204)
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["93.184.216.34"]
+
+    db = Store(tmp_path / "log.sqlite3")
+    log = SQLiteLog(db, db.snapshot(100), backlog=100, offload=inline)
+    store, leases = MemoryHubStore(), SharedLeases()
+    transport = PinnedTransport(httpx.MockTransport(answer), resolve=resolve)
+    async with httpx.AsyncClient(transport=transport) as client:
+
+        def make(node: str) -> Hub:
+            leased = leases.of(node)
+            return Hub(
+                HubSettings(PUBLIC), store, client, select=select, leases=leased, lease_seconds=3
+            )
+
+        async with trio.open_nursery() as nursery:
+            first, second = make("a"), make("b")
+            scopes = []
+            for hub in (first, second):
+                scope = trio.CancelScope()
+                scopes.append(scope)
+
+                async def run(hub: Hub = hub, scope: trio.CancelScope = scope) -> None:
+                    with scope:
+                        async with trio.open_nursery() as inner:
+                            await inner.start(hub.run)
+                            await inner.start(hub.follow, log)
+
+                nursery.start_soon(run)
+                await trio.sleep(0.1)
+            assert (first.leading, second.leading) == (True, False)
+            callback = "https://sub.example.net/cb"
+            await second.request(subscribe(callback))  # through the node not distributing
+            await active(second, TOPIC, callback)
+            await trio.sleep(2)  # the next reload
+            assert first.subs[(TOPIC, callback)].state is HubState.ACTIVE
+            await log.append([entry("hn", "one")])
+            await trio.sleep(1)
+            assert len(posts) == 1 and b">one</title>" in posts[0]  # once, not twice
+            scopes[0].cancel()  # the first node stops: it gives the lease up
+            await trio.sleep(2.5)
+            assert (first.leading, second.leading) == (False, True)
+            await log.append([entry("hn", "two")])
+            await trio.sleep(1)
+            assert len(posts) == 2 and b">two</title>" in posts[1]
+            await second.request(subscribe(callback, mode="unsubscribe"))
+            await trio.sleep(1)
+            assert not second.subs and not store.records
+            nursery.cancel_scope.cancel()

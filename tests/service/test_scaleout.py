@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 
@@ -23,6 +24,8 @@ __all__ = ["redis_server"]
 
 TOKEN = "scaleout-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/atom+xml"}
+PUBLIC = "http://feeds.scaleout.test"
+ADMIN = "scaleout-admin-token-0123"
 
 
 def atom(*keys: str) -> bytes:
@@ -38,14 +41,24 @@ def atom(*keys: str) -> bytes:
 
 
 def write_config(
-    path: Path, redis: RedisServer, name: str, *, polled: str | None = None, lease: float = 30
+    path: Path,
+    redis: RedisServer,
+    name: str,
+    *,
+    polled: str | None = None,
+    lease: float = 30,
+    hub: bool = False,
 ) -> Path:
     feeds = f'[[feeds]]\nid = "p"\ntoken = "{TOKEN}"\n'
     if polled:
         feeds += f'\n[[feeds]]\nid = "origin"\nurl = "{polled}"\ninterval = 1\n'
+    server = ""
+    if hub:  # one public address for every node, as behind a load balancer
+        server = f'public_url = "{PUBLIC}"\nadmin_token = "{ADMIN}"\n'
+        feeds = "[hub]\nenabled = true\nallow_private_callbacks = true\n\n" + feeds
     path.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = 0\ndata_dir = "{path.parent / name}"\n'
-        f'log = "{redis.url}"\nlease_seconds = {lease}\nhost_gap = 0\n\n'
+        f'log = "{redis.url}"\nlease_seconds = {lease}\nhost_gap = 0\n{server}\n'
         f'[defaults]\nuser_agent = "{name}"\n\n{feeds}'
     )
     return path
@@ -263,3 +276,94 @@ def test_redis_away_and_back_empty(tmp_path: Path, redis_server: RedisServer) ->
         )
         later = until(lambda: (p := entries(deliver, first["cursor"]))["entries"] and p)
         assert [e["title"] for e in later["entries"]] == ["k4"] and later["reset"] is False
+
+
+class Subscriber(http.server.ThreadingHTTPServer):
+    """A WebSub subscriber on loopback: confirms every verification, records every delivery."""
+
+    def __init__(self) -> None:
+        self.deliveries: list[bytes] = []
+        subscriber = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                query = dict(parse_qsl(urlsplit(self.path).query))
+                body = query.get("hub.challenge", "").encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                subscriber.deliveries.append(self.rfile.read(length))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/cb"
+
+    def got(self, key: str) -> int:
+        return sum(f"urn:{key}<".encode() in body for body in self.deliveries)
+
+
+def hub_listing(base: str) -> dict[str, Any]:
+    listing: dict[str, Any] = httpx.get(
+        f"{base}/api/hub", headers={"Authorization": f"Bearer {ADMIN}"}
+    ).json()
+    return listing
+
+
+def test_two_ingest_nodes_run_one_hub_between_them(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    """[hub] on two ingest nodes of one Redis: a subscription made through one is served by
+    the node holding the hub's lease, every entry is delivered once whichever node took it,
+    and when that node dies the other takes the hub over."""
+    subscriber = Subscriber()
+    try:
+        with ExitStack() as stack:
+            nodes = [
+                stack.enter_context(
+                    node(tmp_path, redis_server, f"hub-{i}", "ingest", lease=2, hub=True)
+                )
+                for i in (1, 2)
+            ]
+            leader = until(
+                lambda: [b for b in nodes if hub_listing(b)["distributing"]],
+                what="a node to hold the hub's lease",
+            )
+            assert len(leader) == 1  # one distributes, the other stands by
+            other = next(b for b in nodes if b != leader[0])
+            form = {
+                "hub.mode": "subscribe",
+                "hub.topic": f"{PUBLIC}/feeds/all.atom",
+                "hub.callback": subscriber.url,
+            }
+            answer = httpx.post(f"{other}/websub/hub", data=form)  # not through the leader
+            assert answer.status_code == 202, answer.text
+            until(
+                lambda: [s["state"] for s in hub_listing(leader[0])["subscriptions"]] == ["active"],
+                what="the leader to see the subscription",
+            )
+            for key, base in (("x1", nodes[0]), ("x2", nodes[1])):
+                answer = httpx.post(f"{base}/api/push/p", content=atom(key), headers=AUTH)
+                assert answer.status_code == 202, answer.text
+            until(lambda: subscriber.got("x1") and subscriber.got("x2"), what="the deliveries")
+            time.sleep(1.5)  # a second hub delivering would have by now
+            assert (subscriber.got("x1"), subscriber.got("x2")) == (1, 1)
+            kill_first(leader[0])
+            until(lambda: hub_listing(other)["distributing"], what="the other node to take over")
+            answer = httpx.post(f"{other}/api/push/p", content=atom("x3"), headers=AUTH)
+            assert answer.status_code == 202, answer.text
+            until(lambda: subscriber.got("x3"), what="a delivery from the new leader")
+            assert subscriber.got("x3") == 1
+    finally:
+        subscriber.shutdown()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from dataclasses import replace
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
@@ -31,6 +32,7 @@ from feedstream.websub.hub import (
     denial_url,
     distribution_headers,
     is_expired,
+    merge_stored,
     needs_saving,
     new_challenge,
     parse_request,
@@ -346,6 +348,24 @@ def test_a_failure_or_a_recovery_is_always_saved() -> None:
     assert needs_saving(failed, again, saved_at=NOW, now=NOW + 1) is True
     moved = sub.move(H.FAILING)
     assert needs_saving(sub, moved, saved_at=NOW, now=NOW) is True
+
+
+def test_merging_what_other_hubs_stored() -> None:
+    a, b, c = (HubSubscription("t", cb, H.ACTIVE, 3600, NOW + 3600) for cb in "abc")
+    memory = {
+        a.key: replace(a, last_delivery=NOW + 5),  # delivered here, not written yet
+        b.key: replace(b, last_delivery=NOW),
+        c.key: c,  # unsubscribed through another node: no longer stored
+    }
+    renewed = replace(b, expires_at=NOW + 7200, last_delivery=NOW + 1)
+    pending = HubSubscription("t", "d", H.PENDING, 3600, NOW + 3600)
+    stored = {a.key: replace(a, failures=0), b.key: renewed, pending.key: pending}
+    merged = merge_stored(memory, stored)
+    assert merged == {
+        a.key: replace(a, last_delivery=NOW + 5),
+        b.key: renewed,  # the store's is newer, and so is the renewal
+        pending.key: pending,
+    }
 
 
 def test_delivery_retries_with_backoff_then_fails() -> None:

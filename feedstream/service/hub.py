@@ -37,8 +37,8 @@ import json
 import logging
 import random
 import time
-from collections import Counter
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections import Counter, OrderedDict
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -121,7 +121,14 @@ class PrivateCallbackError(httpx.ConnectError):
 
 
 class PinnedTransport(httpx.AsyncBaseTransport):
-    """Resolves the host once, checks every address, and connects to the checked one."""
+    """Resolves the host once, checks every address, and connects to the checked one.
+
+    The request goes to the address, so a connection pool would key its connections by the
+    address alone: a kept-alive connection made (and its certificate checked) for one host
+    would carry a request for another host that shares the address. Each host therefore gets
+    a pool of its own (at most :data:`HOST_POOLS` kept, the least recently used idle ones
+    closed beyond that). A transport given as *inner* (tests) serves every host.
+    """
 
     def __init__(
         self,
@@ -130,7 +137,9 @@ class PinnedTransport(httpx.AsyncBaseTransport):
         allow_private: bool = False,
         resolve: Resolver | None = None,
     ) -> None:
-        self._inner = inner or httpx.AsyncHTTPTransport(retries=0)
+        self._inner = inner
+        self._pools: OrderedDict[tuple[str, str, int], httpx.AsyncBaseTransport] = OrderedDict()
+        self._busy: Counter[tuple[str, str, int]] = Counter()  # responses not closed yet
         self._allow_private = allow_private
         self._resolve = resolve or _resolve
 
@@ -148,10 +157,67 @@ class PinnedTransport(httpx.AsyncBaseTransport):
                     )
         request.url = request.url.copy_with(host=addresses[0].split("%", 1)[0])
         request.extensions = {**request.extensions, "sni_hostname": host}
-        return await self._inner.handle_async_request(request)
+        if self._inner is not None:
+            return await self._inner.handle_async_request(request)
+        key = (request.url.scheme, host, port)
+        pool = self._pools.get(key)
+        if pool is None:
+            await self._prune()
+            pool = self._pools[key] = httpx.AsyncHTTPTransport(retries=0)
+        self._pools.move_to_end(key)
+        self._busy[key] += 1
+        try:
+            response = await pool.handle_async_request(request)
+        except BaseException:
+            self._busy[key] -= 1
+            raise
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        response.stream = _Counted(response.stream, self._busy, key)
+        return response
+
+    async def _prune(self) -> None:
+        """Close the least recently used idle pools beyond :data:`HOST_POOLS`."""
+        for key in list(self._pools):
+            if len(self._pools) < HOST_POOLS:
+                return
+            if not self._busy[key]:
+                del self._busy[key]
+                await self._pools.pop(key).aclose()
 
     async def aclose(self) -> None:
-        await self._inner.aclose()
+        if self._inner is not None:
+            await self._inner.aclose()
+        pools, self._pools = list(self._pools.values()), OrderedDict()
+        for pool in pools:
+            await pool.aclose()
+
+
+HOST_POOLS = 64  # callback hosts whose connections PinnedTransport keeps
+
+
+class _Counted(httpx.AsyncByteStream):
+    """A response body that counts its pool's open responses down when closed."""
+
+    def __init__(
+        self,
+        stream: httpx.AsyncByteStream,
+        busy: Counter[tuple[str, str, int]],
+        key: tuple[str, str, int],
+    ) -> None:
+        self._stream = stream
+        self._busy = busy
+        self._key = key
+        self._open = True
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._stream:
+            yield chunk
+
+    async def aclose(self) -> None:
+        if self._open:
+            self._open = False
+            self._busy[self._key] -= 1
+        await self._stream.aclose()
 
 
 @dataclass(frozen=True, slots=True)

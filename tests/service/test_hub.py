@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.server
 import json
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from feedstream.log.base import Selection
 from feedstream.log.hubstore import MemoryHubStore, SQLiteHubStore
 from feedstream.log.sqlite import SQLiteLog
 from feedstream.log.store import Store
-from feedstream.service.hub import HUB_LEASE, Hub, PinnedTransport, PrivateCallbackError
+from feedstream.service.hub import HOST_POOLS, HUB_LEASE, Hub, PinnedTransport, PrivateCallbackError
 from feedstream.websub.hub import RETRY_WINDOW, HubSettings, HubState
 from tests.support.callbacks import Callbacks
 from tests.support.helpers import entry, inline
@@ -434,3 +436,44 @@ async def test_two_hubs_on_one_store_one_distributes_the_other_takes_over(
             await trio.sleep(1)
             assert not second.subs and not store.records
             nursery.cancel_scope.cancel()
+
+
+async def test_pinned_transport_keeps_a_pool_per_host() -> None:
+    """Two hosts on one address never share a connection (one made, and its certificate
+    checked, for the other); one host's requests do reuse theirs."""
+    seen: list[tuple[str, int]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            seen.append((self.headers["Host"].split(":")[0], self.client_address[1]))
+            self.send_response(204)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    try:
+        transport = PinnedTransport(allow_private=True, resolve=resolve)
+        async with httpx.AsyncClient(transport=transport) as client:
+            for host in ("a.test", "b.test", "a.test", "b.test"):
+                answer = await client.post(f"http://{host}:{port}/cb", content=b"x")
+                assert answer.status_code == 204
+            ports = {host: {p for h, p in seen if h == host} for host in ("a.test", "b.test")}
+            assert len(ports["a.test"]) == len(ports["b.test"]) == 1  # each reused its own
+            assert ports["a.test"] != ports["b.test"]  # and never the other's
+            for n in range(HOST_POOLS + 5):  # many hosts: the idle pools beyond go
+                await client.post(f"http://h{n}.test:{port}/cb", content=b"x")
+            assert len(transport._pools) <= HOST_POOLS
+    finally:
+        await trio.to_thread.run_sync(server.shutdown)

@@ -481,9 +481,7 @@ class _Validator:
             fold_duplicates=g(raw, "fold_duplicates", _bool, d.fold_duplicates, "server"),
             fetch_icons=g(raw, "fetch_icons", _bool, d.fetch_icons, "server"),
             read_token=g(raw, "read_token", _read_token, None, "server"),
-            trusted_proxy_header=g(
-                raw, "trusted_proxy_header", _header_name, None, "server"
-            ),
+            trusted_proxy_header=g(raw, "trusted_proxy_header", _header_name, None, "server"),
             trusted_proxies=g(raw, "trusted_proxies", _networks, d.trusted_proxies, "server"),
             proxy_media=g(raw, "proxy_media", _bool, d.proxy_media, "server"),
             media_max_bytes=g(

@@ -422,8 +422,10 @@ async def test_politeness_gap_between_requests_to_one_host(feed_server: FeedServ
     )
     feed_server.routes["/a"] = Route(200, RSS)
     feed_server.routes["/b"] = Route(200, RSS)
-    polite = ServerConfig(host_gap=0.2, per_host_fetches=2, max_fetches=10)
+    polite = ServerConfig(host_gap=0.3, per_host_fetches=2, max_fetches=10)
     await explore(f"{feed_server.url}/", allow_private=True, server=polite, parse=inline)
     times = sorted(hit.time for hit in feed_server.hits)
     assert len(times) == 3
-    assert all(later - earlier >= 0.19 for earlier, later in itertools.pairwise(times))
+    # The gap is kept between the requests' starts; the server sees them arrive with the
+    # loop's and the network's jitter on top (tens of ms on a loaded machine), never ~0 apart.
+    assert all(later - earlier >= 0.2 for earlier, later in itertools.pairwise(times))

@@ -9,6 +9,7 @@
 //     onStatus: (status) => { ... },                     // "live" | "reconnecting" | "offline"
 //     onRejected: ({ error }) => { ... },                // a 400: the stream stopped
 //     onReset: (info) => { ... },                        // the server skipped entries
+//     token: "...",                                      // a private server's read_token
 //   });
 //   stream.stop();
 //
@@ -18,6 +19,13 @@
 // after OFFLINE_AFTER failures in a row. A request the server refuses with 400 (an unknown feed or
 // stream, a query that does not parse) is never retried: the stream stops with status
 // "rejected" and onRejected hears why. The server must allow the embedding origin through CORS.
+//
+// A private server (read_token, docs/access.md): a page served by the server itself reads with
+// the login's session cookie (sent to the same origin by default). Anywhere else, pass `token`:
+// it goes in an Authorization: Bearer header, never in the URL. A 401 or 403 (no or wrong
+// credentials) stops the stream like a 400: asking again cannot help. EventSource (the server's
+// /api/stream) cannot send headers: it reads with the cookie only, which is why this client
+// long-polls with the header instead.
 
 const OFFLINE_AFTER = 5; // consecutive failures before "reconnecting" becomes "offline"
 const BACKOFF_BASE = 0.5; // seconds
@@ -35,7 +43,8 @@ const GRACE = 15; // seconds a long-poll may take beyond its timeout before it i
  * @param {string} [options.q] Only the entries this query matches (see the README).
  * @param {boolean} [options.duplicates] Also entries folded into another feed's (default: no).
  * @param {(info: {status: number, error: string}) => void} [options.onRejected] The server
- *   refused the request (400): the stream has stopped.
+ *   refused the request (400, or 401 / 403 without the right credentials): the stream has
+ *   stopped.
  * @param {(entries: object[], info: {cursor: string, reset: boolean, initial: boolean}) => void}
  *   [options.onEntries] Called with each non-empty batch, oldest entry first.
  * @param {(status: "live"|"reconnecting"|"offline"|"rejected", info: {failures: number,
@@ -46,6 +55,11 @@ const GRACE = 15; // seconds a long-poll may take beyond its timeout before it i
  * @param {string} [options.after] Resume after this cursor (default: start with the newest entries).
  * @param {number} [options.timeout=25] Seconds the server may hold a request open (max 60).
  * @param {number} [options.limit] Most entries per answer (server default 50).
+ * @param {string} [options.token] A private server's read token, sent as
+ *   `Authorization: Bearer <token>` (keep it out of pages other people can read).
+ * @param {"same-origin"|"include"|"omit"} [options.credentials="same-origin"] Whether the
+ *   session cookie goes along: "include" also sends it to another origin, which the server must
+ *   list by name in cors_origins (and the cookie, SameSite=Strict, only goes within one site).
  * @returns {{stop(): void, readonly cursor: string|null, readonly status: string|null}}
  */
 export function feedStream({
@@ -62,6 +76,8 @@ export function feedStream({
   after,
   timeout = 25,
   limit,
+  token,
+  credentials = "same-origin",
 } = {}) {
   const base = new URL(url ?? new URL(import.meta.url).origin);
   const feedList = Array.isArray(feeds) ? feeds : typeof feeds === "string" ? feeds.split(",") : [];
@@ -121,11 +137,13 @@ export function feedStream({
     const relay = () => inflight.abort();
     stopper.signal.addEventListener("abort", relay);
     try {
+      const headers = { Accept: "application/json" };
+      if (token) headers.Authorization = `Bearer ${token}`;
       const response = await fetch(target, {
         signal: inflight.signal,
         cache: "no-store",
-        credentials: "omit",
-        headers: { Accept: "application/json" },
+        credentials,
+        headers,
       });
       const body = await response.json().catch(() => null);
       if (!response.ok) {
@@ -160,8 +178,8 @@ export function feedStream({
         page.initial = initial;
       } catch (error) {
         if (stopper.signal.aborted) return;
-        if (error.status === 400) {
-          // The question itself is wrong: asking again cannot help.
+        if (error.status === 400 || error.status === 401 || error.status === 403) {
+          // The question itself is wrong, or we may not ask it: asking again cannot help.
           setStatus("rejected", { error });
           call(onRejected, { status: error.status, error: error.reason });
           stopper.abort();

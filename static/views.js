@@ -59,8 +59,14 @@ export function chosenStream() {
   return current.stream;
 }
 
-/** The server refused the question (400): say why, next to what caused it. */
-export function rejected({ error }) {
+/** The server refused the question (400): say why, next to what caused it. A private
+ * server's 401 (the session expired, or the token changed): load the page again, which the
+ * server (or the proxy in front of it) answers with its sign-in form. */
+export function rejected({ status, error }) {
+  if (status === 401) {
+    location.reload();
+    return;
+  }
   const message = typeof error === "string" ? error : "the server refused the request";
   if (message.startsWith("stream:") && current.stream) {
     current.stream = null; // gone from the config: drop it and carry on without

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -175,6 +176,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long each long-poll waits on the server (1 to 60; default 25)",
     )
+    tail.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="a private server's read token, sent as Authorization: Bearer (default: the "
+        "environment variable FEEDSTREAM_TOKEN, which other users cannot see in ps)",
+    )
     log_level(tail)
     feeds.add_parsers(commands, log_level)
     query_command.add_parser(commands, log_level)
@@ -264,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return trio.run(run_check, load_config(args.config), args.json)
         elif args.command == "tail":
-            from feedstream.cli.tail import TailOptions, run_tail
+            from feedstream.cli.tail import TOKEN_VARIABLE, TailOptions, run_tail
 
             options = TailOptions(
                 url=args.url,
@@ -273,6 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 backlog=args.backlog,
                 as_json=args.json,
                 timeout=args.timeout,
+                token=(args.token or os.environ.get(TOKEN_VARIABLE, "")).strip() or None,
             )
             return trio.run(run_tail, options)
         elif args.command == "query":

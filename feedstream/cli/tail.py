@@ -18,7 +18,7 @@ import sys
 import time
 import unicodedata
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any, TextIO
 
@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "RESET_NOTE",
+    "TOKEN_VARIABLE",
     "Fatal",
     "Page",
     "Retry",
@@ -47,6 +48,7 @@ __all__ = [
     "tail",
 ]
 
+TOKEN_VARIABLE = "FEEDSTREAM_TOKEN"  # the environment variable --token defaults to
 MAX_RETRY_AFTER = 600.0  # a longer Retry-After is taken as ten minutes
 BACKOFF_SPREAD = (0.75, 1.25)  # +-25 % jitter: many clients must not come back at once
 MAX_DOUBLINGS = 30
@@ -71,6 +73,11 @@ class TailOptions:
     limit: int = 100  # entries per answer
     min_backoff: float = 1.0  # first reconnect delay; doubles up to max_backoff
     max_backoff: float = 30.0
+    token: str | None = field(default=None, repr=False)  # a private server's read_token
+
+    def headers(self) -> dict[str, str]:
+        """Headers of every request: the token as ``Authorization: Bearer`` (never in the URL)."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +141,8 @@ def interpret(status: int, headers: Mapping[str, str], body: bytes, now: float) 
             return Fatal("not a feedstream server: no cursor and entries in the answer")
         return Page(data["cursor"], data["entries"], data.get("reset") is True)
     reason = _reason(status, body)
+    if status == 401:
+        return Fatal(f"{reason} (give the server's read token with --token or {TOKEN_VARIABLE})")
     if status in (408, 429) or 500 <= status < 600:
         return Retry(reason, parse_retry_after(headers.get("retry-after"), now, MAX_RETRY_AFTER))
     if 400 <= status < 500:
@@ -235,7 +244,10 @@ async def tail(
         outcome: Outcome
         try:
             response = await client.get(
-                url, params=entries_query(cursor, options), timeout=request_timeout
+                url,
+                params=entries_query(cursor, options),
+                headers=options.headers(),
+                timeout=request_timeout,
             )
         except (httpx.TransportError, httpx.DecodingError) as exc:
             outcome = Retry(f"cannot reach {options.url}: {describe_error(exc)}")

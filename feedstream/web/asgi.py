@@ -93,9 +93,15 @@ class Responder:
     """Whole answers of the raw endpoints: ``/api/*`` headers (CORS for the request's origin,
     ``no-store``, ``nosniff``), and ``Connection: close`` once the server is shutting down."""
 
-    def __init__(self, cors_origins: tuple[str, ...], draining: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        cors_origins: tuple[str, ...],
+        draining: Callable[[], bool],
+        credentials: bool = False,
+    ) -> None:
         self.cors_origins = cors_origins
         self.draining = draining
+        self.credentials = credentials  # a private server: listed origins may send cookies
         # With a wildcard CORS policy the headers never vary: encode them once.
         self._fixed = (
             encode_headers(api_headers(None, cors_origins)) if "*" in cors_origins else None
@@ -104,7 +110,8 @@ class Responder:
     def api_headers(self, scope: Scope, extra: Mapping[str, str] | None = None) -> RawHeaders:
         headers = self._fixed
         if headers is None:
-            headers = encode_headers(api_headers(header(scope, b"origin"), self.cors_origins))
+            origin = header(scope, b"origin")
+            headers = encode_headers(api_headers(origin, self.cors_origins, self.credentials))
         return headers + encode_headers(extra) if extra else headers
 
     async def respond(

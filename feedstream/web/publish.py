@@ -176,10 +176,12 @@ def register_publish(app: QuartTrio, config: Config, delivery: Delivery) -> Publ
     """Add ``GET /feeds/<name>.<format>`` to *app*."""
     published = PublishedFeeds(delivery, config)
     origins = config.server.cors_origins
+    credentials = config.server.private  # listed origins may send the session cookie
     role = config.server.role
 
     def headers(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        base = {**API_SECURITY_HEADERS, **cors_headers(request.headers.get("Origin"), origins)}
+        cors = cors_headers(request.headers.get("Origin"), origins, credentials)
+        base = {**API_SECURITY_HEADERS, **cors}
         return {**base, "Cache-Control": CACHE_CONTROL, **(extra or {})}
 
     def error(status: int, reason: str) -> Response:
@@ -191,7 +193,7 @@ def register_publish(app: QuartTrio, config: Config, delivery: Delivery) -> Publ
         if request.method == "OPTIONS":
             allow = {
                 "Access-Control-Allow-Methods": "GET, OPTIONS",
-                "Access-Control-Allow-Headers": "If-None-Match, If-Modified-Since",
+                "Access-Control-Allow-Headers": "Authorization, If-None-Match, If-Modified-Since",
                 "Access-Control-Max-Age": "86400",
             }
             return Response(b"", 204, headers(allow))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import signal
 import subprocess
@@ -392,3 +393,78 @@ async def test_tail_command_prints_a_push_and_stops_quietly_on_ctrl_c(tmp_path: 
     fields = output.decode().rstrip("\n").split("  ")
     assert fields[1:] == ["hooks", "seen by the process", "https://example.org/s"]
     assert errors == b""  # no traceback, no noise
+
+
+# -- a private server (read_token) ---------------------------------------------------------------
+
+READ_TOKEN = "read-token-for-tail-0123"
+
+
+def test_the_token_goes_in_a_header_and_not_in_repr() -> None:
+    options = TailOptions(url="http://h", token=READ_TOKEN)
+    assert options.headers() == {"Authorization": f"Bearer {READ_TOKEN}"}
+    assert READ_TOKEN not in repr(options)
+    assert READ_TOKEN not in str(entries_query("c-1", options))
+    assert TailOptions(url="http://h").headers() == {}
+
+
+def test_interpret_401_says_how_to_give_the_token() -> None:
+    body = json.dumps({"error": "missing credentials: send Authorization: Bearer"}).encode()
+    outcome = interpret(401, {}, body, 0)
+    assert isinstance(outcome, Fatal)
+    assert outcome.reason.startswith("HTTP 401: missing credentials")
+    assert "--token or FEEDSTREAM_TOKEN" in outcome.reason
+
+
+async def test_tail_reads_a_private_server_with_the_token(tmp_path: Path) -> None:
+    config = make_config(tmp_path, push_feed("hooks"), read_token=READ_TOKEN)
+    async with running(config) as client, trio.open_nursery() as nursery:
+        client.headers["Authorization"] = f"Bearer {READ_TOKEN}"  # for status_until
+        refused = Tail(base_url(client))
+        with trio.fail_after(10):
+            await refused.run()
+        assert refused.code == 1
+        assert refused.err.lines[0].startswith("feedstream tail: HTTP 401: missing credentials")
+        follower = Tail(base_url(client), token=READ_TOKEN)
+        nursery.start_soon(follower.run)
+        with trio.fail_after(10):
+            await status_until(client, lambda status: status["waiting"] >= 1)
+            await push(client, "hooks", ("p", "private news"))
+            await follower.out.wait_for("private news")
+        nursery.cancel_scope.cancel()
+    assert follower.err.lines == []
+
+
+async def test_tail_command_takes_the_token_from_the_environment(tmp_path: Path) -> None:
+    config = make_config(tmp_path, push_feed("hooks"), read_token=READ_TOKEN)
+    async with running(config) as client:
+        client.headers["Authorization"] = f"Bearer {READ_TOKEN}"
+        command = [sys.executable, "-m", "feedstream", "tail", "--url", base_url(client)]
+        command += ["--backlog", "1"]
+        await push(client, "hooks", ("e", "seen with the variable"))
+        env = {**os.environ, "FEEDSTREAM_TOKEN": READ_TOKEN}
+        process = await trio.lowlevel.open_process(
+            command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
+        assert process.stdout is not None
+        try:
+            with trio.fail_after(20):
+                output = b""
+                while b"\n" not in output:
+                    chunk = await process.stdout.receive_some()
+                    assert chunk, "tail ended early"
+                    output += chunk
+                process.send_signal(signal.SIGINT)
+                assert await process.wait() == 0
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        assert b"seen with the variable" in output
+        # --token wins over the variable; a wrong one is refused with the reason.
+        wrong = await trio.run_process(
+            [*command, "--token", "not-the-read-token"], cwd=ROOT, env=env, capture_stdout=True,
+            capture_stderr=True, check=False,
+        )  # fmt: skip
+    assert wrong.returncode == 1
+    assert wrong.stderr.decode().startswith("feedstream tail: HTTP 401: wrong credentials")

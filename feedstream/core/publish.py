@@ -29,6 +29,10 @@ feedstream holds them:
   document either way.
 * A feed's ``updated`` (and the HTTP ``Last-Modified``: :func:`newest`) is the newest of its
   entries' dates, ``received`` included; an empty document says 1970-01-01.
+* With ``[server] proxy_media``, entries hold ``/media/`` paths for their images; a feed
+  carries the original URLs instead (``image_source``, each enclosure's ``source``, the
+  ``<img>`` URLs read back): it is read elsewhere, where a relative path means nothing, by a
+  reader with its own image policy (:mod:`feedstream.core.media`).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from html import escape as html_escape
 from typing import Any
 from urllib.parse import quote, unquote
 
+from feedstream.core.media import original_entry
 from feedstream.core.sanitize import clean_html, remove_control_chars
 from feedstream.core.times import format_rfc3339_datetime
 
@@ -210,8 +215,10 @@ def _enclosures(entry: Mapping[str, Any]) -> list[tuple[str, str | None, int | N
 def render(format: str, info: FeedInfo, entries: Sequence[Mapping[str, Any]]) -> bytes:
     """The document of *format* (``atom``, ``rss`` or ``json``) for *entries*, newest first.
 
-    Raises ``ValueError`` for another format.
+    Raises ``ValueError`` for another format. Image URLs the media proxy rewrote are published
+    as they were (:func:`feedstream.core.media.original_entry`).
     """
+    entries = [original_entry(entry) for entry in entries]
     if format == "atom":
         return render_atom(info, entries)
     if format == "rss":

@@ -20,6 +20,7 @@ from feedstream.log.hubstore import FILE_NAME as HUB_FILE
 from feedstream.log.hubstore import HubStore, SQLiteHubStore
 from feedstream.log.icons import FILE_NAME as ICONS_FILE
 from feedstream.log.icons import IconStore, SQLiteIcons
+from feedstream.log.secrets import FileSecrets, SecretStore
 from feedstream.log.sqlite import SQLiteLog
 from feedstream.log.state import Leases, LocalLeases, SQLiteState, StateStore
 from feedstream.log.store import Store
@@ -42,6 +43,7 @@ class Backend:
     where: str = ""  # for the log: where the data is
     icons: IconStore | None = None  # the feeds' icons
     hub: HubStore | None = None  # the WebSub hub's subscriptions (asked for with ``hub=True``)
+    secrets: SecretStore | None = None  # keys created once (the media proxy's ``media_key``)
 
 
 @asynccontextmanager
@@ -54,6 +56,7 @@ async def open_backend(
         from feedstream.log.redis import open_redis  # coredis is only imported when used
         from feedstream.log.redishub import RedisHubStore
         from feedstream.log.redisicons import RedisIcons
+        from feedstream.log.redissecrets import RedisSecrets
 
         async with open_redis(
             server.log, backlog=server.backlog, lease_seconds=server.lease_seconds
@@ -66,6 +69,7 @@ async def open_backend(
                 where=_safe(server.log),
                 icons=RedisIcons(redis.client),
                 hub=RedisHubStore(redis.client) if hub else None,
+                secrets=RedisSecrets(redis.client),
             )
         return
     store: Store = await offload(Store, server.data_dir / "feedstream.sqlite3")
@@ -95,6 +99,7 @@ async def open_backend(
                 where=str(server.data_dir),
                 icons=icons,
                 hub=hubs,
+                secrets=FileSecrets(server.data_dir, offload),
             )
         finally:
             log.close()

@@ -19,6 +19,9 @@ On the way in (:meth:`Ingestor.ingest`):
   look-ups per entry, gives an entry whose story another feed delivered in the last 48 hours
   its ``duplicate_of``; it is stored, and hidden from listeners who do not ask for duplicates.
   The index is rebuilt at start from the entries the log still holds (:meth:`rebuild_fold`).
+* with ``[server] proxy_media``, the image URLs of each new entry (``content_html``, ``image``,
+  image enclosures) become signed ``/media/`` paths, in the worker, after the rules
+  (:func:`feedstream.core.media.proxy_entry`): once, as stored, so delivery never rewrites.
 
 One fast path, named: a JSON body of at most :data:`INLINE_JSON_BYTES` is parsed right here on
 the event loop instead of in a worker. JSON parses in linear time (our own JSON Feed reader: no
@@ -41,6 +44,7 @@ import trio
 
 from feedstream.core.config import FeedConfig
 from feedstream.core.fold import FoldIndex, FoldKeys
+from feedstream.core.media import MediaSigner
 from feedstream.core.normalize import ParsedFeed
 from feedstream.core.rules import Rule
 from feedstream.log.base import Log, Offload
@@ -107,6 +111,9 @@ class Ingestor:
         self._actions: dict[str, str] = {}  # rule id -> action, for counting (old ids kept)
         # Per feed: the ids of its last document the log has (see the module docstring).
         self._known: dict[str, frozenset[str]] = {}
+        #: ``proxy_media``: image URLs of new entries become signed ``/media/`` paths, in the
+        #: worker (:func:`~feedstream.service.parsing.sift`); set once the key is read.
+        self.media: MediaSigner | None = None
         self.set_rules(rules)
 
     def set_rules(self, rules: Sequence[Rule]) -> None:
@@ -114,6 +121,11 @@ class Ingestor:
         self.rules = tuple(rules)
         self._spec = rule_spec(self.rules)
         self._actions.update({rule.id: rule.action for rule in self.rules})
+
+    def listed_ids(self) -> set[str]:
+        """The ids each feed's last document listed (the log has them all): what feeds still
+        list, whose memory retention keeps fresh (:mod:`feedstream.service.history`)."""
+        return set().union(*self._known.values())
 
     async def examine(
         self,
@@ -166,7 +178,8 @@ class Ingestor:
         base = url or feed.url
         known = self._known.get(feed.id, frozenset())
         fold = self.fold is not None
-        args = (body, feed, content_type, base, via, headers, self._spec, fold, known)
+        args: tuple[Any, ...] = (body, feed, content_type, base, via, headers, self._spec, fold)
+        args += (known,) if self.media is None else (known, self.media)
         if headers is None and len(body) <= INLINE_JSON_BYTES and _is_json(content_type, body):
             return sift(*args)
         sifted = await parse_within(self.parse, self.slots, feed.limits, sift, *args)

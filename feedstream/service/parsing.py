@@ -26,6 +26,7 @@ import trio_parallel
 
 from feedstream.core.config import FeedConfig, FetchLimits
 from feedstream.core.fold import FoldKeys, fold_keys
+from feedstream.core.media import MediaSigner, proxy_entry
 from feedstream.core.normalize import ParsedFeed, parse_feed
 from feedstream.core.query import parse_query
 from feedstream.core.rules import Action, Rule, RuleSet, apply_rules
@@ -175,9 +176,12 @@ def sift(
     rules: RuleSpec,
     fold: bool,
     known: frozenset[str] = frozenset(),
+    media: MediaSigner | None = None,
 ) -> Sifted:
     """:func:`examine`, then the rules (in order) over every entry, then the fold keys of the
-    entries kept. A pure function of its arguments: what a worker process runs.
+    entries kept, then (with *media*: ``proxy_media``) their image URLs rewritten to signed
+    ``/media/`` paths (:func:`~feedstream.core.media.proxy_entry`). A pure function of its
+    arguments: what a worker process runs.
 
     Entries whose id is in *known* (the log has them already: a feed's next poll mostly repeats
     its last document) are passed through untouched, without rules or fold keys: the log will
@@ -206,4 +210,7 @@ def sift(
             (None, None) if e["id"] in known else fold_keys(e["url"], e["title"])
             for e in parsed.entries
         )
+    if media is not None:
+        proxied = [e if e["id"] in known else proxy_entry(e, media) for e in parsed.entries]
+        parsed = replace(parsed, entries=proxied)
     return Sifted(parsed, discovery, tuple(dropped), keys)

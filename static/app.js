@@ -22,6 +22,8 @@
 // DOM); links and images are used only for http(s) URLs. The page runs under a strict CSP: no
 // inline script or style, styles are classes or CSSOM properties set from this module. Feed
 // icons come from this server only (/api/feeds/<id>/icon: fetched by the server, or generated).
+// With the server's media proxy on, an entry's image is a /media/ path of this server (the
+// CSP then allows images from 'self' only) and `image_source` holds the original URL.
 //
 // SEARCH, STREAMS, HIGHLIGHTS: views.js. NOTIFICATIONS and their sound: alerts.js.
 
@@ -251,7 +253,7 @@ function renderEntry(entry) {
   }
   card.append(body);
 
-  const image = safeUrl(entry.image);
+  const image = imageUrl(entry.image);
   if (image) {
     const img = el("img", "thumb");
     img.alt = "";
@@ -623,6 +625,15 @@ function el(tag, className, content) {
 
 function text(value) {
   return typeof value === "string" ? value.replace(/\s+/g, " ").trim() : "";
+}
+
+// An entry's image: an http(s) URL, or a /media/ path of this server (the media proxy).
+function imageUrl(value) {
+  if (typeof value === "string" && value.startsWith("/media/")) {
+    const url = new URL(value, location.origin);
+    return url.origin === location.origin ? url.href : null;
+  }
+  return safeUrl(value);
 }
 
 function safeUrl(value) {

@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "MAX_LIMIT",
     "MAX_TIMEOUT",
+    "PROXIED_CONTENT_SECURITY_POLICY",
     "SECURITY_HEADERS",
     "ApiError",
     "EntriesQuery",
@@ -29,6 +30,7 @@ __all__ = [
     "check_admin_auth",
     "check_push_auth",
     "cors_headers",
+    "page_security_headers",
     "parse_entries_query",
     "preflight_headers",
     "push_media_type",
@@ -223,6 +225,19 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+#: The page's policy with ``[server] proxy_media``: images from this server only (an entry's
+#: image URLs are ``/media/`` paths then, feed icons are ``/api/feeds/<id>/icon``).
+PROXIED_CONTENT_SECURITY_POLICY = CONTENT_SECURITY_POLICY.replace(
+    "img-src 'self' https: http:", "img-src 'self'"
+)
+
+
+def page_security_headers(proxy_media: bool) -> dict[str, str]:
+    """:data:`SECURITY_HEADERS`, with :data:`PROXIED_CONTENT_SECURITY_POLICY` when the media
+    proxy is on (with it off, the page shows images from wherever entries name them)."""
+    if not proxy_media:
+        return dict(SECURITY_HEADERS)
+    return {**SECURITY_HEADERS, "Content-Security-Policy": PROXIED_CONTENT_SECURITY_POLICY}
 
 
 #: Sent with every ``/api/*`` answer instead. The answers are JSON (or an event stream), never
@@ -232,9 +247,12 @@ SECURITY_HEADERS = {
 API_SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff"}
 
 
-def api_headers(origin: str | None, allowed: Sequence[str]) -> dict[str, str]:
+def api_headers(
+    origin: str | None, allowed: Sequence[str], credentials: bool = False
+) -> dict[str, str]:
     """Headers of every ``/api/*`` answer: security, CORS for *origin*, no caching."""
-    return {**API_SECURITY_HEADERS, **cors_headers(origin, allowed), "Cache-Control": "no-store"}
+    cors = cors_headers(origin, allowed, credentials)
+    return {**API_SECURITY_HEADERS, **cors, "Cache-Control": "no-store"}
 
 
 def preflight_headers() -> dict[str, str]:
@@ -247,10 +265,24 @@ def preflight_headers() -> dict[str, str]:
     }
 
 
-def cors_headers(origin: str | None, allowed: Sequence[str]) -> dict[str, str]:
-    """``Access-Control-Allow-Origin`` for *origin* under the configured *allowed* origins."""
+def cors_headers(
+    origin: str | None, allowed: Sequence[str], credentials: bool = False
+) -> dict[str, str]:
+    """``Access-Control-Allow-Origin`` for *origin* under the configured *allowed* origins.
+
+    With *credentials* (a private server, see :mod:`feedstream.core.access`) an origin listed
+    by name also gets ``Access-Control-Allow-Credentials: true``, so its pages may send the
+    session cookie. ``"*"`` never does (browsers refuse the pair): under ``"*"`` another origin
+    reads only what it asks for with ``Authorization: Bearer``, never with a cookie.
+    """
     if "*" in allowed:
         return {"Access-Control-Allow-Origin": "*"}
     if origin and origin in allowed:
+        if credentials:
+            return {
+                "Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Credentials": "true",
+                "Vary": "Origin",
+            }
         return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"}
     return {"Vary": "Origin"}

@@ -5,6 +5,10 @@ Appends are committed in one transaction per burst (group commit): appends that 
 transaction is being written share the next one, one trip to a worker thread for all of them
 instead of one each in single file behind the write lock. Only once committed are entries
 readable and watchers told. A read is slicing the ring and never touches SQLite.
+
+The ring is the live part only: the store keeps every entry's JSON for the retained history
+(searched by :mod:`feedstream.log.history`, trimmed by the runtime's retention pass, see
+:mod:`feedstream.service.history`); the ring is filled from the newest of them at start.
 """
 
 from __future__ import annotations
@@ -66,13 +70,17 @@ class SQLiteLog(RingReader):
         self._write_lock = trio.Lock()
         self._batch: _Batch | None = None  # the next transaction, while it gathers entries
         self._watchers: list[Callable[[], None]] = []
-        self._pruned_at = 0
         self._closed = False
 
     # -- reading (the rules are RingReader's) ------------------------------------------------
 
     def counts(self) -> Mapping[str, int]:
         return self._counts
+
+    @property
+    def head_seq(self) -> int:
+        """The seq of the newest readable entry (what :attr:`head` names)."""
+        return self._head
 
     @property
     def available(self) -> bool:
@@ -124,7 +132,9 @@ class SQLiteLog(RingReader):
         """Insert *batch* (and whatever joins it until the write lock is ours) in one go."""
         async with self._write_lock:
             self._batch = None  # from here on, new appenders start the next batch
-            stored = await self._offload(self._store.insert_new, batch.items, self._render)
+            stored = await self._offload(
+                self._store.insert_new, batch.items, self._render, self._now()
+            )
             batch.new = [entry for _, entry in stored]
             if not stored:
                 return
@@ -134,11 +144,7 @@ class SQLiteLog(RingReader):
             for row, _ in stored:
                 self._counts[row.feed] = self._counts.get(row.feed, 0) + 1
             self._tell()  # before anything else can be cancelled
-            batch.done.set()  # those riding along need not wait for the pruning
             logger.debug("log: %d new entries, head %s", len(stored), self._head)
-            if self._head - self._pruned_at >= max(1, self._backlog // 4):
-                await self._offload(self._store.prune, self._backlog)
-                self._pruned_at = self._head
 
     def _tell(self) -> None:
         """The head moved: call the watchers (unless closed)."""

@@ -8,6 +8,12 @@ reports itself started; cancelling it stops all of that and closes the backend. 
 ``[hub] enabled``, the roles that write the log (``all``, ``ingest``: where ``/websub/`` is
 served, and one process per log under ``--workers``) run the WebSub hub of the output feeds
 too (:func:`feedstream.service.hub.run_hub`), distributing what is appended as it is appended.
+With ``[server] proxy_media``, every role runs the media proxy
+(:class:`feedstream.service.media.MediaProxy`), started before ingesting: its key signs the
+image URLs of new entries.
+With the SQLite log, every role runs the stored history's task
+(:class:`feedstream.service.history.History`: measured for the status, searched by
+``/api/search``, trimmed by the retention pass on the roles that write the log).
 The HTTP layer gets narrow views (:class:`Delivery`, :class:`Intake`, the status and reload
 methods) and never touches the store, httpx or the runtime's fields.
 """
@@ -33,14 +39,17 @@ from feedstream.core.streams import StreamConfig
 from feedstream.core.times import format_rfc3339
 from feedstream.log.base import Log, Offload, Selection
 from feedstream.log.broadcast import Broadcaster
+from feedstream.log.sqlite import SQLiteLog
 from feedstream.log.state import StateStore
-from feedstream.log.store import FeedState, Subscription
+from feedstream.log.store import FeedState, Store, Subscription
 from feedstream.log.views import UnknownStream, Views
 from feedstream.service.backends import Backend, open_backend
 from feedstream.service.fetch import HostGate
+from feedstream.service.history import History
 from feedstream.service.hub import Hub, run_hub
 from feedstream.service.icons import IconImage, IconKeeper, Icons
 from feedstream.service.ingest import Ingestor
+from feedstream.service.media import MediaProxy
 from feedstream.service.monitor import LagMonitor
 from feedstream.service.parsing import parse_in_worker, parse_slots
 from feedstream.service.poller import PollContext, hold_feed
@@ -216,6 +225,13 @@ class Runtime:
         self.intake = Intake(self)
         self.icons = Icons()  # every node serves icons; the ingest side looks for them
         self._icon_keeper: IconKeeper | None = None
+        self.history: History | None = None  # a SQLite log's history: search, retention
+        #: ``[server] proxy_media``: the ``/media/`` proxy (every role), else None.
+        self.media = (
+            MediaProxy(config.server, offload=offload, transport=transport)
+            if config.server.proxy_media
+            else None
+        )
         self._transport = transport
         self._log: Log | None = None
         self._poll: PollContext | None = None
@@ -252,6 +268,11 @@ class Runtime:
             try:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.lag.run)
+                    if backend.store is not None:  # the SQLite log: its stored history
+                        self.history = self._open_history(backend.store, log)
+                        await nursery.start(self.history.run)
+                    if self.media is not None and backend.secrets is not None:  # before ingest
+                        self.ingestor.media = await nursery.start(self.media.run, backend.secrets)
                     if backend.follow is not None:
                         await nursery.start(backend.follow)
                     if server.role != "ingest":
@@ -285,9 +306,26 @@ class Runtime:
             finally:
                 self._nursery = None
                 self.hub = None
+                if self.history is not None:
+                    self.history.close()
+                    self.history = None
                 self.drain()
                 self._log = None
                 self.icons.attach(None)
+
+    def _open_history(self, store: Store, log: Log) -> History:
+        """The history of the SQLite log (searched on every role, trimmed where written)."""
+        server = self.config.server
+        return History(
+            store,
+            retain_days=server.retain_days,
+            retain_entries=server.retain_entries,
+            writer=server.role != "deliver",
+            offload=self.offload,
+            head=(lambda: log.head_seq) if isinstance(log, SQLiteLog) else None,
+            watch=log.watch,
+            listed=self.ingestor.listed_ids,
+        )
 
     async def _ingest(
         self,
@@ -575,6 +613,7 @@ class Runtime:
             "feeds": len(self.config.feeds),
             "waiting": self.delivery.listeners,
             "loop_lag": self.lag.stats(),
+            "history": self.history.status() if self.history is not None else None,
         }
 
 

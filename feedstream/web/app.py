@@ -21,25 +21,31 @@ from quart import Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
+from feedstream.core.access import private_cache
 from feedstream.core.config import FEED_ID_RE, Config, ConfigChanges, ConfigError
 from feedstream.core.httprules import (
-    SECURITY_HEADERS,
     ApiError,
     api_headers,
     check_admin_auth,
     cors_headers,
+    page_security_headers,
     preflight_headers,
 )
 from feedstream.core.icons import etag_matches, icon_headers
 from feedstream.service.icons import IconImage
+from feedstream.service.media import MediaProxy
 from feedstream.service.runtime import Delivery, Intake, ReloadUnavailable
+from feedstream.web.access import AccessGate
 from feedstream.web.asgi import ASGIApp, Responder, Scope, Send
 from feedstream.web.delivery import ENTRIES, STREAM, DeliveryEndpoints
 from feedstream.web.hub import HUB, HubEndpoint
+from feedstream.web.login import register_login
+from feedstream.web.media import register_media
 from feedstream.web.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from feedstream.web.metrics import MetricsSource, metrics_registry, render
 from feedstream.web.publish import register_publish
 from feedstream.web.push import PUSH, WEBSUB, PushEndpoints
+from feedstream.web.search import register_search
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +78,9 @@ class Service(MetricsSource, Protocol):
 
     async def icon(self, feed_id: str) -> IconImage | None: ...
 
+    @property
+    def media(self) -> MediaProxy | None: ...
+
 
 class Router:
     """ASGI app: delivery, push and hub requests to their raw endpoints, the rest to Quart.
@@ -82,6 +91,10 @@ class Router:
 
     A node with one role refuses the other role's paths with 421 and a JSON reason (see
     :func:`misdirected`), never a silent accept.
+
+    A private server (``read_token`` or ``trusted_proxy_header``) has a *gate*
+    (:class:`~feedstream.web.access.AccessGate`), asked once before anything is dispatched;
+    an open server has none, and its requests pay one ``is None`` for it.
     """
 
     def __init__(
@@ -91,12 +104,14 @@ class Router:
         app: ASGIApp,
         role: str = "all",
         hub: Callable[[Scope, Any, Send], Awaitable[None]] | None = None,
+        gate: AccessGate | None = None,
     ) -> None:
         self.delivery = delivery
         self.push = push
         self.app = app
         self.role = role
         self.hub = hub
+        self.gate = gate
 
     def __call__(self, scope: Scope, receive: Any, send: Any) -> Awaitable[None]:
         """Route the request: the handler's coroutine is what the server awaits.
@@ -105,6 +120,8 @@ class Router:
         less alive.
         """
         if scope["type"] == "http":
+            if self.gate is not None and (refused := self.gate(scope, send)) is not None:
+                return refused
             path = scope["path"]
             if path in (ENTRIES, STREAM):
                 if self.role == "ingest":
@@ -126,13 +143,15 @@ class Router:
 def create_app(config: Config, service: Service) -> Router:
     """The ASGI app for *config* over *service* (which must be running to answer)."""
     delivery = service.delivery
-    responder = Responder(config.server.cors_origins, lambda: delivery.draining)
+    private = config.server.private
+    responder = Responder(config.server.cors_origins, lambda: delivery.draining, private)
     return Router(
         DeliveryEndpoints(delivery, config, responder),
         PushEndpoints(service.intake, config.server.max_push_bytes, responder),
         _quart_app(config, service),
         config.server.role,
         HubEndpoint(service.intake, responder),
+        AccessGate(config.server, responder) if private else None,
     )
 
 
@@ -147,21 +166,28 @@ def _quart_app(config: Config, service: Service) -> QuartTrio:
     app = QuartTrio(__name__, static_folder=str(static_dir), static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_push_bytes
     app.config["BACKGROUND_TASK_SHUTDOWN_TIMEOUT"] = 5
+    page_headers = page_security_headers(config.server.proxy_media)  # img-src 'self' with it
 
     @app.after_request
     async def add_headers(response: Response) -> Response:
         origin = request.headers.get("Origin")
+        private = config.server.private  # listed origins may send cookies; no shared caching
         if request.path.startswith("/api/"):
-            headers = api_headers(origin, config.server.cors_origins)
+            headers = api_headers(origin, config.server.cors_origins, private)
             if "Cache-Control" in response.headers:  # a route that says how (icons) keeps it
                 del headers["Cache-Control"]
+                if private:
+                    response.headers["Cache-Control"] = private_cache(
+                        response.headers["Cache-Control"]
+                    )
             response.headers.update(headers)
             if request.method == "OPTIONS":  # CORS preflight (Quart answers OPTIONS itself)
                 response.headers.update(preflight_headers())
             return response
-        response.headers.update(SECURITY_HEADERS)
+        for name, value in page_headers.items():  # a route with its own (login) keeps it
+            response.headers.setdefault(name, value)
         if request.path.startswith("/static/"):
-            response.headers.update(cors_headers(origin, config.server.cors_origins))
+            response.headers.update(cors_headers(origin, config.server.cors_origins, private))
             response.headers["Cache-Control"] = "no-cache"  # revalidate: names carry no version
         return response
 
@@ -225,8 +251,11 @@ def _quart_app(config: Config, service: Service) -> QuartTrio:
         return Response(service.opml(), 200, headers, content_type=OPML_CONTENT_TYPE)
 
     register_publish(app, config, service.delivery)  # GET /feeds/<name>.atom|.rss|.json
+    register_search(app, config, lambda: service.history)  # GET /api/search: the history
+    register_login(app, config)  # GET|POST /login, POST /logout (a private server's cookie)
 
     registry = metrics_registry(service)
+    register_media(app, config, service.media, registry)  # GET /media/<signature>/<url>
 
     @app.get("/metrics")
     async def metrics() -> Response:

@@ -22,6 +22,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from feedstream.service.history import History
 from feedstream.service.monitor import LagMonitor
 from feedstream.service.stats import Histogram, Stats
 
@@ -44,6 +45,9 @@ class MetricsSource(Protocol):
     def subscription_states(self) -> dict[str, int]: ...
 
     def hub_figures(self) -> tuple[dict[str, int], dict[str, int]] | None: ...
+
+    @property
+    def history(self) -> History | None: ...
 
 
 _Labels = TypeVar("_Labels", bound=tuple[str, ...])
@@ -173,6 +177,7 @@ class _RuntimeCollector(Collector):
         for state, count in sorted(runtime.subscription_states().items()):
             subscriptions.add_metric([state], count)
         yield subscriptions
+        yield from _history_families(runtime.history)
         hub = runtime.hub_figures()
         if hub is not None:  # [hub] enabled, and it runs in this process
             states, deliveries = hub
@@ -206,6 +211,53 @@ def _counter(
 def _histogram(name: str, documentation: str, histogram: Histogram) -> HistogramMetricFamily:
     return HistogramMetricFamily(
         name, documentation, buckets=histogram.cumulative(), sum_value=histogram.sum
+    )
+
+
+def _history_families(history: History | None) -> Iterator[Metric]:
+    """The stored history (a SQLite log only): size, oldest entry, retention, searches."""
+    if history is None:
+        return
+    figures = history.figures
+    entries = history.entries()
+    if figures is not None and entries is not None:
+        yield GaugeMetricFamily(
+            "feedstream_history_entries",
+            "Entries stored now (the retained, searchable history)",
+            value=entries,
+        )
+        if figures.oldest_at is not None:
+            yield GaugeMetricFamily(
+                "feedstream_history_oldest_timestamp_seconds",
+                "When the oldest stored entry was stored (Unix time)",
+                value=figures.oldest_at,
+            )
+        yield GaugeMetricFamily(
+            "feedstream_database_bytes",
+            "Size of the log's SQLite database (its pages, free ones included)",
+            value=figures.database_bytes,
+        )
+        yield GaugeMetricFamily(
+            "feedstream_database_free_bytes",
+            "Free pages of the log's database, not yet given back by incremental vacuum",
+            value=figures.free_bytes,
+        )
+    yield CounterMetricFamily(
+        "feedstream_retention_deleted_entries",
+        "Entries deleted by retention (retain_days, retain_entries) since start",
+        value=history.deleted_total,
+    )
+    if history.last_pass is not None:
+        yield GaugeMetricFamily(
+            "feedstream_retention_pass_seconds",
+            "How long the last retention pass took",
+            value=history.last_pass.seconds,
+        )
+    yield _counter(
+        "feedstream_searches",
+        "History searches (GET /api/search) since start, by outcome (ok, timeout)",
+        ["outcome"],
+        {(outcome,): count for outcome, count in history.searches.items()},
     )
 
 

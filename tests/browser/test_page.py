@@ -268,7 +268,7 @@ def test_entry_text_is_text_and_hostile_fields_run_nothing(
     )
     assert report["pwned"] is None
     assert dialogs == []
-    assert report["scripts"] == [f"{server.url}/static/app.js"]
+    assert report["scripts"] == [f"{server.url}/static/{name}.js" for name in ("app", "search")]
     assert report["onAttrs"] == []
     assert report["badUrls"] == []
     assert report["frames"] == 0
@@ -381,7 +381,7 @@ def test_unsanitized_api_data_is_still_inert(
     )
     assert report == {
         "pwned": None,
-        "scripts": [f"{server.url}/static/app.js"],
+        "scripts": [f"{server.url}/static/{name}.js" for name in ("app", "search")],
         "onAttrs": [],
         "links": 0,
         "csp": [],

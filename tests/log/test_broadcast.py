@@ -154,11 +154,14 @@ async def test_restart_keeps_cursors_and_dedup(tmp_path: Path) -> None:
     assert titles(reopened.read(cursor, feeds=None, limit=50)) == ["two", "three"]
 
 
-async def test_backlog_prunes_data_but_keeps_ids(tmp_path: Path) -> None:
+async def test_the_ring_holds_the_backlog_and_the_store_the_history(tmp_path: Path) -> None:
     log = open_log(tmp_path, backlog=4)
+    first = log.cursor
     await log.append([entry("a", str(i)) for i in range(20)])
+    assert titles(log.read(None, feeds=None, limit=50)) == ["16", "17", "18", "19"]
+    assert log.read(first, feeds=None, limit=50).reset  # older than the ring: a reset
     store = Store(tmp_path / "db.sqlite3")
-    assert len(store.recent(100)) <= 8  # pruned in steps of backlog/4
+    assert len(store.recent(100)) == 20  # the history keeps every entry's JSON
     assert await log.append([entry("a", "0")]) == []  # long gone from the ring, still deduped
 
 

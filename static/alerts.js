@@ -10,6 +10,8 @@
 // AudioContext is created by the click, as browsers require. Both choices persist in
 // localStorage; a stored "on" takes effect only if the permission is still granted.
 
+import { text } from "./dom.js";
+
 const GROUP_WINDOW = 1500; // ms: entries within this window are notified together
 const GROUP_MAX = 3; // more than this in one window: a single summary notification
 const STORE_NOTIFY = "feedstream.notify";
@@ -128,9 +130,6 @@ function chime() {
 // ---------------------------------------------------------------------------------------------
 // Notifying
 
-function text(value) {
-  return typeof value === "string" ? value.replace(/\s+/g, " ").trim() : "";
-}
 
 /** New entries have arrived (not a first page): notify the ones that call for it. */
 export function consider(entries) {

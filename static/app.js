@@ -28,6 +28,7 @@
 // SEARCH, STREAMS, HIGHLIGHTS: views.js. NOTIFICATIONS and their sound: alerts.js.
 
 import { consider, setupAlerts } from "./alerts.js";
+import { el, safeUrl, text } from "./dom.js";
 import { feedStream } from "./feedstream.js";
 import {
   announce,
@@ -616,16 +617,7 @@ function updateUrl() {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-function el(tag, className, content) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (content !== undefined) node.textContent = content;
-  return node;
-}
 
-function text(value) {
-  return typeof value === "string" ? value.replace(/\s+/g, " ").trim() : "";
-}
 
 // An entry's image: an http(s) URL, or a /media/ path of this server (the media proxy).
 function imageUrl(value) {
@@ -636,15 +628,6 @@ function imageUrl(value) {
   return safeUrl(value);
 }
 
-function safeUrl(value) {
-  if (typeof value !== "string" || value === "") return null;
-  try {
-    const url = new URL(value); // absolute URLs only: the server resolves feeds' relative ones
-    return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
-  } catch {
-    return null;
-  }
-}
 
 // Hues that stay readable as text on both themes (see --feed-s / --feed-l in app.css).
 const HUES = [221, 340, 158, 266, 22, 192, 300, 128, 240, 4];

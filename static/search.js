@@ -11,6 +11,8 @@
 // <mark>/</mark> pair and the five entities Python's html.escape writes, builds text nodes and
 // <mark> elements, and treats anything else as text. Links are http(s) only.
 
+import { el, safeUrl, text } from "./dom.js";
+
 const LIMIT = 20;
 const MAX_QUERY = 500; // characters, as the server allows
 
@@ -232,25 +234,7 @@ export function markedText(html) {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-function el(tag, className, content) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (content !== undefined) node.textContent = content;
-  return node;
-}
 
-function text(value) {
-  return typeof value === "string" ? value.replace(/\s+/g, " ").trim() : "";
-}
 
-function safeUrl(value) {
-  if (typeof value !== "string" || value === "") return null;
-  try {
-    const url = new URL(value); // absolute URLs only, as on the live stream
-    return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
-  } catch {
-    return null;
-  }
-}
 
 els.input.maxLength = MAX_QUERY;

@@ -269,3 +269,16 @@ def open_page(browser: Any) -> Iterator[PageFactory]:
         yield factory
     finally:
         factory.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh context's page, probed but not loaded (for flows that start elsewhere, such as
+    a private server's login form)."""
+    context = browser.new_context(viewport={"width": 1000, "height": 800})
+    context.set_default_timeout(10_000)
+    context.add_init_script(PAGE_PROBE)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page, expect
 
-from .conftest import PAGE_PROBE, FeedstreamServer
+from .conftest import FeedstreamServer
 from .test_page import static_site
 
 pytestmark = pytest.mark.browser
@@ -31,17 +31,6 @@ def private_server(browser: Any, tmp_path: Path) -> Iterator[FeedstreamServer]:
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1000, "height": 800})
-    context.set_default_timeout(10_000)
-    context.add_init_script(PAGE_PROBE)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
 
 
 def test_login_then_the_live_page(private_server: FeedstreamServer, page: Page) -> None:

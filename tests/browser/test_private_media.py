@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Page, expect
 
-from .conftest import PAGE_PROBE, FeedstreamServer
+from .conftest import FeedstreamServer
 from .test_media_proxy import image_site
 
 pytestmark = pytest.mark.browser
@@ -35,17 +35,6 @@ def private_proxied(browser: Any, tmp_path: Path) -> Iterator[tuple[FeedstreamSe
             yield server, site
         finally:
             server.stop()
-
-
-@pytest.fixture
-def page(browser: Any) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1000, "height": 800})
-    context.set_default_timeout(10_000)
-    context.add_init_script(PAGE_PROBE)
-    try:
-        yield context.new_page()
-    finally:
-        context.close()
 
 
 def test_login_then_proxied_images_and_no_third_party_request(

@@ -65,7 +65,7 @@ def test_login_then_the_live_page(private_server: FeedstreamServer, page: Page) 
 
     server.push("news", {"title": "private arrival", "url": "https://example.org/p"})
     page.wait_for_function(
-        "window.__inserted.some((r) => r.title === 'private arrival')", timeout=10_000
+        "() => window.__inserted.some((r) => r.title === 'private arrival')", timeout=10_000
     )
     expect(page.locator("#entries > li.entry .title").first).to_have_text("private arrival")
     # The feed chips come from /api/feeds, read with the cookie too.

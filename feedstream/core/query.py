@@ -179,52 +179,52 @@ class EntryText:
         self._sets: dict[str, frozenset[str]] = {}
         self._encoded: dict[str | None, bytes] = {}
 
+    # Each piece is looked up with get(), not try/except: most lookups are a piece's first,
+    # and a KeyError raised and caught costs more than the lookup itself.
+
     def values(self, name: str) -> tuple[str, ...]:
         """The raw text values of field *name*."""
-        try:
-            return self._values[name]
-        except KeyError:
+        values = self._values.get(name)
+        if values is None:
             values = self._values[name] = _extract(self._entry, name)
-            return values
+        return values
 
     def folded(self, scope: str | None) -> str:
         """The folded text of a field (None: the default scope), one value per line."""
-        try:
-            return self._folded[scope or ""]
-        except KeyError:
+        key = scope or ""
+        text = self._folded.get(key)
+        if text is None:
             if scope is None:
                 text = "\n".join(part for name in _DEFAULT_SCOPE if (part := self.folded(name)))
             else:
                 text = "\n".join(folded for v in self.values(scope) if (folded := _fold(v)))
-            self._folded[scope or ""] = text
-            return text
+            self._folded[key] = text
+        return text
 
     def tokens(self, scope: str | None) -> frozenset[str]:
         """The whole words of a field (None: the default scope), folded."""
-        try:
-            return self._tokens[scope or ""]
-        except KeyError:
-            words = self._tokens[scope or ""] = frozenset(_WORD.findall(self.folded(scope)))
-            return words
+        key = scope or ""
+        words = self._tokens.get(key)
+        if words is None:
+            words = self._tokens[key] = frozenset(_WORD.findall(self.folded(scope)))
+        return words
 
     def folded_values(self, name: str) -> frozenset[str]:
         """Each value of field *name* folded on its own (whole tags, the feed id)."""
-        try:
-            return self._sets[name]
-        except KeyError:
+        values = self._sets.get(name)
+        if values is None:
             folded = self.folded(name)
             values = self._sets[name] = frozenset(folded.split("\n")) if folded else frozenset()
-            return values
+        return values
 
     def encoded(self, scope: str | None) -> bytes:
         """The raw text a regex searches, UTF-8, one value per line."""
-        try:
-            return self._encoded[scope]
-        except KeyError:
+        data = self._encoded.get(scope)
+        if data is None:
             names = _DEFAULT_SCOPE if scope is None else (scope,)
             lines = (v.replace("\n", " ") for name in names for v in self.values(name))
             data = self._encoded[scope] = "\n".join(lines).encode("utf-8", "replace")
-            return data
+        return data
 
 
 # --- The AST -------------------------------------------------------------------------------
@@ -429,8 +429,10 @@ class QuerySet:
         a few group tests then replace a hundred query evaluations."""
         text = entry if isinstance(entry, EntryText) else EntryText(entry)
         evaluation = _Evaluation(self._checks, self._groups, text)
-        for group in range(len(self._groups)):
-            evaluation.resolve(group)
+        hits = evaluation.hits
+        for group in self._groups:  # resolve() for each, inlined: this is the hot loop
+            hits.update(group.test(text))
+        evaluation.done = [True] * len(self._groups)
         found = set(self._always)
         by_term = self._by_term
         for term_id in evaluation.hits:
@@ -503,6 +505,24 @@ class _Words(_Group):
         return [ids[key] for key in ids.keys() & found]
 
 
+class _Phrases(_Group):
+    """The phrases of one scope (and the parts of ``url:``), tested in one call against the
+    scope's folded text: a phrase as whole words (:meth:`Term.matches`), a URL part as a
+    substring."""
+
+    __slots__ = ("keys", "scope")
+
+    def __init__(self, scope: str | None) -> None:
+        self.scope = scope
+        self.keys: list[tuple[str, int]] = []  # (folded key, term id)
+
+    def test(self, text: EntryText) -> Iterable[int]:
+        haystack = text.folded(self.scope)
+        if self.scope == "url":
+            return [term_id for key, term_id in self.keys if key in haystack]
+        return [term_id for key, term_id in self.keys if _contains_words(haystack, key)]
+
+
 # The first pattern of every RE2 set: it matches every text (at its end), so a search that
 # reports no match at all has failed (the DFA ran out of memory) and is redone regex by regex.
 _SET_SENTINEL = r"\z"
@@ -560,6 +580,7 @@ class _PlanBuilder:
         self.groups_: list[_Group | None] = []  # None: a regex group, built by groups()
         self.words: dict[tuple[str | None, bool], int] = {}  # (scope, values) -> group index
         self.regexes: dict[str | None, tuple[int, list[Regex], list[int]]] = {}
+        self.phrases: dict[str | None, int] = {}  # field -> group index
 
     def groups(self) -> tuple[_Group, ...]:
         """Every group, by index, once every query is compiled (a regex set needs them all)."""
@@ -595,9 +616,14 @@ class _PlanBuilder:
             words = self.groups_[group]
             assert isinstance(words, _Words)
             words.ids[node._key] = term_id
-        else:
-            group = len(self.groups_)
-            self.groups_.append(_One(node, term_id))
+        else:  # a phrase, or a part of the URL: searched in the field's folded text
+            group = self.phrases.get(node.field, -1)
+            if group < 0:
+                group = self.phrases[node.field] = len(self.groups_)
+                self.groups_.append(_Phrases(node.field))
+            phrases = self.groups_[group]
+            assert isinstance(phrases, _Phrases)
+            phrases.keys.append((node._key, term_id))
         self.term_ids[key] = group, term_id
         return group, term_id
 

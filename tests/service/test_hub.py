@@ -477,3 +477,43 @@ async def test_pinned_transport_keeps_a_pool_per_host() -> None:
             assert len(transport._pools) <= HOST_POOLS
     finally:
         await trio.to_thread.run_sync(server.shutdown)
+
+
+async def test_requests_to_many_subscribers_start_one_per_scheduler_pass() -> None:
+    """An entry for a hundred subscribers must not wake a hundred requests into the same
+    scheduler passes (each pass would then hold a push or a long-poll for all of their steps):
+    they start one per pass, counted here by a task that checkpoints in a loop."""
+    passes = 0
+    started: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            challenge = dict(request.url.params)["hub.challenge"].encode()
+            return httpx.Response(200, stream=httpx.ByteStream(challenge))
+        started.append(passes)
+        return httpx.Response(204)
+
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["93.184.216.34"]
+
+    async def count_passes() -> None:
+        nonlocal passes
+        while True:
+            passes += 1
+            await trio.lowlevel.checkpoint()
+
+    transport = PinnedTransport(httpx.MockTransport(answer), resolve=resolve)
+    callbacks = [f"https://sub{i}.example.net/cb" for i in range(20)]
+    async with trio.open_nursery() as nursery, httpx.AsyncClient(transport=transport) as client:
+        hub = Hub(HubSettings(PUBLIC), MemoryHubStore(), client, select=select)
+        await nursery.start(hub.run)
+        for callback in callbacks:
+            await hub.request(subscribe(callback))
+        for callback in callbacks:
+            await active(hub, TOPIC, callback)
+        nursery.start_soon(count_passes)
+        assert hub.publish(TOPIC, b"<feed/>") == len(callbacks)
+        await until(lambda: hub.deliveries["ok"] == len(callbacks))
+        nursery.cancel_scope.cancel()
+    assert len(started) == len(callbacks)
+    assert len(set(started)) == len(callbacks), started  # never two in one pass

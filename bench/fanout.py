@@ -530,6 +530,15 @@ class Target:
         """The server processes whose CPU time is counted, by name (each with its children)."""
         return {"server": self.pid()}
 
+    def rss_pids(self) -> list[int]:
+        """The processes holding listeners, whose RSS together is the listeners' memory."""
+        return [self.pid()]
+
+    @property
+    def listen_ports(self) -> list[int]:
+        """Where listeners connect: listener i to ``listen_ports[i % len]``."""
+        return [self.port]
+
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = now() + timeout
         while now() < deadline:
@@ -843,6 +852,104 @@ class FeedstreamRedis(FeedstreamWorkers):
         return None
 
 
+class FeedstreamRedisPair(FeedstreamRedis):
+    """Two deliver nodes on one Redis (issue #13's "the same load split over two deliver
+    nodes"): ``serve --role ingest`` on the push port, then two ``serve --role deliver`` on
+    ports of their own, every process naming the same Redis; listener i connects to deliver
+    node i % 2. Both deliver processes are counted (CPU, RSS), and "waiting" is their sum."""
+
+    name = "feedstream-redis-2"
+
+    def __init__(self, tmp: Path, nofile: int, args: argparse.Namespace) -> None:
+        super().__init__(tmp, nofile, args)
+        self.second_port = free_port()
+        self.second_proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def listen_ports(self) -> list[int]:
+        return [self.port, self.second_port]
+
+    def start(self) -> None:
+        self.redis_port = free_port()
+        self.log_url = f"redis://{HOST}:{self.redis_port}/0"
+        self.redis_log = self.tmp / "redis.log"
+        cmd = [shutil.which("redis-server") or "redis-server", "--port", str(self.redis_port)]
+        cmd += ["--bind", HOST, "--save", "", "--appendonly", "no", "--daemonize", "no"]
+        self.redis = spawn(cmd, self.redis_log, self.nofile)
+        wait_until(lambda: redis_ping(self.redis_port), self.redis, self.redis_log, "redis")
+        self.supervised = False
+        self.source = snapshot_feedstream(self.args.feedstream_src, self.tmp / f"{self.name}-s")
+        config = self.write_config(f'ingest_port = {self.push_port}\nlog = "{self.log_url}"\n')
+        self.deliver_log = self.tmp / f"{self.name}-deliver.log"
+        self.second_log = self.tmp / f"{self.name}-deliver2.log"
+        self.logs = [self.log, self.deliver_log, self.second_log, self.redis_log]
+        ingest = self.command(config, "--role", "ingest", "--port", str(self.push_port))
+        self.proc = spawn(ingest, self.log, self.nofile, cwd=self.src)
+        wait_until(lambda: self._healthy(self.push_port), self.proc, self.log, "ingest")
+        for port, log, attr in (
+            (self.port, self.deliver_log, "deliver_proc"),
+            (self.second_port, self.second_log, "second_proc"),
+        ):
+            deliver = self.command(config, "--role", "deliver", "--port", str(port))
+            setattr(self, attr, spawn(deliver, log, self.nofile, cwd=self.src))
+
+    def ready_check(self) -> None:
+        nodes = ((self.deliver_proc, self.deliver_log), (self.second_proc, self.second_log))
+        for proc, log in nodes:
+            if proc is not None and proc.poll() is not None:
+                raise RuntimeError(f"deliver exited: see {log}")
+        roles: dict[str, list[int]] = {}
+        for port in (self.push_port, self.port, self.second_port):
+            self._healthy(port)
+            status = self.status(port)
+            roles.setdefault(status.get("role"), []).append(int(status["pid"]))
+        assert sorted(roles) == ["deliver", "ingest"] and len(roles["deliver"]) == 2, roles
+        assert self.redis is not None
+        self.pids = {
+            "ingest": roles["ingest"][0],
+            "deliver": roles["deliver"][0],
+            "deliver2": roles["deliver"][1],
+            "redis": self.redis.pid,
+        }
+
+    def rss_pids(self) -> list[int]:
+        return [self.pids["deliver"], self.pids["deliver2"]]
+
+    def warm_up(self) -> None:
+        super().warm_up()  # entry 0 reached the first deliver node; now the second one too
+        deadline = now() + 10
+        while now() < deadline:
+            status, body = control(self.second_port, "GET", "/api/entries?limit=1")
+            if status == 200 and json.loads(body).get("cursor") == self.cursor.decode():
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name}: entry 0 never reached the second deliver node")
+
+    def waiting(self) -> int:
+        return sum(
+            int(json.loads(control(port, "GET", "/api/status")[1])["waiting"])
+            for port in self.listen_ports
+        )
+
+    def stop(self) -> None:
+        stop_process(self.second_proc)
+        pid = self.pids.pop("deliver2", 0)
+        super().stop()
+        if pid and Path(f"/proc/{pid}").exists() and proc_state(pid) != "Z":
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+    def describe(self) -> str:
+        version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True)
+        return (
+            f"python -m feedstream serve --role ingest on :{self.push_port} (pid "
+            f"{self.pids['ingest']}), two --role deliver on :{self.port} and "
+            f":{self.second_port} (pids {self.pids['deliver']}, {self.pids['deliver2']}); "
+            f"log {self.log_url}; {version.stdout.strip()}, pid {self.pids['redis']}; "
+            f"source: {self.source}"
+        )
+
+
 def redis_ping(port: int) -> None:
     with socket.create_connection((HOST, port), timeout=1) as sock:
         sock.sendall(b"PING\r\n")
@@ -1125,6 +1232,7 @@ TARGETS: dict[str, type[Target]] = {
     "feedstream-sse": FeedstreamSse,
     "feedstream-workers": FeedstreamWorkers,
     "feedstream-redis": FeedstreamRedis,
+    "feedstream-redis-2": FeedstreamRedisPair,
     "tornado": Tornado,
 }
 
@@ -1135,10 +1243,10 @@ TARGETS: dict[str, type[Target]] = {
 class Client:
     """N keep-alive listeners and a few publisher connections on one epoll, in this process."""
 
-    def __init__(self, target: Target | None, port: int) -> None:
+    def __init__(self, target: Target | None, port: int | list[int]) -> None:
         self.target = target
-        self.addr = (HOST, port)
-        self.push_addr = (HOST, target.push_port if target is not None else port)
+        self.addrs = [(HOST, p) for p in (port if isinstance(port, list) else [port])]
+        self.push_addr = (HOST, target.push_port if target is not None else self.addrs[0][1])
         self.ep = select.epoll()
         self.conns: dict[int, Conn] = {}
         self.listeners: list[Conn] = []
@@ -1171,7 +1279,7 @@ class Client:
                 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                err = sock.connect_ex(self.addr)
+                err = sock.connect_ex(self.addrs[idx % len(self.addrs)])
                 if err not in (0, errno.EINPROGRESS):
                     raise OSError(err, os.strerror(err))
                 conn = Conn(sock, idx)
@@ -1494,12 +1602,17 @@ def check_sample(body: bytes, ids: list[bytes], name: str) -> None:
 # -- one server ------------------------------------------------------------------------------------
 
 
-def settle(pid: int, limit: float = 15.0) -> tuple[float, int]:
-    """Wait until the RSS of *pid* stops moving: 5 samples 0.2 s apart within 0.5 %."""
+def rss_of(pids: list[int], key: str = "VmRSS") -> int:
+    """The summed ``kB`` figure of *pids*, in KiB."""
+    return sum(proc_status(pid, key) for pid in pids)
+
+
+def settle(pids: list[int], limit: float = 15.0) -> tuple[float, int]:
+    """Wait until the RSS of *pids* stops moving: 5 samples 0.2 s apart within 0.5 %."""
     t0 = now()
     samples: list[int] = []
     while now() - t0 < limit:
-        samples.append(proc_status(pid, "VmRSS"))
+        samples.append(rss_of(pids))
         last = samples[-5:]
         if len(last) == 5 and max(last) - min(last) <= 0.005 * max(last):
             break
@@ -1638,7 +1751,7 @@ class Bench:
             )
             self.target.warm_up()
             time.sleep(0.5)
-            self.client = Client(self.target, self.target.port)
+            self.client = Client(self.target, self.target.listen_ports)
             sustained = int(self.args.rate * self.args.sustain_seconds)
             rounds = self.args.fanout_rounds
             self.client.connect_pushers(self.args.pushers, rounds + sustained)
@@ -1673,9 +1786,9 @@ class Bench:
             self.say(f"feedstream garbage collections so far: {gcs}")
 
     def park(self) -> None:
-        client, target, pid, n = self.client, self.target, self.pid, self.n
+        client, target, n = self.client, self.target, self.n
         assert client is not None
-        rss0 = proc_status(pid, "VmRSS")
+        rss0 = rss_of(target.rss_pids())
         batch = self.args.connect_batch
 
         def paced(opened: int) -> None:  # keep what is not yet accepted under 4096 (backlog)
@@ -1687,7 +1800,7 @@ class Bench:
         opened = client.open(n, batch, paced)
         parked = wait_parked(target, n, 60)
         cpu = sum(cpu_delta(cpu0, cpu_split(self.procs)).values())
-        settled, rss1 = settle(pid)
+        settled, rss1 = settle(target.rss_pids())
         self.res.update(
             open_s=opened + parked,
             rss_before_kib=rss0,
@@ -1751,7 +1864,7 @@ class Bench:
                 wait_parked(target, len(alive), 60)
                 repoll["cpu"] += sum(cpu_delta(cpu0, cpu_split(self.procs)).values())
                 repoll["count"] += len(alive)
-                settle(self.pid, 5)
+                settle(self.target.rss_pids(), 5)
             fan["round"], fan["got"] = r, 0
             gc.collect()
             cpu0, ccpu0 = cpu_split(self.procs), time.process_time()
@@ -1785,7 +1898,7 @@ class Bench:
                 repoll["cpu"] / repoll["count"] * 1e6 if repoll["count"] else math.nan
             ),
             fanout_client_cpu=client_cpu,
-            rss_hwm_kib=proc_status(self.pid, "VmHWM"),
+            rss_hwm_kib=rss_of(self.target.rss_pids(), "VmHWM"),
         )
         self.say(
             f"fan-out over {rounds} round(s) of N: {sum(answered)}/{n * rounds} answered "
@@ -1819,7 +1932,7 @@ class Bench:
         self.feedstream_lag("fanout")
 
     def sustained(self, count: int) -> None:
-        client, target, pid, args = self.client, self.target, self.pid, self.args
+        client, target, args = self.client, self.target, self.args
         assert client is not None
         first = args.fanout_rounds + 1
         last = first + count - 1
@@ -1831,7 +1944,7 @@ class Bench:
             if not conn.pending:
                 client.send(conn)
         reparked = wait_parked(target, len(alive), 60)
-        settle(pid, 5)
+        settle(target.rss_pids(), 5)
         self.say(f"re-polled: {len(alive)} parked again after {reparked:.1f} s")
 
         def response(conn: Conn, status: int, body: bytes) -> None:
@@ -2233,11 +2346,10 @@ def main(argv: list[str] | None = None) -> int:
         if done.returncode != 0:
             print("skipping tornado: it could not be installed", file=sys.stderr)
             order.remove("tornado")
-    if "feedstream-redis" in order:
-        problem = FeedstreamRedis.unavailable(args.feedstream_src)
-        if problem:
-            print(f"skipping feedstream-redis: {problem}", file=sys.stderr)
-            order.remove("feedstream-redis")
+    for name in ("feedstream-redis", "feedstream-redis-2"):
+        if name in order and (problem := FeedstreamRedis.unavailable(args.feedstream_src)):
+            print(f"skipping {name}: {problem}", file=sys.stderr)
+            order.remove(name)
     print(push_line(args.push), flush=True)
     if "nchan" in order:
         problem = ensure_nchan(not args.no_install)

@@ -258,6 +258,44 @@ async def test_an_answer_is_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
     assert writes[0].endswith(b"\r\n\r\none") and writes[1].endswith(b"\r\n\r\ntwo")
 
 
+async def test_woken_together_every_answer_is_written_before_any_recycling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fan-out: parked requests released at once each write their answer, then yield, so
+    that every answer is on the wire before any connection goes on to hypercorn's recycling
+    of its stream (and the next read); otherwise the last listener waits for all the others'
+    whole steps."""
+    events: list[str] = []
+    real_write = connection_module.Connection._write
+    real_recycle = H11Protocol._maybe_recycle
+
+    async def write(self: connection_module.Connection, data: bytes) -> None:
+        if b"released" in data:
+            events.append("write")
+        await real_write(self, data)
+
+    async def recycle(self: H11Protocol) -> None:
+        events.append("recycle")
+        await real_recycle(self)
+
+    monkeypatch.setattr(connection_module.Connection, "_write", write)
+    monkeypatch.setattr(H11Protocol, "_maybe_recycle", recycle)
+    app = App()
+    count = 8
+    async with serving(app) as (port, _):
+        streams = [await connect(port) for _ in range(count)]
+        for stream in streams:
+            await stream.send_all(HEAD % b"park")
+        await app.until(lambda: app.parked == count)
+        events.clear()
+        app.release.set()
+        for stream in streams:
+            [_, body] = await read_answers(stream, 1)
+            assert body == b"released"
+    assert events[:count] == ["write"] * count, events
+    assert events.count("recycle") == count
+
+
 async def test_idle_connection_is_closed_after_keep_alive_timeout() -> None:
     async with serving(App(), keep_alive=0.3) as (port, _):
         stream = await connect(port)

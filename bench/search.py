@@ -181,6 +181,7 @@ def fill(path: Path, count: int, batch: int, text: Text) -> float:
             if (following := next(upcoming, None)) is not None:
                 pending.append(pool.submit(_chunk, *following))
             insert(db, rows, insert_fts, check=done == 0)
+            merge(db)
             elapsed = time.perf_counter() - started
             filled = done + len(rows)
             print(f"\r  filled {filled:,} / {count:,} ({filled / elapsed:,.0f}/s)", end="",
@@ -208,6 +209,18 @@ def insert(
     )
     db.executemany(insert_fts, [indexed for _, indexed, _ in rows])
     db.execute("COMMIT")
+
+
+def merge(db: sqlite3.Connection) -> None:
+    """Merge the index's new segments as the server's history task does after new entries
+    (``Store.merge_step`` until it finds no work: appends and deletes do not merge)."""
+    from feedstream.service.history import MERGE_PAGES
+
+    while True:
+        before = db.total_changes
+        db.execute("INSERT INTO entries_fts(entries_fts, rank) VALUES ('merge', ?)", (MERGE_PAGES,))
+        if db.total_changes - before < 2:
+            return
 
 
 def store_count(db: sqlite3.Connection) -> int:
@@ -336,6 +349,7 @@ def retention(path: Path, fraction: float, text: Text, batch: int = 0) -> dict[s
     retain_days = 30.0
     now = cutoff_at + retain_days * 86_400.0
     batch_times: list[float] = []
+    merge_times: list[float] = []
 
     async def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         def run() -> Any:
@@ -343,8 +357,11 @@ def retention(path: Path, fraction: float, text: Text, batch: int = 0) -> dict[s
             try:
                 return fn(*args, **kwargs)
             finally:
-                if getattr(fn, "func", fn).__name__ == "retire":
+                name = getattr(fn, "func", fn).__name__
+                if name == "retire":
                     batch_times.append(time.perf_counter() - started)
+                elif name == "merge_step":
+                    merge_times.append(time.perf_counter() - started)
 
         return await trio.to_thread.run_sync(run)
 
@@ -355,7 +372,7 @@ def retention(path: Path, fraction: float, text: Text, batch: int = 0) -> dict[s
     async def main() -> Any:
         log = SQLiteLog(store, store.snapshot(100), backlog=100, clock=lambda: now)
         history = History(store, retain_days=retain_days, retain_entries=0, writer=True,
-                          offload=timed, clock=lambda: now)  # fmt: skip
+                          offload=timed, clock=lambda: now, watch=log.watch)  # fmt: skip
         fresh = (entry for _, _, entry in entries(text, 10**9, first=last + 1))
         done = trio.Event()
 
@@ -370,6 +387,8 @@ def retention(path: Path, fraction: float, text: Text, batch: int = 0) -> dict[s
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(writer)
+            # The server's history task merges the index after new entries (appends do not).
+            nursery.start_soon(history._merge_news)
             await trio.sleep(10)  # the writer alone first: its usual append latency
             baseline.extend(appends)
             appends.clear()
@@ -377,6 +396,7 @@ def retention(path: Path, fraction: float, text: Text, batch: int = 0) -> dict[s
             result = await history.retain()
             elapsed = time.perf_counter() - started
             done.set()
+            nursery.cancel_scope.cancel()
         history.close()
         return result, elapsed
 
@@ -391,6 +411,9 @@ def retention(path: Path, fraction: float, text: Text, batch: int = 0) -> dict[s
         "seconds": elapsed,
         "batch_p50": statistics.median(batch_times) if batch_times else 0.0,
         "batch_max": max(batch_times) if batch_times else 0.0,
+        "merge_steps": len(merge_times),
+        "merge_p50": statistics.median(merge_times) if merge_times else 0.0,
+        "merge_max": max(merge_times) if merge_times else 0.0,
         "appends": len(appends),
         "baseline_p50": statistics.median(baseline) if baseline else 0.0,
         "baseline_p99": percentile(baseline, 0.99) if baseline else 0.0,
@@ -457,6 +480,8 @@ def report(args: argparse.Namespace, figures: dict[str, Any]) -> str:
             f"{args.retire:.0%}) in {kept['seconds']:.1f} s: {kept['batches']} batches of "
             f"{kept['batch']}, "
             f"{kept['batch_p50'] * 1000:.0f} ms median, {kept['batch_max'] * 1000:.0f} ms longest",
+            f"          index merge steps (transactions of their own): {kept['merge_steps']}, "
+            f"{kept['merge_p50'] * 1000:.1f} ms median, {kept['merge_max'] * 1000:.0f} ms longest",
             f"          then incremental vacuum; database {mib(kept['bytes_before'])} -> "
             f"{mib(kept['bytes_after'])}",
             f"          a writer appending every 20 ms meanwhile: {kept['appends']} appends, "

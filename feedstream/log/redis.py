@@ -216,6 +216,11 @@ class RedisLog(RingReader):
         """The epoch this node's ring belongs to (the issuer part of its cursors)."""
         return self._log_id
 
+    @property
+    def head_seq(self) -> int:
+        """The seq of the newest entry this node knows of (what :attr:`head` names)."""
+        return self._head
+
     def counts(self) -> Mapping[str, int]:
         return self._counts
 
@@ -289,6 +294,15 @@ class RedisLog(RingReader):
                 await self._fill(stored[-1].seq)
         elif outcome == "epoch":
             await self.reload("the epoch changed")
+
+    async def stream_after(self, seq: int, count: int) -> list[tuple[str, StoredEntry]]:
+        """``(epoch, entry)`` of up to *count* entries of the stream after *seq*, oldest first,
+        read from Redis (not the ring): for a copy that follows the whole log (the history of
+        an ingest node, :mod:`feedstream.service.mirror`). Raises
+        :class:`~feedstream.log.state.LogUnavailable` when Redis cannot be reached."""
+        with reachable("redis read"):
+            raw = await self._client.xrange(self._keys.stream, f"{seq + 1}-0", "+", count=count)
+        return [_parse(item) for item in raw]
 
     # -- following the stream ----------------------------------------------------------------
 

@@ -82,6 +82,15 @@ _T = TypeVar("_T", bound=Mapping[str, Any])
 
 _AUTO_VACUUM_INCREMENTAL = 2  # PRAGMA auto_vacuum's value for INCREMENTAL
 
+#: How the full-text index merges its segments (FTS5 options, kept in ``entries_fts_config``;
+#: set at every open). FTS5 merges inside the commit that wrote a segment by default
+#: (``automerge``; ``crisismerge`` merges a whole level at once), and a merge that reaches a
+#: common word writes its whole position list, so an append or a retention batch could hold the
+#: writer for a second or more. Here no commit that appends or deletes merges: the history's
+#: task merges in steps of their own (:meth:`Store.merge_step`), once a level has ``usermerge``
+#: segments; ``crisismerge`` is only the safety net if those steps stop.
+FTS_OPTIONS: dict[str, int] = {"automerge": 0, "usermerge": 4, "crisismerge": 64}
+
 _TABLES = f"""
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -254,6 +263,7 @@ class Store:
             self._db.execute("BEGIN IMMEDIATE")  # one opener at a time creates or migrates
             try:
                 self._create_or_migrate()
+                self._configure_index()
                 row = self._db.execute("SELECT value FROM meta WHERE key='log_id'").fetchone()
                 if row is None:
                     self.log_id = secrets.token_hex(4)
@@ -322,6 +332,16 @@ class Store:
             moved,
             indexed,
         )
+
+    def _configure_index(self) -> None:
+        """Set :data:`FTS_OPTIONS` where the index has other values (in the caller's
+        transaction)."""
+        current = dict(self._db.execute("SELECT k, v FROM entries_fts_config").fetchall())
+        for option, value in FTS_OPTIONS.items():
+            if current.get(option) != value:
+                self._db.execute(
+                    "INSERT INTO entries_fts(entries_fts, rank) VALUES (?, ?)", (option, value)
+                )
 
     def _ensure_incremental_vacuum(self) -> None:
         """A database made before version 2 needs one ``VACUUM`` to switch to incremental
@@ -420,23 +440,26 @@ class Store:
         self,
         items: Sequence[tuple[str, str, _T]],
         render: Callable[[int, _T], str],
-        at: float | None = None,
+        at: float | Callable[[_T], float] | None = None,
+        meta: Mapping[str, str] | None = None,
     ) -> list[tuple[StoredEntry, _T]]:
         """Store the ``(id, feed, entry)`` triples whose id is new, in one transaction.
 
         New rows get the next seqs in order; ``render(seq, entry)`` makes the stored JSON (the
         caller puts the cursor into it); the entry's text goes into the search index in the
-        same transaction; *at* (default: now) is when they are stored. Known ids (stored,
-        retired or dropped), and repeats within *items*, are skipped. Returns what was stored,
-        in order.
+        same transaction; *at* (default: now; or a function of the entry) is when they are
+        stored. Known ids (stored, retired or dropped), and repeats within *items*, are
+        skipped. *meta* is written to ``meta`` in the same transaction (a copy's position).
+        Returns what was stored, in order.
         """
         stored: list[tuple[StoredEntry, _T]] = []
-        when = time.time() if at is None else at
+        now = time.time()
         added: dict[str, int] = {}
         with self._lock, self._db:
             self._db.execute("BEGIN IMMEDIATE")
             seq = self._last_seq()
             for entry_id, feed, item in items:
+                when = now if at is None else at(item) if callable(at) else at
                 if self._seen(entry_id, when):
                     continue
                 seq += 1
@@ -456,7 +479,19 @@ class Store:
                 "ON CONFLICT(feed) DO UPDATE SET entries = entries + excluded.entries",
                 list(added.items()),
             )
+            if meta:
+                self._db.executemany(
+                    "INSERT INTO meta(key, value) VALUES (?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                    list(meta.items()),
+                )
         return stored
+
+    def meta_value(self, key: str) -> str | None:
+        """The value of *key* in ``meta`` (None: not set)."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
 
     def _seen(self, entry_id: str, now: float) -> bool:
         """Whether *entry_id* is stored, retired or was dropped by a rule (the lock held). A
@@ -570,6 +605,18 @@ class Store:
             if free == 0:  # done: copy the WAL back now, so the file shrinks (never waits)
                 self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             return free
+
+    def merge_step(self, pages: int) -> bool:
+        """Merge segments of the full-text index: about *pages* leaf pages (4 KiB each) in one
+        transaction of its own, taken from a level with ``usermerge`` segments or more; whether
+        it found work (ask again until it does not). A step ends at the first word boundary
+        after *pages*, so one word's position list is the most it can write past that."""
+        with self._lock:
+            before = self._db.total_changes
+            self._db.execute(
+                "INSERT INTO entries_fts(entries_fts, rank) VALUES ('merge', ?)", (int(pages),)
+            )
+            return self._db.total_changes - before >= 2  # FTS5: fewer means nothing to merge
 
     def history_figures(self) -> HistoryFigures:
         """Entries stored, the oldest of them, the database's size: a few index look-ups."""

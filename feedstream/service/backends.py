@@ -3,6 +3,10 @@
 :func:`open_backend` is the one place that knows which backend a config names and which part
 of it a role uses: an ``all`` or ``ingest`` process writes the log; a ``deliver`` process only
 reads, following a log that another process (SQLite) or any ingest node (Redis) writes.
+
+The stored history (search, retention) is the SQLite log's own database; with the Redis log,
+each process that writes the log keeps a copy of its own in ``data_dir/history.sqlite3``
+(:class:`~feedstream.service.mirror.HistoryMirror`), and a deliver node has none.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from feedstream.log.secrets import FileSecrets, SecretStore
 from feedstream.log.sqlite import SQLiteLog
 from feedstream.log.state import Leases, LocalLeases, SQLiteState, StateStore
 from feedstream.log.store import Store
+from feedstream.service.mirror import FILE_NAME as HISTORY_FILE
+from feedstream.service.mirror import HistoryMirror
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +50,10 @@ class Backend:
     icons: IconStore | None = None  # the feeds' icons
     hub: HubStore | None = None  # the WebSub hub's subscriptions (asked for with ``hub=True``)
     secrets: SecretStore | None = None  # keys created once (the media proxy's ``media_key``)
+    #: The database of the stored history (search, retention): the SQLite log's store, or a
+    #: Redis-log writer's own copy; None on a Redis deliver node.
+    history: Store | None = None
+    mirror: HistoryMirror | None = None  # fills :attr:`history` from the Redis log
 
 
 @asynccontextmanager
@@ -61,16 +71,29 @@ async def open_backend(
         async with open_redis(
             server.log, backlog=server.backlog, lease_seconds=server.lease_seconds
         ) as redis:
-            yield Backend(
-                redis.log,
-                redis.state,
-                redis.leases,
-                follow=redis.log.run,
-                where=_safe(server.log),
-                icons=RedisIcons(redis.client),
-                hub=RedisHubStore(redis.client) if hub else None,
-                secrets=RedisSecrets(redis.client),
-            )
+            copy: Store | None = None
+            if server.role != "deliver":  # the writers keep the history, each a copy
+                copy = await offload(Store, server.data_dir / HISTORY_FILE)
+            try:
+                yield Backend(
+                    redis.log,
+                    redis.state,
+                    redis.leases,
+                    follow=redis.log.run,
+                    where=_safe(server.log),
+                    icons=RedisIcons(redis.client),
+                    hub=RedisHubStore(redis.client) if hub else None,
+                    secrets=RedisSecrets(redis.client),
+                    history=copy,
+                    mirror=(
+                        HistoryMirror(copy, redis.log, offload=offload)
+                        if copy is not None
+                        else None
+                    ),
+                )
+            finally:
+                if copy is not None:
+                    copy.close()
         return
     store: Store = await offload(Store, server.data_dir / "feedstream.sqlite3")
     icons: SQLiteIcons | None = None
@@ -100,6 +123,7 @@ async def open_backend(
                 icons=icons,
                 hub=hubs,
                 secrets=FileSecrets(server.data_dir, offload),
+                history=store,
             )
         finally:
             log.close()

@@ -1,12 +1,14 @@
-"""The stored history of a SQLite log: retention, its figures, and search.
+"""The stored history: retention, its figures, and search.
 
 :class:`History` is created by the :class:`~feedstream.service.runtime.Runtime` for a log kept
-in SQLite (every role: a deliver process reads the same database file) and :meth:`History.run`
-is one of its long-lived tasks. Every :data:`MEASURE_PERIOD`, and after new entries (at most
-every :data:`NEWS_GAP`), it measures the history (entries, the oldest, the database's size: a
-few index look-ups in a worker thread) for ``/api/status`` and ``/metrics``; on the roles
-that write the log (``all``, ``ingest``) it also runs the retention pass, at the first tick and
-then every :data:`RETENTION_PERIOD`:
+in SQLite (every role: a deliver process reads the same database file), and with the Redis log
+for each process that writes it, over a copy of the whole log of its own
+(:class:`~feedstream.service.mirror.HistoryMirror`, run by :meth:`History.run`).
+:meth:`History.run` is one of the runtime's long-lived tasks. Every :data:`MEASURE_PERIOD`,
+and after new entries (at most every :data:`NEWS_GAP`), it measures the history (entries, the
+oldest, the database's size: a few index look-ups in a worker thread) for ``/api/status`` and
+``/metrics``; on the roles that write the log (``all``, ``ingest``) it also runs the retention
+pass, at the first tick and then every :data:`RETENTION_PERIOD`:
 
 1. delete the entries stored more than ``[server] retain_days`` ago (0: no age limit) or beyond
    the newest ``retain_entries`` (0: no count limit), oldest first, :data:`BATCH` per
@@ -18,6 +20,12 @@ then every :data:`RETENTION_PERIOD`:
    :data:`FORGET_MARGIN_DAYS` days (:data:`FORGET_MARGIN_DAYS` alone when ``retain_days`` is 0)
    is forgotten, in batches too;
 3. give the freed pages back to the file system with incremental vacuum, a few MiB per step.
+
+The full-text index is merged here too, on the writing roles: appends and deletions only add
+segments (the store turns FTS5's automatic merging off, see
+:data:`~feedstream.log.store.FTS_OPTIONS`), and :meth:`History.merge` merges them in steps of
+about :data:`MERGE_PAGES` pages, each its own transaction in a worker thread, after new entries
+(at most every :data:`MERGE_GAP`), after each retention batch and at the end of a pass.
 
 The ring the live delivery reads from is not touched: an entry retention deleted stays in the
 ring until newer ones push it out, so cursors and catch-up behave exactly as before.
@@ -47,6 +55,7 @@ from feedstream.core.times import format_rfc3339
 from feedstream.log.base import Offload
 from feedstream.log.history import HistoryReader, SearchPage, SearchTimeout
 from feedstream.log.store import HistoryFigures, Store
+from feedstream.service.mirror import HistoryMirror
 from feedstream.service.periodic import Periodic
 
 logger = logging.getLogger(__name__)
@@ -66,9 +75,12 @@ NEWS_GAP = 1.0  # seconds: after new entries, measured again at most this often
 RETENTION_PERIOD = 900.0  # seconds between two retention passes
 BATCH = 100  # entries (or forgotten ids) per transaction (see docs/history-and-search.md)
 VACUUM_PAGES = 512  # pages given back per incremental vacuum step (2 MiB of 4 KiB pages)
+MERGE_PAGES = 64  # full-text index leaf pages (about 4 KiB) merged per step (transaction)
+MERGE_GAP = 1.0  # seconds: after new entries, the index is merged at most this often
 FORGET_MARGIN_DAYS = 30.0
 TOUCH_EVERY = 86_400.0  # a listed retired id's "seen" time is rewritten at most once a day
 SEARCHES_AT_ONCE = 2  # searches running at once (each holds a reader connection and a thread)
+MIRROR_WAIT = 2.0  # seconds a first page waits at most for the copy of a shared log to catch up
 DAY = 86_400.0
 
 
@@ -113,8 +125,12 @@ class History:
         listed: Callable[[], Collection[str]] | None = None,
         clock: Callable[[], float] | None = None,
         reader: HistoryReader | None = None,
+        mirror: HistoryMirror | None = None,
     ) -> None:
+        if mirror is not None:  # a copy of the shared log: its head and news are the copy's
+            head, watch = (lambda: mirror.head), mirror.watch
         self.store = store
+        self.mirror = mirror
         self.retain_days = retain_days
         self.retain_entries = retain_entries
         self.writer = writer
@@ -129,11 +145,14 @@ class History:
         self.deleted_total = 0  # entries deleted by retention since start
         self.searches: dict[str, int] = {"ok": 0, "timeout": 0}
         self._news = trio.Event()
+        self._unmerged = trio.Event()  # new segments in the index since the last merge
+        self.merge_steps = 0  # index merge steps that found work, since the start
         if watch is not None:
             watch(self._told)  # called on the loop when the log's head moved
 
     def _told(self) -> None:
         self._news.set()
+        self._unmerged.set()
 
     @property
     def log_id(self) -> str:
@@ -148,11 +167,16 @@ class History:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Measure now and every :data:`MEASURE_PERIOD`; on a writer, retain at the first tick
-        and every :data:`RETENTION_PERIOD` (until cancelled)."""
-        await self.measure()
-        task_status.started()
+        and every :data:`RETENTION_PERIOD` (until cancelled). With a :class:`HistoryMirror`,
+        it runs here too (started first: the copy resumes before the first measurement)."""
         async with trio.open_nursery() as nursery:
+            if self.mirror is not None:
+                await nursery.start(self.mirror.run)
+            await self.measure()
+            task_status.started()
             nursery.start_soon(self._measure_news)
+            if self.writer:
+                nursery.start_soon(self._merge_news)
             next_pass = -math.inf
             async for tick in Periodic(MEASURE_PERIOD):
                 if self.retaining and tick.woke >= next_pass:
@@ -171,6 +195,30 @@ class History:
             self._news = trio.Event()
             await self.measure()
             await trio.sleep(NEWS_GAP)
+
+    async def _merge_news(self) -> None:
+        """Merge the index's new segments once new entries came (at most every
+        :data:`MERGE_GAP` seconds), and once at the start."""
+        self._unmerged.set()
+        while True:
+            await self._unmerged.wait()
+            self._unmerged = trio.Event()
+            try:
+                await self.merge()
+            except Exception:  # a locked database: the next news tries again
+                logger.exception("history: merging the search index failed; retrying later")
+            await trio.sleep(MERGE_GAP)
+
+    async def merge(self) -> int:
+        """Merge the full-text index's segments in bounded steps (:data:`MERGE_PAGES` each, a
+        transaction of its own in a worker thread: the writer waits for one step at most)
+        until no level needs it; how many steps found work."""
+        steps = 0
+        while await self._offload(self.store.merge_step, MERGE_PAGES):
+            steps += 1
+            self.merge_steps += 1
+            await trio.lowlevel.checkpoint()  # between two steps, the loop runs others
+        return steps
 
     async def measure(self) -> HistoryFigures:
         figures: HistoryFigures = await self._offload(self.store.history_figures)
@@ -194,9 +242,12 @@ class History:
             )
             deleted += retired.deleted
             batches += 1 if retired.deleted else 0
+            if retired.deleted and await self._offload(self.store.merge_step, MERGE_PAGES):
+                self.merge_steps += 1  # the deletions' index segments, merged as they come
             await trio.lowlevel.checkpoint()  # between two batches, the loop runs others
             if not retired.more:
                 break
+        await self.merge()
         listed = list(self._listed()) if self._listed is not None else []
         if listed:
             await self._offload(self.store.touch_retired, listed, now, now - TOUCH_EVERY)
@@ -250,6 +301,7 @@ class History:
             "retention": "here" if self.writer else "on the ingest process",
             "last_retention": self.last_pass.describe() if self.last_pass is not None else None,
             "search": True,
+            "copy": self.mirror.status() if self.mirror is not None else None,
         }
 
     # -- search ------------------------------------------------------------------------------
@@ -265,6 +317,9 @@ class History:
         if request.before is not None:
             cursor = parse_search_cursor(request.before, self.log_id, plan, order)
         search = partial(self.reader.search, plan, order=order, limit=request.limit, cursor=cursor)
+        if self.mirror is not None and cursor is None:  # what was just appended is found
+            with trio.move_on_after(MIRROR_WAIT):
+                await self.mirror.caught_up()
         async with self._searches:
             try:
                 page: SearchPage = await self._offload(search)

@@ -13,7 +13,8 @@ With ``[server] proxy_media``, every role runs the media proxy
 image URLs of new entries.
 With the SQLite log, every role runs the stored history's task
 (:class:`feedstream.service.history.History`: measured for the status, searched by
-``/api/search``, trimmed by the retention pass on the roles that write the log).
+``/api/search``, trimmed by the retention pass on the roles that write the log); with the Redis
+log, the roles that write the log do, over a copy of their own of the whole log.
 The HTTP layer gets narrow views (:class:`Delivery`, :class:`Intake`, the status and reload
 methods) and never touches the store, httpx or the runtime's fields.
 """
@@ -41,7 +42,7 @@ from feedstream.log.base import Log, Offload, Selection
 from feedstream.log.broadcast import Broadcaster
 from feedstream.log.sqlite import SQLiteLog
 from feedstream.log.state import StateStore
-from feedstream.log.store import FeedState, Store, Subscription
+from feedstream.log.store import FeedState, Subscription
 from feedstream.log.views import UnknownStream, Views
 from feedstream.service.backends import Backend, open_backend
 from feedstream.service.fetch import HostGate
@@ -268,8 +269,8 @@ class Runtime:
             try:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.lag.run)
-                    if backend.store is not None:  # the SQLite log: its stored history
-                        self.history = self._open_history(backend.store, log)
+                    if backend.history is not None:  # the stored history (or a Redis copy)
+                        self.history = self._open_history(backend, log)
                         await nursery.start(self.history.run)
                     if self.media is not None and backend.secrets is not None:  # before ingest
                         self.ingestor.media = await nursery.start(self.media.run, backend.secrets)
@@ -313,11 +314,13 @@ class Runtime:
                 self._log = None
                 self.icons.attach(None)
 
-    def _open_history(self, store: Store, log: Log) -> History:
-        """The history of the SQLite log (searched on every role, trimmed where written)."""
+    def _open_history(self, backend: Backend, log: Log) -> History:
+        """The stored history: the SQLite log's (searched on every role, trimmed where
+        written), or a Redis-log writer's own copy (:attr:`Backend.mirror` fills it)."""
         server = self.config.server
+        assert backend.history is not None
         return History(
-            store,
+            backend.history,
             retain_days=server.retain_days,
             retain_entries=server.retain_entries,
             writer=server.role != "deliver",
@@ -325,6 +328,7 @@ class Runtime:
             head=(lambda: log.head_seq) if isinstance(log, SQLiteLog) else None,
             watch=log.watch,
             listed=self.ingestor.listed_ids,
+            mirror=backend.mirror,
         )
 
     async def _ingest(

@@ -12,14 +12,15 @@ insert as HTML (nothing of the feed's own HTML passes). ``before`` goes back as 
 the next page (the same ``q`` and ``order``); null: this was the last page.
 
 Errors are ``{"error": "..."}``: 400 for a query that does not parse or translate (the reason
-says which part), a bad ``limit``/``order``, or a cursor of another search; 501 when the log is
-in Redis (the history and its index live in the SQLite database of a ``server.log = "sqlite"``
-deployment: Redis keeps only the backlog); 503 when the service is not running or a search
-takes longer than its budget.
+says which part), a bad ``limit``/``order``, or a cursor of another search; 421 on a deliver
+node of a Redis deployment (the history lives on the ingest side, see below); 503 when the
+service is not running or a search takes longer than its budget.
 
 Search runs on every role of a SQLite deployment: the ``all`` process, and under ``--workers``
 the deliver processes and the ingest process alike read the same database file (WAL: reads
-never wait for the writer).
+never wait for the writer). With the Redis log (which keeps only the backlog), each node that
+writes the log (``all``, ``ingest``) keeps a copy of the whole log in SQLite and searches it; a
+deliver node has none and refuses with 421, as it refuses the ingest role's other paths.
 """
 
 from __future__ import annotations
@@ -41,21 +42,20 @@ __all__ = ["SEARCH", "register_search"]
 
 SEARCH = "/api/search"
 
-REDIS_REASON = (
-    "history search needs the SQLite log: this deployment keeps its log in Redis "
-    '(server.log = "redis://..."), which holds the backlog only; the retained history and its '
-    'search index live in the database of a server.log = "sqlite" deployment'
+DELIVER_REASON = (
+    "this node only delivers: with the Redis log, history search runs on the ingest role "
+    "(each ingest node keeps the history in SQLite); ask an ingest node"
 )
 
 
 def register_search(app: QuartTrio, config: Config, history: Callable[[], History | None]) -> None:
     """Add ``GET /api/search`` to *app*; *history* gives the running service's history."""
-    shared_log = config.server.shared_log
+    elsewhere = config.server.shared_log and config.server.role == "deliver"
 
     @app.get(SEARCH)
     async def search() -> Response:
-        if shared_log:
-            raise ApiError(501, REDIS_REASON)
+        if elsewhere:
+            raise ApiError(421, DELIVER_REASON)
         asked = parse_search_request(request.args)
         running = history()
         if running is None:

@@ -253,6 +253,71 @@ async def test_the_index_follows_deletes(tmp_path: Path) -> None:
     db.close()
 
 
+def segments(store: Store) -> int:
+    """The full-text index's segments now (each has rows in the index's page index)."""
+    return count(store, "SELECT COUNT(DISTINCT segid) FROM entries_fts_idx")
+
+
+def integrity_check(store: Store) -> None:
+    db = sqlite3.connect(store.path)
+    try:
+        db.execute("INSERT INTO entries_fts(entries_fts) VALUES ('integrity-check')")
+    finally:
+        db.close()
+
+
+async def test_the_index_is_merged_in_bounded_steps_outside_appends_and_deletes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Appends and retention batches never merge the index's segments (a merge reaching a
+    common word could hold the writer for a second): the history merges them in steps of
+    their own, each a transaction that writes about MERGE_PAGES pages, until none is needed."""
+    clock = Clock()
+    node = Node(tmp_path, clock, retain_days=1)
+    options = dict(node.store._db.execute("SELECT k, v FROM entries_fts_config").fetchall())
+    assert (options["automerge"], options["usermerge"], options["crisismerge"]) == (0, 4, 64)
+    body = "<p>" + " ".join(f"w{i % 97} common" for i in range(300)) + "</p>"
+    for i in range(40):  # one transaction each: one new segment each, none merged
+        await node.log.append([entry("a", str(i), content_html=body)])
+    assert segments(node.store) == 40
+    # One small step merges a little (it stops at the first word after a page), then the next.
+    assert node.store.merge_step(1) and segments(node.store) > 4
+    steps = await node.history.merge()
+    assert steps >= 1 and segments(node.store) < 4  # fewer than usermerge: nothing to do
+    assert not node.store.merge_step(64)
+    integrity_check(node.store)
+    assert len(node.search("common")) == 40
+    # A retention pass: its batches add segments (the deletions); it merges them as it goes.
+    monkeypatch.setattr(history_module, "BATCH", 3)
+    clock.now += 2 * DAY
+    await node.log.append([entry("a", "new", content_html="<p>w1 common</p>")])
+    before = node.history.merge_steps
+    done = await node.history.retain()
+    assert done.deleted == 40 and node.history.merge_steps > before
+    assert not node.store.merge_step(64)  # no level has usermerge segments left
+    integrity_check(node.store)
+    assert node.search("common") == ["new"]
+
+
+async def test_the_periodic_task_merges_after_new_entries(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    node = Node(tmp_path, Clock(), retain_days=0)  # no retention pass: merging all the same
+    node.history = History(
+        node.store, retain_days=0, retain_entries=0, writer=True, offload=inline,
+        head=lambda: node.log.head_seq, watch=node.log.watch,
+    )  # fmt: skip
+    async with trio.open_nursery() as nursery:
+        await nursery.start(node.history.run)
+        for i in range(30):
+            await node.log.append([entry("a", str(i), content_html="<p>one two three</p>")])
+            await trio.sleep(0.1)
+        await trio.sleep(history_module.MERGE_GAP * 2)
+        assert node.history.merge_steps > 0 and segments(node.store) < 8
+        nursery.cancel_scope.cancel()
+    integrity_check(node.store)
+
+
 async def test_freed_space_is_given_back(tmp_path: Path) -> None:
     clock = Clock()
     node = Node(tmp_path, clock, retain_days=1)

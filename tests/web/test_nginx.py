@@ -84,9 +84,9 @@ def test_snippet_limits_match_feedstream() -> None:
     assert found["= /api/stream"]["proxy_buffering"] == "off"
     for where in ("/api/push/", "/websub/"):
         assert size(found[where]["client_max_body_size"]) == ServerConfig().max_push_bytes
-    # Pushes and WebSub to the ingest process, everything else to the deliver processes.
+    # Pushes, WebSub and history search to the ingest process, the rest to the deliver ones.
     for where, directives in found.items():
-        ingest = where in ("/api/push/", "/websub/")
+        ingest = where in ("/api/push/", "/websub/", "= /api/search")
         upstream = "http://feedstream_ingest" if ingest else "http://feedstream"
         assert directives["proxy_pass"] == upstream, where
 
@@ -332,6 +332,10 @@ async def test_push_through_nginx_reaches_a_long_poll_on_serve_workers(tmp_path:
                 # The push went to the ingest process: a deliver process would answer 421.
                 direct = await push_direct(sup.deliver)
                 assert direct.status_code == 421
+                # History search is routed to the ingest side, and finds the pushed entry.
+                found = await proxy.get("/api/search", params={"q": "one"})
+                assert found.status_code == 200, found.text
+                assert [r["entry"]["id"] for r in found.json()["results"]] == ["a:1"]
         finally:
             await stop(process)
     [answer] = answers

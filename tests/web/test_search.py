@@ -36,6 +36,13 @@ async def search(client: httpx.AsyncClient, **params: Any) -> httpx.Response:
     return await client.get("/api/search", params=params)
 
 
+async def found_on(client: httpx.AsyncClient, q: str) -> None:
+    """Search until *q* finds something (another node's copy catches up in the background)."""
+    with trio.fail_after(10):
+        while not (await search(client, q=q)).json()["results"]:  # noqa: ASYNC110
+            await trio.sleep(0.05)
+
+
 def pages(answers: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     for answer in answers:
         yield from answer["results"]
@@ -185,12 +192,48 @@ async def test_every_role_of_a_sqlite_deployment_searches(tmp_path: Path) -> Non
         assert deliver["retention"] == "on the ingest process"
 
 
-async def test_with_the_redis_log_search_says_where_it_runs(
+async def test_with_the_redis_log_the_ingest_side_searches_its_copy(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
-    config = make_config(tmp_path, push_feed("news"), log=redis_server.url)
-    async with running(config) as client:
-        answer = await search(client, q="anything")
-        assert answer.status_code == 501
-        assert "history search needs the SQLite log" in answer.json()["error"]
-        assert (await client.get("/api/status")).json()["history"] is None
+    """Each node that writes the Redis log keeps the whole history in SQLite (data_dir): a
+    push is found at once on the node that took it, and on another ingest node too; a deliver
+    node refuses, naming the ingest role (421, as for the ingest role's other paths)."""
+    feeds = (push_feed("news"),)
+
+    def node(name: str, role: str) -> Any:
+        config = make_config(tmp_path / name, *feeds, log=redis_server.url, role=role)
+        return running(config)
+
+    async with node("a", "all") as a, node("b", "ingest") as b, node("c", "deliver") as c:
+        pushed = document(
+            item("1", "Harbour news", "<p>The <b>lighthouse</b> keeper retired.</p>"),
+            item("2", "Weather", "<p>Rain, then sun.</p>"),
+        )
+        assert (await push(a, "news", pushed)).status_code == 202
+        body = (await search(a, q="lighthouse")).json()  # right after the push: found
+        [found] = body["results"]
+        assert found["entry"]["id"] == "news:1"
+        assert "The <mark>lighthouse</mark> keeper retired." in found["snippet_html"]
+        head = (await a.get("/api/entries")).json()["cursor"]
+        assert found["entry"]["cursor"].rpartition("-")[0] == head.rpartition("-")[0]  # the epoch
+        # Another writer of the same log copies what it did not append itself.
+        await found_on(b, "lighthouse")
+        assert [r["entry"]["id"] for r in (await search(b, q="feed:news", order="new")).json()[
+            "results"]] == ["news:1", "news:2"]  # fmt: skip
+        assert (
+            await push(b, "news", document(item("3", "Otter", "<p>an otter</p>")))
+        ).status_code == 202
+        await found_on(a, "otter")
+        for client in (a, b):
+            with trio.fail_after(10):
+                await status_until(client, lambda status: status["history"]["entries"] == 3)
+            history = (await client.get("/api/status")).json()["history"]
+            assert history["retention"] == "here" and history["search"] is True
+            assert history["copy"]["source"] == "redis" and history["copy"]["missed"] == 0
+            assert (tmp_path / ("a" if client is a else "b") / "history.sqlite3").exists()
+        refused = await search(c, q="lighthouse")
+        assert refused.status_code == 421
+        assert refused.headers["content-type"] == "application/json"
+        assert "ingest role" in refused.json()["error"]
+        assert (await c.get("/api/status")).json()["history"] is None
+        assert not (tmp_path / "c" / "history.sqlite3").exists()

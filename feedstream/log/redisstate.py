@@ -6,8 +6,14 @@ Key layout (``<p>`` is the prefix, ``feedstream`` by default; see ``docs/redis.m
 
 ``<p>:feeds``   hash: feed id -> :class:`FeedState` as JSON
 ``<p>:subs``    hash: feed id -> :class:`Subscription` as JSON
-``<p>:tokens``  hash: callback token -> feed id (keeps tokens unique, like SQLite's UNIQUE)
-``<p>:lease:<feed id>``  string: the node id holding the right to poll the feed, with a TTL
+``<p>:tokens``  hash: callback token -> feed id (keeps tokens unique, like SQLite's UNIQUE;
+               finds the row a hub's callback is about, on any node)
+``<p>:lease:<feed id>``  string: the node id holding the right to poll the feed (and to keep
+               its WebSub subscription), with a TTL
+
+Subscriptions are changed by several nodes (the lease holder, and whichever node takes a hub's
+callback), so besides plain saves there is a compare-and-set
+(:meth:`RedisState.replace_subscription`).
 """
 
 from __future__ import annotations
@@ -142,6 +148,48 @@ if redis.call('HGET', KEYS[2], token) == ARGV[1] then redis.call('HDEL', KEYS[2]
 return redis.call('HDEL', KEYS[1], ARGV[1])
 """)
 
+_REPLACE_SUBSCRIPTION = LuaScript("""
+-- KEYS: subscriptions, tokens; ARGV: feed id, expected JSON ('': no row), new JSON ('': delete),
+-- new token. Compare and set: the stored row must equal the expected one, field by field (so
+-- that the same values written with other number formatting still compare equal).
+local function same(a, b)
+  for k, v in pairs(a) do if b[k] ~= v then return false end end
+  for k, _ in pairs(b) do if a[k] == nil then return false end end
+  return true
+end
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if ARGV[2] == '' then
+  if old then return 0 end
+elseif not old or not same(cjson.decode(old), cjson.decode(ARGV[2])) then
+  return 0
+end
+local old_token = old and cjson.decode(old)['token']
+if ARGV[3] == '' then
+  if old then
+    if redis.call('HGET', KEYS[2], old_token) == ARGV[1] then
+      redis.call('HDEL', KEYS[2], old_token)
+    end
+    redis.call('HDEL', KEYS[1], ARGV[1])
+  end
+  return 1
+end
+local owner = redis.call('HGET', KEYS[2], ARGV[4])
+if owner and owner ~= ARGV[1] then
+  return redis.error_reply('TOKEN callback token already used by another feed')
+end
+if old_token and old_token ~= ARGV[4] then redis.call('HDEL', KEYS[2], old_token) end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[4], ARGV[1])
+return 1
+""")
+
+_BY_TOKEN = LuaScript("""
+-- KEYS: tokens, subscriptions; ARGV: token. The row of the feed holding the token.
+local feed = redis.call('HGET', KEYS[1], ARGV[1])
+if not feed then return false end
+return redis.call('HGET', KEYS[2], feed)
+""")
+
 _RENEW = LuaScript("""
 -- KEYS: lease; ARGV: node id, ttl in ms. Compare and PEXPIRE: only the holder renews.
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -157,6 +205,18 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """)
+
+
+@contextmanager
+def _unique_token(feed_id: str) -> Iterator[None]:
+    """Redis unreachable -> LogUnavailable; a token held by another feed -> ValueError."""
+    try:
+        with reachable():
+            yield
+    except ResponseError as exc:
+        if "TOKEN" not in str(exc):
+            raise
+        raise ValueError(f"subscription of {feed_id}: callback token already used") from exc
 
 
 def _dumps(value: Any) -> str:
@@ -184,19 +244,41 @@ class RedisState:
             rows = await self._client.hgetall(self._keys.subscriptions)
         return {feed_id: Subscription(**json.loads(text)) for feed_id, text in rows.items()}
 
+    async def subscription(self, feed_id: str) -> Subscription | None:
+        with reachable():
+            text = await self._client.hget(self._keys.subscriptions, feed_id)
+        return None if text is None else Subscription(**json.loads(text))
+
+    async def subscription_by_token(self, token: str) -> Subscription | None:
+        keys = [self._keys.tokens, self._keys.subscriptions]
+        with reachable():
+            text = await _BY_TOKEN(self._client, keys, [token])
+        if not text:
+            return None
+        found = Subscription(**json.loads(text))
+        return found if found.token == token else None
+
     async def save_subscription(self, subscription: Subscription) -> None:
         """Insert or replace *subscription*; ValueError if another feed has its token."""
         keys = [self._keys.subscriptions, self._keys.tokens]
         args = [subscription.feed_id, subscription.token, _dumps(subscription)]
-        try:
-            with reachable():
-                await _SAVE_SUBSCRIPTION(self._client, keys, args)
-        except ResponseError as exc:
-            if "TOKEN" not in str(exc):
-                raise
-            raise ValueError(
-                f"subscription of {subscription.feed_id}: callback token already used"
-            ) from exc
+        with _unique_token(subscription.feed_id):
+            await _SAVE_SUBSCRIPTION(self._client, keys, args)
+
+    async def replace_subscription(
+        self, feed_id: str, expected: Subscription | None, new: Subscription | None
+    ) -> bool:
+        """Compare and set (one script): see
+        :meth:`~feedstream.log.state.StateStore.replace_subscription`."""
+        keys = [self._keys.subscriptions, self._keys.tokens]
+        args = [
+            feed_id,
+            "" if expected is None else _dumps(expected),
+            "" if new is None else _dumps(new),
+            "" if new is None else new.token,
+        ]
+        with _unique_token(feed_id):
+            return bool(await _REPLACE_SUBSCRIPTION(self._client, keys, args))
 
     async def delete_subscription(self, feed_id: str) -> None:
         keys = [self._keys.subscriptions, self._keys.tokens]

@@ -39,9 +39,30 @@ class StateStore(Protocol):
 
     async def subscriptions(self) -> dict[str, Subscription]: ...
 
+    async def subscription(self, feed_id: str) -> Subscription | None:
+        """*feed_id*'s subscription as stored now (``None``: it has none)."""
+        ...
+
+    async def subscription_by_token(self, token: str) -> Subscription | None:
+        """The subscription whose callback token is *token*, as stored now (``None``: none)."""
+        ...
+
     async def save_subscription(self, subscription: Subscription) -> None: ...
 
     async def delete_subscription(self, feed_id: str) -> None: ...
+
+    async def replace_subscription(
+        self, feed_id: str, expected: Subscription | None, new: Subscription | None
+    ) -> bool:
+        """Compare and set, atomically: store *new* as *feed_id*'s subscription (``None``:
+        delete it) only if the stored one equals *expected* (``None``: there is none).
+
+        False when another writer changed it in between (nothing is written then: read it
+        again and decide again). ValueError when another feed has *new*'s callback token.
+        This is how several nodes sharing the store update one subscription without losing
+        each other's changes (a verification taken by one node, a renewal sent by another).
+        """
+        ...
 
 
 class Leases(Protocol):
@@ -74,11 +95,25 @@ class SQLiteState:
         subscriptions: dict[str, Subscription] = await self._offload(self.store.subscriptions)
         return subscriptions
 
+    async def subscription(self, feed_id: str) -> Subscription | None:
+        found: Subscription | None = await self._offload(self.store.subscription, feed_id)
+        return found
+
+    async def subscription_by_token(self, token: str) -> Subscription | None:
+        found: Subscription | None = await self._offload(self.store.subscription_by_token, token)
+        return found
+
     async def save_subscription(self, subscription: Subscription) -> None:
         await self._offload(self.store.save_subscription, subscription)
 
     async def delete_subscription(self, feed_id: str) -> None:
         await self._offload(self.store.delete_subscription, feed_id)
+
+    async def replace_subscription(
+        self, feed_id: str, expected: Subscription | None, new: Subscription | None
+    ) -> bool:
+        done: bool = await self._offload(self.store.replace_subscription, feed_id, expected, new)
+        return done
 
 
 class LocalLeases:

@@ -664,28 +664,71 @@ class Store:
             rows = self._db.execute(f"SELECT {columns} FROM subscriptions").fetchall()
         subscriptions = {}
         for row in rows:
-            sub = Subscription(*row)
-            sub.push_healthy = bool(sub.push_healthy)
+            sub = _subscription(row)
             subscriptions[sub.feed_id] = sub
         return subscriptions
+
+    def subscription(self, feed_id: str) -> Subscription | None:
+        with self._lock:
+            return self._subscription_where("feed_id", feed_id)
+
+    def subscription_by_token(self, token: str) -> Subscription | None:
+        with self._lock:
+            return self._subscription_where("token", token)
+
+    def _subscription_where(self, column: str, value: str) -> Subscription | None:
+        columns = ", ".join(_SUBSCRIPTION_COLUMNS)
+        row = self._db.execute(
+            f"SELECT {columns} FROM subscriptions WHERE {column} = ?", (value,)
+        ).fetchone()
+        return None if row is None else _subscription(row)
 
     def save_subscription(self, subscription: Subscription) -> None:
         values = asdict(subscription)
         values["push_healthy"] = int(subscription.push_healthy)
         self._upsert("subscriptions", _SUBSCRIPTION_COLUMNS, values)
 
+    def replace_subscription(
+        self, feed_id: str, expected: Subscription | None, new: Subscription | None
+    ) -> bool:
+        """Compare and set: write *new* (``None``: delete) as *feed_id*'s subscription only if
+        the stored one is *expected* (``None``: there is none); False when it is not (nothing
+        written). ValueError if another feed has *new*'s token."""
+        with self._lock, self._db:
+            if self._subscription_where("feed_id", feed_id) != expected:
+                return False
+            if new is None:
+                self._db.execute("DELETE FROM subscriptions WHERE feed_id = ?", (feed_id,))
+                return True
+            values = asdict(new)
+            values["push_healthy"] = int(new.push_healthy)
+            try:
+                self._db.execute(_upsert_sql("subscriptions", _SUBSCRIPTION_COLUMNS), values)
+            except sqlite3.IntegrityError as exc:
+                raise ValueError(f"subscription of {feed_id}: callback token already used") from exc
+            return True
+
     def delete_subscription(self, feed_id: str) -> None:
         with self._lock, self._db:
             self._db.execute("DELETE FROM subscriptions WHERE feed_id = ?", (feed_id,))
 
     def _upsert(self, table: str, columns: tuple[str, ...], values: dict[str, object]) -> None:
-        key = columns[0]
-        names = ", ".join(columns)
-        marks = ", ".join(f":{c}" for c in columns)
-        updates = ", ".join(f"{c}=excluded.{c}" for c in columns[1:])
         with self._lock, self._db:
-            self._db.execute(
-                f"INSERT INTO {table}({names}) VALUES ({marks}) "
-                f"ON CONFLICT({key}) DO UPDATE SET {updates}",
-                values,
-            )
+            self._db.execute(_upsert_sql(table, columns), values)
+
+
+def _upsert_sql(table: str, columns: tuple[str, ...]) -> str:
+    """Insert a row, or update every column of the row with the same key (the first column)."""
+    names = ", ".join(columns)
+    marks = ", ".join(f":{c}" for c in columns)
+    updates = ", ".join(f"{c}=excluded.{c}" for c in columns[1:])
+    return (
+        f"INSERT INTO {table}({names}) VALUES ({marks}) "
+        f"ON CONFLICT({columns[0]}) DO UPDATE SET {updates}"
+    )
+
+
+def _subscription(row: Sequence[Any]) -> Subscription:
+    sub = Subscription(*row)
+    sub.push_healthy = bool(sub.push_healthy)
+    return sub

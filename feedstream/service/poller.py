@@ -81,7 +81,9 @@ async def hold_feed(
     (Redis), the lease is renewed every third of its length; a node that loses it (or cannot
     reach the store to renew it) stops polling at once, and one that dies is replaced by
     another within one lease. Before polling, the new holder reads the feed's fetch state
-    (ETag, Last-Modified, failures, next poll) from the shared store.
+    (ETag, Last-Modified, failures, next poll) from the shared store. The holder also keeps
+    the feed's WebSub subscription (:meth:`~feedstream.websub.subscriber.Subscriber.hold`),
+    and stops with the lease.
     """
     assert ctx.leases is not None and ctx.state is not None
     if isinstance(ctx.leases, LocalLeases):
@@ -99,6 +101,8 @@ async def hold_feed(
                 async with trio.open_nursery() as nursery:
                     lost = nursery.cancel_scope
                     nursery.start_soon(_keep_lease, ctx.leases, feed.id, every, lost)
+                    if ctx.websub is not None:  # the feed's WebSub upkeep: the holder's too
+                        await nursery.start(ctx.websub.hold, feed)
                     await run_feed(feed, ctx)
                     gone = True  # 410: nobody polls it again
                     lost.cancel()

@@ -3,8 +3,10 @@
 :meth:`Runtime.run` is a long-lived task (started with ``nursery.start`` by
 :func:`feedstream.web.server.serve`) that owns everything with a lifetime: it opens the backend
 (:mod:`feedstream.service.backends`), starts the broadcaster (roles ``all`` and ``deliver``) or
-the fetch client, the feed tasks and the WebSub subscriber (roles ``all`` and ``ingest``), and
-reports itself started; cancelling it stops all of that and closes the backend. With
+the fetch client, the feed tasks and the WebSub subscriber (roles ``all`` and ``ingest``; with
+a shared log, each feed's subscription is kept by the ingest node holding the feed's poll
+lease, and the hub's callbacks are answered by any ingest node), and reports itself started;
+cancelling it stops all of that and closes the backend. With
 ``[hub] enabled``, the roles that write the log (``all``, ``ingest``: where ``/websub/`` is
 served, and one process per log under ``--workers``) run the WebSub hub of the output feeds
 too (:func:`feedstream.service.hub.run_hub`), distributing what is appended as it is appended.
@@ -359,19 +361,16 @@ class Runtime:
             )
             self._states = ctx.states
             await self.ingestor.rebuild_fold(backend.log, server.backlog, self.offload)
-            if server.public_url and backend.store is None:
-                logger.warning(
-                    "WebSub is off: subscriptions are not kept in a shared log (%s) yet; "
-                    "feeds are polled",
-                    backend.where,
-                )
-            elif server.public_url and backend.store is not None:
+            if server.public_url:
+                # Shared (Redis): each feed's upkeep runs where its poll lease is (hold_feed).
                 ctx.websub = Subscriber(
                     public_url=server.public_url,
-                    store=backend.store,
+                    state=backend.state,
                     client=client,
                     ingest=self._ingest_delivery,
                     offload=self.offload,
+                    leases=backend.leases if server.shared_log else None,
+                    lease_seconds=server.lease_seconds,
                 )
                 await nursery.start(ctx.websub.run, self.config.feeds)
                 self.websub = ctx.websub

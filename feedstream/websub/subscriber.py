@@ -3,11 +3,31 @@
 A thin trio shell around :mod:`feedstream.websub.machine`, which decides everything about a
 subscription's lifecycle (when to subscribe, renew, retry or give up, which form goes to the
 hub, what push health is). This module only performs the machine's actions: HTTP requests to
-hubs (following 307/308 redirects), store writes through the offload, and timers. The poller
-tells it what discovery found on each fetch; one task per feed waits for the machine's next
-wake-up and feeds it :class:`~feedstream.websub.machine.Due`; a removed feed is unsubscribed.
-Subscriptions live in SQLite, written *before* each request goes out, because hubs may verify
-before they answer the POST.
+hubs (following 307/308 redirects), writes to the :class:`~feedstream.log.state.StateStore`,
+and timers. The poller tells it what discovery found on each fetch; one task per feed waits for
+the machine's next wake-up and feeds it :class:`~feedstream.websub.machine.Due`; a removed feed
+is unsubscribed. Subscriptions are stored *before* each request goes out, because hubs may
+verify before they answer the POST.
+
+Two modes:
+
+* **One ingest process** (SQLite, ``leases=None``): this object is the only writer, its copy
+  of the rows is the truth, and it keeps every configured feed's subscription itself
+  (:meth:`Subscriber.run`).
+* **Several ingest nodes sharing the store** (Redis, *leases* given): a feed's upkeep
+  (subscribe, renew, retry, unsubscribe) runs only on the node holding the feed's poll lease,
+  for as long as the poller holds it (:meth:`Subscriber.hold`, started by
+  :func:`feedstream.service.poller.hold_feed`); a node taking a feed over reads the stored row
+  and carries on from it (a subscription still active is renewed when due, not requested
+  again). The hub's callbacks may reach any node (they go to ``public_url``): each reads the
+  row by its token from the store before answering, so a verification of a request another
+  node sent is answered, and a delivery to any node is ingested. Every change reads the row,
+  steps the machine and writes with a compare-and-set
+  (:meth:`~feedstream.log.state.StateStore.replace_subscription`); a row another node changed
+  in between is read again and the event applied to it, so no node loses another's change. A
+  feed that left the config is unsubscribed by the node that gets its lease. The rows this
+  node keeps for ``/api/feeds`` and the poll interval are read again every
+  :data:`REFRESH` seconds.
 
 Deliveries are checked (signature, state) and answered at once; parsing and ingesting happen in
 a worker task fed by a bounded channel, so a hub never waits for feedparser, and a flood gets
@@ -20,11 +40,13 @@ subscription that failed, sends the feed back to its normal interval until a pus
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any
 
 import httpx
@@ -33,7 +55,8 @@ import trio
 from feedstream.core.config import FeedConfig
 from feedstream.core.times import format_rfc3339
 from feedstream.log.base import Offload
-from feedstream.log.store import Store, Subscription
+from feedstream.log.state import Leases, LogUnavailable, StateStore
+from feedstream.log.store import Subscription
 from feedstream.websub import machine as m
 from feedstream.websub.discovery import Discovery
 from feedstream.websub.machine import VERIFY_TIMEOUT, Sub
@@ -55,6 +78,10 @@ __all__ = ["VERIFY_TIMEOUT", "DeliveryResult", "Subscriber", "subscription_statu
 
 HUB_TIMEOUT = 20.0  # seconds for one request to a hub
 DELIVERY_QUEUE = 64  # deliveries accepted but not yet parsed
+REFRESH = 10.0  # shared store: seconds between reads of every row (status, poll intervals)
+UNAVAILABLE_RETRY = 5.0  # shared store unreachable: seconds before upkeep tries again
+WRITE_ATTEMPTS = 8  # shared store: reads and writes of one change racing other nodes
+UNAVAILABLE = "the shared store is unreachable; retry later"
 
 Ingest = Callable[[FeedConfig, bytes, str | None], Awaitable[int]]
 
@@ -76,23 +103,44 @@ def _row(sub: Sub) -> Subscription:
     return Subscription(**sub.row_values())
 
 
+class _Conflict(Exception):
+    """Another node changed the stored row since it was read (shared store): nothing was
+    written; read it again and apply the event again."""
+
+
+def _unavailable_decision() -> IntentDecision:
+    decision = IntentDecision(503, "", UNAVAILABLE)
+    return replace(decision, headers=(*decision.headers, ("Retry-After", "5")))
+
+
 class Subscriber:
     def __init__(
         self,
         *,
         public_url: str,
-        store: Store,
+        state: StateStore,
         client: httpx.AsyncClient,
         ingest: Ingest,
         offload: Offload = trio.to_thread.run_sync,
         wall_clock: Callable[[], float] = time.time,
         jitter: Callable[[], float] = random.random,
+        leases: Leases | None = None,
+        lease_seconds: float = 30.0,
+        refresh: float = REFRESH,
     ) -> None:
+        """*offload* runs CPU work (signature checks); *leases*: the store is shared by
+        several ingest nodes, whose poll leases (of *lease_seconds*) say which node keeps which
+        feed's subscription (see the module's docstring)."""
         self.public_url = public_url.rstrip("/")
-        self._store = store
+        self._state = state
         self._client = client
         self._ingest = ingest
         self._offload = offload
+        self._leases = leases
+        #: Several nodes share the store: read before every change, compare-and-set writes.
+        self.shared = leases is not None
+        self._lease_seconds = lease_seconds
+        self._refresh_every = refresh
         self._now = wall_clock
         self._jitter = jitter
         self.subs: dict[str, Subscription] = {}  # the stored rows, by feed id
@@ -123,19 +171,58 @@ class Subscriber:
         *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        self.subs = await self._offload(self._store.subscriptions)
-        self._tokens = {sub.token: sub.feed_id for sub in self.subs.values()}
+        self._keep(await self._state.subscriptions())
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             nursery.start_soon(self._deliveries)
+            if self.shared:
+                nursery.start_soon(self._follow)
             for feed in feeds:
                 if self.wants(feed):
                     self._feeds[feed.id] = feed
-                    await nursery.start(self._maintain, feed)
+                    if not self.shared:  # shared: while the poller holds the lease (hold())
+                        await nursery.start(self._maintain, feed)
             for feed_id, sub in list(self.subs.items()):
                 if feed_id not in self._feeds:
-                    nursery.start_soon(self._retire, sub)
+                    self._start_retiring(sub)
             task_status.started()
+
+    async def hold(
+        self, feed: FeedConfig, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Shared store: keep *feed*'s subscription (subscribe, renew, retry) for as long as
+        this runs, which is while the caller holds the feed's poll lease; cancel it when the
+        lease is lost. The stored row is read first: a node taking a feed over carries on from
+        where the previous holder left it. A reload changing the feed's settings restarts the
+        upkeep with them (:meth:`update`). Returns at once for a feed that does not use
+        WebSub, and when the store is not shared (:meth:`run` keeps every feed then)."""
+        task_status.started()
+        if not self.shared:
+            return
+        assert self._nursery is not None, "run() first"
+        current: FeedConfig | None = feed
+        while current is not None and self.wants(current):
+            await self._maintain(current)  # until a reload changes the feed's settings
+            current = self._feeds.get(feed.id)  # the reloaded ones (None: removed)
+
+    def _keep(self, rows: dict[str, Subscription]) -> None:
+        """Replace the rows this node keeps (and their tokens) with *rows*."""
+        self.subs = rows
+        self._tokens = {sub.token: sub.feed_id for sub in rows.values()}
+
+    async def _follow(self) -> None:
+        """Shared store: read every row again now and then, for ``/api/feeds``, the metrics
+        and the poll interval; wake the upkeep of a feed whose row another node changed."""
+        while True:
+            await trio.sleep(self._refresh_every)
+            try:
+                rows = await self._state.subscriptions()
+            except LogUnavailable:
+                continue  # the rows kept stay; the next round tries again
+            changed = {f for f in rows.keys() | self.subs.keys() if rows.get(f) != self.subs.get(f)}
+            self._keep(rows)
+            for feed_id in changed:
+                self._wake(feed_id)
 
     async def update(self, feeds: Sequence[FeedConfig]) -> None:
         """Follow a reloaded config: upkeep starts for new feeds and restarts for changed ones;
@@ -152,12 +239,23 @@ class Subscriber:
             if feed is None or feed.url != old.url:
                 self._targets.pop(feed_id, None)  # discovery starts over
             sub = self.subs.get(feed_id)
-            if feed is None and sub is not None:
-                self._nursery.start_soon(self._retire, sub)
+            if feed is None and (sub is not None or self.shared):
+                self._start_retiring(sub or feed_id)
         for feed_id, feed in wanted.items():
             if feed_id not in self._feeds:
                 self._feeds[feed_id] = feed
-                await self._nursery.start(self._maintain, feed)
+                if not self.shared:  # shared: the poller's hold() starts it
+                    await self._nursery.start(self._maintain, feed)
+
+    def _start_retiring(self, sub: Subscription | str) -> None:
+        """Unsubscribe a feed that left the config (*sub*: its row, or its id when this node
+        has none: another node may have stored one)."""
+        assert self._nursery is not None
+        if self.shared:
+            feed_id = sub if isinstance(sub, str) else sub.feed_id
+            self._nursery.start_soon(self._retire_shared, feed_id)
+        elif not isinstance(sub, str):
+            self._nursery.start_soon(self._retire, sub)
 
     def _wake(self, feed_id: str) -> None:
         event = self._changed.pop(feed_id, None)
@@ -176,19 +274,44 @@ class Subscriber:
         row = self.subs.get(feed_id)
         return Sub.from_row(row) if row is not None else None
 
+    async def _read(self, feed_id: str) -> Sub | None:
+        """*feed_id*'s subscription: as stored now (shared store), else this node's row."""
+        if self.shared:
+            row = await self._state.subscription(feed_id)
+            if row is None:
+                old = self.subs.pop(feed_id, None)
+                if old is not None:
+                    self._tokens.pop(old.token, None)
+            else:
+                self._remember(row)
+        return self._current(feed_id)
+
     async def _maintain(
         self, feed: FeedConfig, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """Subscribe, renew and retry for *feed*, until a reload cancels it."""
+        """Subscribe, renew and retry for *feed*, until a reload (or a lost lease) cancels it."""
         with trio.CancelScope() as scope:
             self._upkeep[feed.id] = scope
             task_status.started()
-            await self._upkeep_loop(feed)
+            try:
+                await self._upkeep_loop(feed)
+            finally:
+                if self._upkeep.get(feed.id) is scope:
+                    del self._upkeep[feed.id]
 
     async def _upkeep_loop(self, feed: FeedConfig) -> None:
         while True:
             changed = self._changed.setdefault(feed.id, trio.Event())
-            due = m.wakeup(self._current(feed.id), self._wanted(feed), self._now())
+            try:
+                sub = await self._read(feed.id)
+            except LogUnavailable:
+                await self._unavailable(feed.id)
+                continue
+            except Exception:  # a row that does not load must not end the upkeep either
+                logger.exception("feed %s: WebSub upkeep failed", feed.id, extra={"feed": feed.id})
+                await trio.sleep(60)
+                continue
+            due = m.wakeup(sub, self._wanted(feed), self._now())
             if due is None:
                 await changed.wait()
                 continue
@@ -197,16 +320,46 @@ class Subscriber:
                 with trio.move_on_after(delay):
                     await changed.wait()
                     continue
+                if self.shared:
+                    continue  # read the row again: another node may have moved it on
             try:
                 event = m.Due(self._wanted(feed), self._jitter())
-                await self._apply(self._current(feed.id), event)
+                await self._change(partial(self._read, feed.id), event)
+            except LogUnavailable:
+                await self._unavailable(feed.id)
             except Exception:  # a bug must not end the subscription's upkeep
                 logger.exception("feed %s: WebSub upkeep failed", feed.id, extra={"feed": feed.id})
                 await trio.sleep(60)
 
+    async def _unavailable(self, feed_id: str) -> None:
+        logger.warning(
+            "feed %s: WebSub upkeep paused: the shared store is unreachable",
+            feed_id,
+            extra={"feed": feed_id},
+        )
+        await trio.sleep(UNAVAILABLE_RETRY)
+
     # -- performing the machine's actions ------------------------------------------------------
 
+    async def _change(
+        self, read: Callable[[], Awaitable[Sub | None]], event: m.Event
+    ) -> tuple[Sub | None, Sub | None]:
+        """Apply *event* to the subscription *read* returns (nothing when there is none,
+        except for :class:`~feedstream.websub.machine.Due`); the subscription before and
+        after. With a shared store, a row another node changed meanwhile is read again."""
+        for attempt in range(1, WRITE_ATTEMPTS + 1):
+            sub = await read()
+            if sub is None and not isinstance(event, m.Due):
+                return None, None
+            try:
+                return sub, await self._apply(sub, event)
+            except _Conflict:
+                logger.debug("subscription changed by another node (attempt %d)", attempt)
+        raise RuntimeError(f"a subscription kept changing under {type(event).__name__}")
+
     async def _apply(self, sub: Sub | None, event: m.Event) -> Sub | None:
+        """Step the machine and perform its actions; with a shared store, :class:`_Conflict`
+        when the stored row is no longer *sub* (before any request went out for it)."""
         now = self._now()
         new, actions = m.step(sub, event, now)
         if sub is not None and new is not None and new.attempts > sub.attempts:
@@ -218,16 +371,20 @@ class Subscriber:
                 (new.retry_at or now) - now,
                 extra={"feed": new.feed_id},
             )
+        stored = sub  # what the store holds, as far as this change knows
         for action in actions:
-            await self._perform(action)
+            if isinstance(action, m.Save):
+                await self._save(action.sub, stored)
+                stored = action.sub
+            elif isinstance(action, m.Delete):
+                await self._forget(action.sub, stored)
+                stored = None
+            else:
+                await self._perform(action)
         return new
 
-    async def _perform(self, action: m.Action) -> None:
-        if isinstance(action, m.Save):
-            await self._save(action.sub)
-        elif isinstance(action, m.Delete):
-            await self._forget(action.sub)
-        elif isinstance(action, m.Forget):
+    async def _perform(self, action: m.Send | m.Forget | m.AwaitVerification) -> None:
+        if isinstance(action, m.Forget):
             self._retiring.pop(action.sub.token, None)
         elif isinstance(action, m.AwaitVerification):
             await self._await_verification(action)
@@ -238,24 +395,48 @@ class Subscriber:
         else:
             await self._send(action)
 
-    async def _save(self, sub: Sub) -> None:
-        old = self.subs.get(sub.feed_id)
-        if old is not None and old.token != sub.token:
+    def _remember(self, row: Subscription) -> None:
+        old = self.subs.get(row.feed_id)
+        if old is not None and old.token != row.token:
             self._tokens.pop(old.token, None)  # replaced: its callback is given up
-        self.subs[sub.feed_id] = _row(sub)
-        self._tokens[sub.token] = sub.feed_id
-        await self._offload(self._store.save_subscription, self.subs[sub.feed_id])
+        self.subs[row.feed_id] = row
+        self._tokens[row.token] = row.feed_id
 
-    async def _forget(self, sub: Sub) -> None:
+    async def _save(self, sub: Sub, stored: Sub | None) -> None:
+        row = _row(sub)
+        if self.shared:
+            expected = None if stored is None else _row(stored)
+            if not await self._state.replace_subscription(sub.feed_id, expected, row):
+                raise _Conflict(sub.feed_id)
+            self._remember(row)
+            return
+        self._remember(row)
+        await self._state.save_subscription(row)
+
+    async def _forget(self, sub: Sub, stored: Sub | None) -> None:
+        if self.shared:
+            expected = None if stored is None else _row(stored)
+            if not await self._state.replace_subscription(sub.feed_id, expected, None):
+                raise _Conflict(sub.feed_id)
         current = self.subs.get(sub.feed_id)
         if current is not None and current.token == sub.token:
             del self.subs[sub.feed_id]
         self._tokens.pop(sub.token, None)
-        await self._offload(self._store.delete_subscription, sub.feed_id)
+        if not self.shared:
+            await self._state.delete_subscription(sub.feed_id)
 
-    def _lookup(self, token: str) -> Sub | None:
+    async def _lookup(self, token: str) -> Sub | None:
+        """The subscription whose callback is *token*: a replaced one this node is giving up,
+        else the stored row (read from the store when it is shared: the request may be about
+        what another node sent, or changed)."""
         if token in self._retiring:
             return self._retiring[token]
+        if self.shared:
+            row = await self._state.subscription_by_token(token)
+            if row is None:
+                return None
+            self._remember(row)
+            return Sub.from_row(row)
         feed_id = self._tokens.get(token)
         return self._current(feed_id) if feed_id is not None else None
 
@@ -278,10 +459,9 @@ class Subscriber:
                 answer.reason,
                 extra={"feed": sub.feed_id},
             )
-        current = self._lookup(sub.token)  # the hub may have verified or denied meanwhile
-        if current is None:
-            return
-        await self._apply(current, m.HubAnswered(send.mode, answer, endpoint, self._jitter()))
+        # the hub may have verified or denied meanwhile (on any node)
+        event = m.HubAnswered(send.mode, answer, endpoint, self._jitter())
+        await self._change(partial(self._lookup, sub.token), event)
 
     async def _request(self, send: m.Send) -> tuple[HubResponse, str]:
         """POST a (un)subscription request, following 307/308 from the hub.
@@ -319,9 +499,7 @@ class Subscriber:
         """Give the hub until ``wait.until`` to verify an unsubscription, then abandon it."""
         # A verification in the meantime deletes the subscription, so there is no need to wake.
         await trio.sleep_until(trio.current_time() + wait.until - self._now())
-        sub = self._lookup(wait.sub.token)
-        if sub is not None:
-            await self._apply(sub, m.Abandon())
+        await self._change(partial(self._lookup, wait.sub.token), m.Abandon())
 
     async def _unsubscribe_quietly(self, send: m.Send) -> None:
         """Best effort: tell the hub we no longer want a replaced subscription."""
@@ -338,13 +516,72 @@ class Subscriber:
 
     async def _retire(self, row: Subscription) -> None:
         """Unsubscribe a feed that left the config, then forget it."""
+        self._log_retire(row)
+        await self._apply(Sub.from_row(row), m.FeedRemoved())
+
+    async def _retire_shared(self, feed_id: str) -> None:
+        """Shared store: unsubscribe a feed that left the config, by the node that gets its
+        lease (held meanwhile), so that one node does it and none polls the feed meanwhile; a
+        node whose config still has the feed holds the lease, and keeps the subscription. Waits
+        for the lease until the row is gone or the feed is back in this node's config."""
+        assert self._leases is not None
+        every = self._lease_seconds / 3
+        while feed_id not in self._feeds:
+            try:
+                if await self._state.subscription(feed_id) is None:
+                    return
+                if await self._leases.claim(feed_id):
+                    try:
+                        await self._retire_holding(feed_id, every)
+                    finally:
+                        with trio.CancelScope(shield=True), trio.move_on_after(1):
+                            await self._release(feed_id)
+                    continue
+            except LogUnavailable:
+                logger.warning(
+                    "feed %s: cannot unsubscribe now: the shared store is unreachable",
+                    feed_id,
+                    extra={"feed": feed_id},
+                )
+            await trio.sleep(every)
+
+    async def _retire_holding(self, feed_id: str, every: float) -> None:
+        """Unsubscribe *feed_id* (including the wait for the hub's verification) while this
+        node holds its lease; stop if the lease is lost."""
+        leases = self._leases
+        assert leases is not None
+        async with trio.open_nursery() as nursery:
+
+            async def keep_lease() -> None:
+                while True:
+                    await trio.sleep(every)
+                    try:
+                        held = await leases.claim(feed_id)
+                    except LogUnavailable:
+                        held = False
+                    if not held:
+                        logger.info("feed %s: lease lost while unsubscribing", feed_id)
+                        nursery.cancel_scope.cancel()
+
+            nursery.start_soon(keep_lease)
+            sub = await self._read(feed_id)
+            if sub is not None and feed_id not in self._feeds:
+                self._log_retire(_row(sub))
+                await self._change(partial(self._read, feed_id), m.FeedRemoved())
+            nursery.cancel_scope.cancel()
+
+    async def _release(self, feed_id: str) -> None:
+        assert self._leases is not None
+        with contextlib.suppress(LogUnavailable):  # unreachable: it expires by itself
+            await self._leases.release(feed_id)
+
+    def _log_retire(self, row: Subscription) -> None:
         logger.info(
             "feed %s: no longer configured, unsubscribing from %s",
             row.feed_id,
             row.hub,
             extra={"feed": row.feed_id},
         )
-        await self._apply(Sub.from_row(row), m.FeedRemoved())
 
     # -- what the poller tells us ------------------------------------------------------------
 
@@ -378,11 +615,18 @@ class Subscriber:
 
     async def polled(self, feed: FeedConfig, new_entries: int, fetched_at: float) -> None:
         """A poll started at *fetched_at* found *new_entries*: should push have brought them?"""
-        sub = self._current(feed.id)
-        if sub is None:
+        try:
+            sub, new = await self._change(
+                partial(self._read, feed.id), m.Polled(new_entries, fetched_at)
+            )
+        except LogUnavailable:
+            logger.warning(
+                "feed %s: push health not updated: the shared store is unreachable",
+                feed.id,
+                extra={"feed": feed.id},
+            )
             return
-        new = await self._apply(sub, m.Polled(new_entries, fetched_at))
-        if new is not None and sub.push_healthy and not new.push_healthy:
+        if sub is not None and new is not None and sub.push_healthy and not new.push_healthy:
             logger.warning(
                 "feed %s: a poll found %d entries the hub never pushed; polling at the "
                 "normal interval until a push arrives",
@@ -394,21 +638,37 @@ class Subscriber:
     # -- what the hub sends ------------------------------------------------------------------
 
     async def verify(self, token: str, query: Any) -> IntentDecision:
-        """Answer a verification of intent (or a denial) on a callback URL."""
-        sub = self._lookup(token)
-        record = SubscriptionRecord(sub.topic, sub.state) if sub is not None else None
-        decision = verify_intent(query, record, self._now())
-        event = m.event_for(decision)
-        if sub is None or event is None:
-            if sub is not None:
-                logger.info(
-                    "feed %s: verification refused (%s)",
-                    sub.feed_id,
-                    decision.reason,
-                    extra={"feed": sub.feed_id},
-                )
-            return decision
-        new = await self._apply(sub, event)
+        """Answer a verification of intent (or a denial) on a callback URL.
+
+        With a shared store the row is read by its token first (the request may be about one
+        another node sent), and what is accepted is stored before the answer goes out (503
+        when the store is unreachable: nothing was recorded, the hub may try again)."""
+        try:
+            for attempt in range(1, WRITE_ATTEMPTS + 1):
+                sub = await self._lookup(token)
+                record = SubscriptionRecord(sub.topic, sub.state) if sub is not None else None
+                decision = verify_intent(query, record, self._now())
+                event = m.event_for(decision)
+                if sub is None or event is None:
+                    if sub is not None:
+                        logger.info(
+                            "feed %s: verification refused (%s)",
+                            sub.feed_id,
+                            decision.reason,
+                            extra={"feed": sub.feed_id},
+                        )
+                    return decision
+                try:
+                    new = await self._apply(sub, event)
+                except _Conflict:
+                    logger.debug("verification: row changed by another node (%d)", attempt)
+                    continue
+                break
+            else:
+                raise RuntimeError("a subscription kept changing under a verification")
+        except LogUnavailable:
+            logger.warning("WebSub verification refused: %s", UNAVAILABLE)
+            return _unavailable_decision()
         logger.info(
             "feed %s: hub verification: %s%s",
             sub.feed_id,
@@ -423,7 +683,10 @@ class Subscriber:
         self, token: str, signature: str | None, body: bytes, content_type: str | None
     ) -> DeliveryResult:
         """Check a content distribution POST and queue it for ingest; answer at once."""
-        sub = self._lookup(token)
+        try:
+            sub = await self._lookup(token)
+        except LogUnavailable:
+            return DeliveryResult(503, UNAVAILABLE, "unavailable")
         state = sub.state if sub is not None else None
         secret = sub.secret if sub is not None else None
         decision = await self._offload(check_delivery, state, secret, signature, body)
@@ -454,11 +717,17 @@ class Subscriber:
                     "feed %s: ingesting a delivery failed", feed.id, extra={"feed": feed.id}
                 )
                 continue
-            sub = self._current(feed.id)
-            if sub is not None:
-                if not sub.push_healthy:
+            try:
+                sub, _ = await self._change(partial(self._read, feed.id), m.Pushed())
+            except LogUnavailable:
+                logger.warning(
+                    "feed %s: last push not recorded: the shared store is unreachable",
+                    feed.id,
+                    extra={"feed": feed.id},
+                )
+            else:
+                if sub is not None and not sub.push_healthy:
                     logger.info("feed %s: push works again", feed.id, extra={"feed": feed.id})
-                await self._apply(sub, m.Pushed())
             logger.info(
                 "feed %s: WebSub delivery, %d new entries", feed.id, new, extra={"feed": feed.id}
             )

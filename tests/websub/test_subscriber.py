@@ -20,6 +20,7 @@ import trio.testing
 
 from feedstream.core.config import FeedConfig
 from feedstream.core.times import format_rfc3339
+from feedstream.log.state import SQLiteState
 from feedstream.log.store import Store, Subscription
 from feedstream.websub.discovery import Discovery
 from feedstream.websub.protocol import SubscriptionState, check_delivery, renewal_time
@@ -46,7 +47,7 @@ def bare_subscriber(
     """A subscriber at http://me.test on virtual time, storing inline, ingesting nothing."""
     draw = jitter if callable(jitter) else (lambda: jitter)
     return Subscriber(
-        public_url="http://me.test", store=store, client=client, ingest=no_ingest,
+        public_url="http://me.test", state=SQLiteState(store, inline), client=client, ingest=no_ingest,
         offload=inline, wall_clock=now, jitter=draw,
     )  # fmt: skip
 
@@ -94,7 +95,7 @@ async def subscriber(
     async with httpx.AsyncClient(transport=httpx.MockTransport(hub)) as client:
         sub = Subscriber(
             public_url="http://me.test:8080/",
-            store=store,
+            state=SQLiteState(store, inline),
             client=client,
             ingest=ingest,
             offload=inline,
@@ -421,7 +422,7 @@ def test_who_uses_websub_and_the_callback_url(tmp_path: Path) -> None:
     assert not Subscriber.wants(FeedConfig(id="a", url=TOPIC, websub=False))
     assert not Subscriber.wants(FeedConfig(id="a", url=None))
     assert not Subscriber.wants(FeedConfig(id="a", url=None, websub=True))
-    sub = Subscriber(public_url="http://me.test:8080//", store=Store(tmp_path / "db"),
+    sub = Subscriber(public_url="http://me.test:8080//", state=SQLiteState(Store(tmp_path / "db")),
                      client=httpx.AsyncClient(), ingest=None)  # type: ignore[arg-type]  # fmt: skip
     assert sub.callback_url("t") == "http://me.test:8080/websub/t"
 

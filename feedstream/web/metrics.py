@@ -215,7 +215,8 @@ def _histogram(name: str, documentation: str, histogram: Histogram) -> Histogram
 
 
 def _history_families(history: History | None) -> Iterator[Metric]:
-    """The stored history (a SQLite log only): size, oldest entry, retention, searches."""
+    """The stored history (the SQLite log, or a Redis-log writer's copy): size, oldest entry,
+    retention, searches."""
     if history is None:
         return
     figures = history.figures

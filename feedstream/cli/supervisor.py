@@ -16,7 +16,8 @@ database). A child that exits is restarted after a short backoff that doubles wh
 failing, capped at :data:`RESTART_MAX`. SIGTERM or SIGINT is passed on to every child as SIGTERM
 (each answers its parked long-polls and closes within its graceful timeout); whatever still runs
 after :data:`STOP_TIMEOUT` is killed; the supervisor then exits 0. SIGHUP is passed on to every
-child, which reloads the config file.
+child, which reloads the config file. Deliver processes run :data:`DELIVER_NICE` nicer than
+the ingest process, so that pushes are taken in first when both want the same core.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from feedstream.core.config import Config
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DELIVER_NICE",
     "RESTART_MAX",
     "STOP_TIMEOUT",
     "Child",
@@ -57,6 +59,10 @@ STABLE_AFTER = 10.0  # a child that ran this long starts its failure count afres
 STOP_TIMEOUT = 10.0  # after SIGTERM, children still running this much later are killed
 LISTEN_BACKLOG = 4096  # as hypercorn's (feedstream.web.server)
 HEALTH_TIMEOUT = 1.0  # per /healthz request while waiting for the ingest process
+#: Deliver processes run this much nicer than ingest (and its parse workers): sharing cores
+#: with deliver processes busy answering thousands of listeners, a push is taken in (parsed,
+#: stored, acknowledged) first. Ingest needs a few percent of a core; delivery gets the rest.
+DELIVER_NICE = 5
 
 
 # -- the pure parts ---------------------------------------------------------------------------
@@ -132,6 +138,14 @@ def url(host: str, port: int) -> str:
 def local_host(host: str) -> str:
     """Where this machine reaches a server bound to *host* (a wildcard means loopback)."""
     return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+
+
+def _lower_priority(pid: int, by: int) -> None:
+    """Make *pid* *by* nicer than the supervisor (a lower priority needs no privilege)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, min(os.getpriority(os.PRIO_PROCESS, 0) + by, 19))
+    except OSError as exc:  # gone already (its exit is reported), or a restricted system
+        logger.debug("could not lower the priority of pid %d: %s", pid, exc)
 
 
 # -- sockets ----------------------------------------------------------------------------------
@@ -259,6 +273,8 @@ class Supervisor:
                 process_group=0,  # Ctrl-C in a terminal reaches the supervisor only
             )
             self.running[child.name] = process
+            if child.role == "deliver":
+                _lower_priority(process.pid, DELIVER_NICE)
             logger.info("%s started (pid %d)", child.name, process.pid)
             if self.stopping.is_set():  # stopped while it was being started
                 process.send_signal(signal.SIGTERM)

@@ -19,6 +19,7 @@ import pytest
 from feedstream.cli import supervisor
 from feedstream.cli.logs import configure
 from feedstream.cli.supervisor import (
+    DELIVER_NICE,
     RESTART_MAX,
     Child,
     child_command,
@@ -241,6 +242,12 @@ def test_a_push_reaches_long_polls_on_both_deliver_processes_and_cursors_move_be
                 time.sleep(0.02)
             back = poll_a.get("/api/entries", params={"after": cursor, "timeout": 0}).json()
             assert back == {"cursor": cursor, "entries": [], "reset": False}
+            # Ingest runs at the supervisor's priority, the deliver processes DELIVER_NICE below.
+            ingest_pid = int(httpx.get(f"{sup.ingest}/api/status").json()["pid"])
+            base = os.getpriority(os.PRIO_PROCESS, sup.process.pid)
+            assert os.getpriority(os.PRIO_PROCESS, ingest_pid) == base
+            for pid in (pid_a, pid_b):
+                assert os.getpriority(os.PRIO_PROCESS, pid) == min(base + DELIVER_NICE, 19)
         finally:
             close_all(clients)
     events = [json.loads(line) for line in sup.output().splitlines() if line.startswith("{")]

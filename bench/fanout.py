@@ -1240,6 +1240,9 @@ TARGETS: dict[str, type[Target]] = {
 # -- the client ----------------------------------------------------------------------------------
 
 
+POLL_BATCH = 256  # ready connections handled per epoll wait (see Client.run)
+
+
 class Client:
     """N keep-alive listeners and a few publisher connections on one epoll, in this process."""
 
@@ -1400,10 +1403,21 @@ class Client:
             timeout = min(until - t, 1.0)
             if tick is not None:
                 timeout = min(timeout, tick(t))
-            for fd, _ in poll(max(timeout, 0.0)):
+            # A bounded batch, publishers' connections first: with thousands of answers ready
+            # at once, reading them all before a push's acknowledgement (and before the next
+            # push goes out) would count this client's own backlog as the server's latency.
+            events = poll(max(timeout, 0.0), POLL_BATCH)
+            later = []
+            for fd, _ in events:
                 conn = conns.get(fd)
-                if conn is not None:
+                if conn is None:
+                    continue
+                if conn.idx < 0:
                     readable(conn)
+                else:
+                    later.append(conn)
+            for conn in later:
+                readable(conn)
         return True
 
     def _readable(self, conn: Conn) -> None:

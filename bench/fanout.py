@@ -604,6 +604,7 @@ class Feedstream(Target):
         config.write_text(
             f'[server]\nhost = "{HOST}"\nport = {self.port}\ndata_dir = "{data}"\n'
             + (f'gc = "{policy}"\n' if policy else "")
+            + "".join(f"{line}\n" for line in self.args.server_config)
             + extra
             + f'\n[[feeds]]\nid = "{FEED_ID}"\ntoken = "{TOKEN}"\n'
         )
@@ -2324,6 +2325,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PACKETS",
         help="set net.core.netdev_max_backlog for the run (root; restored after): the default "
         "1000 drops loopback packets when a server answers thousands at once",
+    )
+    parser.add_argument(
+        "--server-config",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="experiment: a TOML line added to feedstream's [server] table (repeatable), e.g. "
+        "'coalesce_ms = 0'",
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)

@@ -171,9 +171,14 @@ class EntryText:
 
     __slots__ = ("_encoded", "_entry", "_folded", "_sets", "_tokens", "_values")
 
-    def __init__(self, entry: Mapping[str, Any]) -> None:
+    def __init__(self, entry: Mapping[str, Any], *, content_text: str | None = None) -> None:
+        """*content_text*: the words of the entry's ``content_html`` when they are known
+        already (``sanitized_text`` of it, "" without content), so that they are not worked
+        out again."""
         self._entry = entry
         self._values: dict[str, tuple[str, ...]] = {}
+        if content_text is not None:
+            self._values["content"] = (content_text,) if content_text else ()
         self._folded: dict[str, str] = {}
         self._tokens: dict[str, frozenset[str]] = {}
         self._sets: dict[str, frozenset[str]] = {}

@@ -83,6 +83,7 @@ __all__ = [
     "SearchError",
     "SearchPlan",
     "SearchRequest",
+    "entry_content_text",
     "feed_token",
     "format_search_cursor",
     "marked_html",
@@ -277,15 +278,24 @@ def _sql(node: Node, params: list[str]) -> str:
 # --- The indexed text and the marks --------------------------------------------------------
 
 
-def search_text(entry: Mapping[str, Any]) -> tuple[str, str, str, str, str, str] | None:
+def entry_content_text(entry: Mapping[str, Any]) -> str:
+    """The words of *entry*'s ``content_html`` (already sanitized), "" without content: what
+    the index and ``content:`` queries read of it."""
+    content = entry.get("content_html")
+    return sanitized_text(content) if isinstance(content, str) and content.strip() else ""
+
+
+def search_text(
+    entry: Mapping[str, Any], content_text: str | None = None
+) -> tuple[str, str, str, str, str, str] | None:
     """What the index holds of *entry*, by :data:`COLUMNS`: title, summary, the text of the
     content, author, the tags (one per line), the feed's :func:`feed_token`. None for a folded
     duplicate (``duplicate_of`` set): the story is found through the entry it was folded
-    into."""
+    into. *content_text*, when given, is :func:`entry_content_text` of this entry, worked out
+    before (by the parse worker, which needs it for the rules too)."""
     if isinstance(entry.get("duplicate_of"), str):
         return None
-    content = entry.get("content_html")
-    text = sanitized_text(content) if isinstance(content, str) and content else ""
+    text = content_text if content_text is not None else entry_content_text(entry)
     if len(text) > MAX_INDEXED_CHARS:
         cut = text.rfind(" ", 0, MAX_INDEXED_CHARS)
         text = text[: cut if cut > 0 else MAX_INDEXED_CHARS]

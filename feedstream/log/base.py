@@ -109,11 +109,14 @@ class Log(Protocol):
         """
         ...
 
-    async def append(self, entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    async def append(
+        self, entries: Sequence[Mapping[str, Any]], *, texts: Mapping[str, str] | None = None
+    ) -> list[dict[str, Any]]:
         """Store the entries whose id is new, give them cursors; return them as stored.
 
         Returns only once they are durable and readable: nothing is acknowledged that is not
-        stored.
+        stored. *texts* (by entry id) are the entries' content texts when the caller has them
+        (:func:`~feedstream.core.search.entry_content_text`), for a log that indexes them.
         """
         ...
 

@@ -53,7 +53,9 @@ class SQLiteFollower(SQLiteLog):
         super().__init__(store, snapshot, backlog=backlog, offload=offload)
         self._interval = interval
 
-    async def append(self, entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    async def append(
+        self, entries: Sequence[Mapping[str, Any]], *, texts: Mapping[str, str] | None = None
+    ) -> list[dict[str, Any]]:
         raise ReadOnlyLog("this node only delivers: entries are appended by the ingest role")
 
     async def mark_seen(self, items: Sequence[tuple[str, str]]) -> list[str]:

@@ -242,7 +242,10 @@ class RedisLog(RingReader):
 
     # -- writing -----------------------------------------------------------------------------
 
-    async def append(self, entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    async def append(
+        self, entries: Sequence[Mapping[str, Any]], *, texts: Mapping[str, str] | None = None
+    ) -> list[dict[str, Any]]:
+        # *texts* are not kept: the history's copy indexes from the stream (service.mirror).
         if not entries:
             return []
         received = format_rfc3339(self._now())

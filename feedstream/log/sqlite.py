@@ -34,10 +34,11 @@ __all__ = ["SQLiteLog"]
 class _Batch:
     """Entries waiting for one transaction, from every append that came while it formed."""
 
-    __slots__ = ("done", "error", "items", "new")
+    __slots__ = ("done", "error", "items", "new", "texts")
 
     def __init__(self, items: list[tuple[str, str, dict[str, Any]]]) -> None:
         self.items = items
+        self.texts: dict[str, str] = {}  # content texts by entry id, for the search index
         self.new: list[dict[str, Any]] = []
         self.error: BaseException | None = None
         self.done = trio.Event()
@@ -91,7 +92,9 @@ class SQLiteLog(RingReader):
 
     # -- writing -----------------------------------------------------------------------------
 
-    async def append(self, entries: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    async def append(
+        self, entries: Sequence[Mapping[str, Any]], *, texts: Mapping[str, str] | None = None
+    ) -> list[dict[str, Any]]:
         if not entries:
             return []
         received = format_rfc3339(self._now())
@@ -100,11 +103,13 @@ class SQLiteLog(RingReader):
         batch = self._batch
         if batch is not None:  # a commit is being prepared: ride along with it
             batch.items.extend(items)
+            batch.texts.update(texts or {})
             await batch.done.wait()
             if batch.error is not None:
                 raise batch.error
         else:
             batch = self._batch = _Batch(list(items))  # a list of its own: others extend it
+            batch.texts.update(texts or {})
             # Shielded: those riding along wait for this task, whatever happens to its caller.
             with trio.CancelScope(shield=True):
                 try:
@@ -133,7 +138,12 @@ class SQLiteLog(RingReader):
         async with self._write_lock:
             self._batch = None  # from here on, new appenders start the next batch
             stored = await self._offload(
-                self._store.insert_new, batch.items, self._render, self._now()
+                self._store.insert_new,
+                batch.items,
+                self._render,
+                self._now(),
+                None,  # meta
+                batch.texts,
             )
             batch.new = [entry for _, entry in stored]
             if not stored:

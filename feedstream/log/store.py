@@ -442,6 +442,7 @@ class Store:
         render: Callable[[int, _T], str],
         at: float | Callable[[_T], float] | None = None,
         meta: Mapping[str, str] | None = None,
+        texts: Mapping[str, str] | None = None,
     ) -> list[tuple[StoredEntry, _T]]:
         """Store the ``(id, feed, entry)`` triples whose id is new, in one transaction.
 
@@ -450,6 +451,8 @@ class Store:
         same transaction; *at* (default: now; or a function of the entry) is when they are
         stored. Known ids (stored, retired or dropped), and repeats within *items*, are
         skipped. *meta* is written to ``meta`` in the same transaction (a copy's position).
+        *texts* are entries' content texts by id, worked out before (the parse worker's), that
+        the index takes instead of working them out again.
         Returns what was stored, in order.
         """
         stored: list[tuple[StoredEntry, _T]] = []
@@ -468,7 +471,7 @@ class Store:
                     "INSERT INTO entries(seq, id, feed, data, at) VALUES (?, ?, ?, ?, ?)",
                     (seq, entry_id, feed, text, when),
                 )
-                indexed = search_text(item)
+                indexed = search_text(item, texts.get(entry_id) if texts else None)
                 if indexed is not None:
                     self._db.execute(_INSERT_FTS, (seq, *indexed))
                 added[feed] = added.get(feed, 0) + 1

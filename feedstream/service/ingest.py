@@ -163,7 +163,9 @@ class Ingestor:
         sifted = await self._sift(feed, body, content_type, via, url, headers)
         if sifted.parsed.error:
             return Ingested(sifted.parsed, [], sifted.discovery)
-        new = await self.append(feed, sifted.parsed, dropped=sifted.dropped, keys=sifted.keys)
+        new = await self.append(
+            feed, sifted.parsed, dropped=sifted.dropped, keys=sifted.keys, texts=sifted.texts
+        )
         return Ingested(sifted.parsed, new, sifted.discovery, len(sifted.dropped))
 
     async def _sift(
@@ -192,9 +194,11 @@ class Ingestor:
         *,
         dropped: Sequence[Dropped] = (),
         keys: Sequence[FoldKeys] = (),
+        texts: Mapping[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         """Append what *parsed* holds for *feed* (folded by *keys*, one per entry, when
-        folding is on); remember the *dropped*; return the new entries."""
+        folding is on; *texts*: content texts by entry id, for the log's search index);
+        remember the *dropped*; return the new entries."""
         assert self.log is not None, "an examine-only ingestor has no log"
         offered = feed_entries(feed, parsed)
         fold = self.fold
@@ -204,7 +208,7 @@ class Ingestor:
                 first = fold.check_keys(feed.id, entry["id"], entry_keys, now)
                 if first is not None:
                     entry["duplicate_of"] = first  # our own dict, fresh from the parse
-        new = await self.log.append(offered)
+        new = await self.log.append(offered, texts=texts)
         self.stats.count_ingest(offered, new)
         for entry in new:
             if entry.get("duplicate_of") is not None:

@@ -28,8 +28,9 @@ from feedstream.core.config import FeedConfig, FetchLimits
 from feedstream.core.fold import FoldKeys, fold_keys
 from feedstream.core.media import MediaSigner, proxy_entry
 from feedstream.core.normalize import ParsedFeed, parse_feed
-from feedstream.core.query import parse_query
+from feedstream.core.query import EntryText, parse_query
 from feedstream.core.rules import Action, Rule, RuleSet, apply_rules
+from feedstream.core.search import entry_content_text
 from feedstream.log.base import Offload
 from feedstream.websub.discovery import Discovery, discover
 
@@ -164,6 +165,10 @@ class Sifted:
     discovery: Discovery | None = None
     dropped: tuple[Dropped, ...] = ()
     keys: tuple[FoldKeys, ...] = ()
+    #: The words of each kept entry's content (``entry_content_text``), by entry id, for the
+    #: entries the log does not have yet: worked out here once for the rules and the search
+    #: index both, instead of again in the process that writes the log.
+    texts: Mapping[str, str] | None = None
 
 
 def sift(
@@ -185,11 +190,17 @@ def sift(
 
     Entries whose id is in *known* (the log has them already: a feed's next poll mostly repeats
     its last document) are passed through untouched, without rules or fold keys: the log will
-    find them duplicates, and rules apply to entries arriving, once.
+    find them duplicates, and rules apply to entries arriving, once. The others' content text
+    is worked out once here, for the rules and for the log's search index (``texts``).
     """
     parsed, discovery = examine(body, feed, content_type, url, via, headers)
     if parsed.error or not parsed.entries:
         return Sifted(parsed, discovery)
+    texts = {
+        entry["id"]: entry_content_text(entry)
+        for entry in parsed.entries
+        if entry["id"] not in known
+    }
     kept: list[dict[str, Any]] = []
     dropped: list[Dropped] = []
     if rules:
@@ -198,7 +209,8 @@ def sift(
             if entry["id"] in known:
                 kept.append(entry)
                 continue
-            outcome = apply_rules(entry, active)
+            text = EntryText(entry, content_text=texts[entry["id"]])
+            outcome = apply_rules(entry, active, text=text)
             if outcome.dropped:
                 dropped.append(Dropped(entry["id"], entry["feed"], outcome.matched))
             else:
@@ -213,4 +225,4 @@ def sift(
     if media is not None:
         proxied = [e if e["id"] in known else proxy_entry(e, media) for e in parsed.entries]
         parsed = replace(parsed, entries=proxied)
-    return Sifted(parsed, discovery, tuple(dropped), keys)
+    return Sifted(parsed, discovery, tuple(dropped), keys, texts)

@@ -9,12 +9,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
+from feedstream.core import search as search_module
 from feedstream.core.config import FeedConfig
 from feedstream.core.fold import FoldIndex
+from feedstream.core.query import EntryText
 from feedstream.core.rules import Rule, parse_rules
+from feedstream.core.search import entry_content_text, translate
 from feedstream.log.base import Selection
+from feedstream.log.history import HistoryReader
 from feedstream.log.sqlite import SQLiteLog
 from feedstream.log.store import Store
 from feedstream.service.ingest import Ingestor
@@ -306,3 +311,43 @@ def test_sift_passes_known_entries_through() -> None:
     fresh = sift(body, A, None, A.url, "poll", None, spec, True)
     assert [e["title"] for e in fresh.parsed.entries] == ["python one"]
     assert [d.id for d in fresh.dropped] == ["a:urn:2"]
+
+
+def test_the_content_text_is_worked_out_once_in_the_worker_for_rules_and_index() -> None:
+    body = feed_doc(
+        {"id": "1", "title": "one", "content_html": "<p>first <b>words</b></p>"},
+        {"id": "2", "title": "two", "content_html": "<p>second</p><p>words &amp; more</p>"},
+    )
+    fresh = sift(body, A, None, A.url, "poll", None, rule_spec(RULES), True, frozenset({"a:1"}))
+    [new] = [entry for entry in fresh.parsed.entries if entry["id"] == "a:2"]
+    assert fresh.texts is not None and set(fresh.texts) == {new["id"]}  # not for what the log has
+    assert fresh.texts[new["id"]] == entry_content_text(new) != ""
+    # What the rules read of the content is the same whether it is handed over or worked out.
+    given = EntryText(new, content_text=fresh.texts[new["id"]])
+    assert given.values("content") == EntryText(new).values("content")
+    assert EntryText({}, content_text="").values("content") == EntryText({}).values("content")
+
+
+async def test_the_index_takes_the_workers_text_instead_of_working_it_out_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worked_out: list[str] = []
+    real = search_module.sanitized_text
+
+    def counting(html: str) -> str:
+        worked_out.append(html)
+        return real(html)
+
+    monkeypatch.setattr(search_module, "sanitized_text", counting)
+    ingest = ingestor(tmp_path, rules=[])
+    doc = feed_doc({"id": "1", "title": "t", "content_html": "<p>the lighthouse keeper</p>"})
+    done = await ingest.ingest(A, doc, content_type=None, via="poll")
+    assert [e["id"] for e in done.new] == ["a:1"]
+    # The parse worker (inline here, pickled both ways) worked the text out: the store did not.
+    assert len(worked_out) == 1
+    reader = HistoryReader(tmp_path / "db.sqlite3")
+    try:
+        page = reader.search(translate("lighthouse"), order="new", limit=5, cursor=None)
+    finally:
+        reader.close()
+    assert [hit.entry["id"] for hit in page.hits] == ["a:1"]

@@ -228,18 +228,23 @@ async def run(args: argparse.Namespace, base: str) -> None:
                 polls.cancel_scope.cancel()
             hub_lat = [t - sent[k] for (i, k), t in subs.arrived.items() if i != 0 and k in sent]
             poll_lat = [t - sent[k] for k, t in polled.items() if k in sent]
-            missing = (args.subscribers - 1) * args.entries - len(hub_lat)
+            healthy = max(args.subscribers - 1, 0)
+            missing = healthy * args.entries - len(hub_lat)
             print(
                 f"{args.entries} Atom entries pushed, one every {args.gap:g} s, "
                 f"{args.listeners} long-polls parked"
             )
             print(f"  push acknowledged: {quantiles(acks)}")
-            print(
-                f"  to the {args.subscribers - 1} healthy subscribers: {len(hub_lat)} "
-                f"deliveries, {missing} missing; push -> arrival {quantiles(hub_lat)}"
-            )
+            if args.subscribers:
+                print(
+                    f"  to the {healthy} healthy subscribers: {len(hub_lat)} "
+                    f"deliveries, {missing} missing; push -> arrival {quantiles(hub_lat)}"
+                )
+            else:
+                print("  no subscribers: the baseline for the acknowledgements and long-polls")
             print(f"  to the long-polls (first arrival per entry): {quantiles(poll_lat)}")
-            print(f"  the hanging subscriber was sent {subs.hanging_posts} deliveries")
+            if args.subscribers:
+                print(f"  the hanging subscriber was sent {subs.hanging_posts} deliveries")
             listing = (await client.get("/api/hub", headers=admin)).json()["subscriptions"]
             hanging = [s for s in listing if s["callback"].endswith("/cb/0")]
             if hanging:

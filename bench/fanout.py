@@ -811,6 +811,13 @@ class FeedstreamRedis(FeedstreamWorkers):
     redis: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        self.start_redis()
+        super().start()
+        self.logs.append(self.redis_log)
+
+    def start_redis(self) -> None:
+        """A redis-server of our own on a free loopback port, persistence off; its URL in
+        :attr:`log_url`."""
         self.redis_port = free_port()
         self.log_url = f"redis://{HOST}:{self.redis_port}/0"
         self.redis_log = self.tmp / "redis.log"
@@ -818,8 +825,6 @@ class FeedstreamRedis(FeedstreamWorkers):
         cmd += ["--bind", HOST, "--save", "", "--appendonly", "no", "--daemonize", "no"]
         self.redis = spawn(cmd, self.redis_log, self.nofile)
         wait_until(lambda: redis_ping(self.redis_port), self.redis, self.redis_log, "redis")
-        super().start()
-        self.logs.append(self.redis_log)
 
     def ready_check(self) -> None:
         super().ready_check()
@@ -871,13 +876,7 @@ class FeedstreamRedisPair(FeedstreamRedis):
         return [self.port, self.second_port]
 
     def start(self) -> None:
-        self.redis_port = free_port()
-        self.log_url = f"redis://{HOST}:{self.redis_port}/0"
-        self.redis_log = self.tmp / "redis.log"
-        cmd = [shutil.which("redis-server") or "redis-server", "--port", str(self.redis_port)]
-        cmd += ["--bind", HOST, "--save", "", "--appendonly", "no", "--daemonize", "no"]
-        self.redis = spawn(cmd, self.redis_log, self.nofile)
-        wait_until(lambda: redis_ping(self.redis_port), self.redis, self.redis_log, "redis")
+        self.start_redis()
         self.supervised = False
         self.source = snapshot_feedstream(self.args.feedstream_src, self.tmp / f"{self.name}-s")
         config = self.write_config(f'ingest_port = {self.push_port}\nlog = "{self.log_url}"\n')

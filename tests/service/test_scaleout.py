@@ -3,7 +3,6 @@ deliver nodes sharing cursors, and Redis going away and coming back empty."""
 
 from __future__ import annotations
 
-import http.server
 import os
 import signal
 import threading
@@ -17,7 +16,7 @@ from urllib.parse import parse_qsl, urlsplit
 import httpx
 
 from tests.cli.test_cli import server_process
-from tests.support.helpers import free_port
+from tests.support.helpers import QuietHandler, ThreadedServer, free_port
 from tests.support.redis import RedisServer, redis_server
 
 __all__ = ["redis_server"]
@@ -83,14 +82,14 @@ def until(check: Callable[[], Any], timeout: float = 15, what: str = "the condit
         time.sleep(0.05)
 
 
-class Origin(http.server.ThreadingHTTPServer):
+class Origin(ThreadedServer):
     """A feed on loopback with an ETag, recording who asked (User-Agent) and what."""
 
     def __init__(self) -> None:
         self.hits: list[tuple[float, str, str | None]] = []
         origin = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 etag = self.headers.get("If-None-Match")
                 origin.hits.append((time.monotonic(), self.headers["User-Agent"], etag))
@@ -106,15 +105,11 @@ class Origin(http.server.ThreadingHTTPServer):
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        super().__init__(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/feed"
+        return self.address("/feed")
 
 
 def entries(base: str, after: str | None = None) -> dict[str, Any]:
@@ -278,14 +273,14 @@ def test_redis_away_and_back_empty(tmp_path: Path, redis_server: RedisServer) ->
         assert [e["title"] for e in later["entries"]] == ["k4"] and later["reset"] is False
 
 
-class Subscriber(http.server.ThreadingHTTPServer):
+class Subscriber(ThreadedServer):
     """A WebSub subscriber on loopback: confirms every verification, records every delivery."""
 
     def __init__(self) -> None:
         self.deliveries: list[bytes] = []
         subscriber = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 query = dict(parse_qsl(urlsplit(self.path).query))
                 body = query.get("hub.challenge", "").encode()
@@ -300,15 +295,11 @@ class Subscriber(http.server.ThreadingHTTPServer):
                 self.send_response(204)
                 self.end_headers()
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        super().__init__(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/cb"
+        return self.address("/cb")
 
     def got(self, key: str) -> int:
         return sum(f"urn:{key}<".encode() in body for body in self.deliveries)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.server
 import threading
 import time
 from contextlib import ExitStack
@@ -20,7 +19,7 @@ import httpx
 
 from tests.cli.test_cli import server_process
 from tests.service.test_scaleout import atom, kill_first, until
-from tests.support.helpers import free_port
+from tests.support.helpers import QuietHandler, ThreadedServer, free_port
 from tests.support.redis import RedisServer, redis_server
 
 __all__ = ["redis_server"]
@@ -29,7 +28,7 @@ PUBLIC = "http://feeds.websub.test"  # public_url: the balancer's address, never
 LEASE = 2  # seconds: the poll lease
 
 
-class Origin(http.server.ThreadingHTTPServer):
+class Origin(ThreadedServer):
     """The publisher's feed, naming *hub* (once :attr:`with_hub` is set), recording which
     node (User-Agent) polled it."""
 
@@ -39,7 +38,7 @@ class Origin(http.server.ThreadingHTTPServer):
         self.pollers: list[str] = []
         origin = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 origin.pollers.append(self.headers["User-Agent"])
                 body = atom("a")
@@ -53,15 +52,11 @@ class Origin(http.server.ThreadingHTTPServer):
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        super().__init__(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/feed"
+        return self.address("/feed")
 
 
 @dataclass
@@ -71,7 +66,7 @@ class Verification:
     ok: bool
 
 
-class Hub(http.server.ThreadingHTTPServer):
+class Hub(ThreadedServer):
     """A hub on loopback: answers 202, then verifies intent through the node that did *not*
     send the request (:attr:`other`), the way a balancer may route the hub's GET."""
 
@@ -81,7 +76,7 @@ class Hub(http.server.ThreadingHTTPServer):
         self.other: Any = None  # () -> the base URL of the node not polling the feed
         hub = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 form = dict(parse_qsl(self.rfile.read(length).decode()))
@@ -91,15 +86,11 @@ class Hub(http.server.ThreadingHTTPServer):
                 self.end_headers()
                 threading.Thread(target=hub.verify, args=(form,), daemon=True).start()
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, daemon=True).start()
+        super().__init__(Handler)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/hub"
+        return self.address("/hub")
 
     def callback(self, form: dict[str, str], base: str) -> str:
         """The callback of *form*, at node *base* instead of the public address."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import http.server
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -60,6 +62,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+class QuietHandler(http.server.BaseHTTPRequestHandler):
+    """A request handler that does not print every request."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class ThreadedServer(http.server.ThreadingHTTPServer):
+    """A stdlib HTTP server on a free loopback port, serving from a thread of its own (for
+    tests that talk to real feedstream processes synchronously)."""
+
+    def __init__(self, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def address(self, path: str = "") -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}{path}"
 
 
 # -- feedstream serve --workers as a real process ---------------------------------------------

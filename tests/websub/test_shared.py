@@ -37,6 +37,7 @@ from feedstream.websub.protocol import HubOutcome, HubResponse, Mode, renewal_ti
 from feedstream.websub.subscriber import DeliveryResult, Subscriber
 from tests.support.helpers import inline
 from tests.support.redis import RedisServer, redis_server
+from tests.websub.test_subscriber import intent_check
 
 __all__ = ["redis_server"]
 
@@ -87,14 +88,7 @@ class Hub:
         form = {k: v[0] for k, v in parse_qs(request.content.decode()).items()}
         self.posts.append((trio.current_time(), node, form))
         if self.verify and self.verify_at is not None:
-            token = form["hub.callback"].rsplit("/", 1)[1]
-            query = {
-                "hub.mode": form["hub.mode"],
-                "hub.topic": form["hub.topic"],
-                "hub.challenge": "c",
-            }
-            if form["hub.mode"] == "subscribe":
-                query["hub.lease_seconds"] = str(self.lease)
+            token, query = intent_check(form, self.lease)
             decision = await self.verify_at.verify(token, query)
             self.verifications.append((form["hub.mode"], decision.status))
         return httpx.Response(202)

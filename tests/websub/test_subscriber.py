@@ -52,6 +52,16 @@ def bare_subscriber(
     )  # fmt: skip
 
 
+def intent_check(form: dict[str, str], lease: int) -> tuple[str, dict[str, str]]:
+    """What a hub sends back for the subscription request *form*: the callback's token and the
+    verification of intent's query (challenge "c")."""
+    token = form["hub.callback"].rsplit("/", 1)[1]
+    query = {"hub.mode": form["hub.mode"], "hub.topic": form["hub.topic"], "hub.challenge": "c"}
+    if form["hub.mode"] == "subscribe":
+        query["hub.lease_seconds"] = str(lease)
+    return token, query
+
+
 class MockHub:
     """A hub behind httpx.MockTransport that verifies synchronously, inside the POST."""
 
@@ -67,14 +77,7 @@ class MockHub:
         self.posts.append((trio.current_time(), form))
         if self.status == 202 and self.verify:
             assert self.subscriber is not None
-            token = form["hub.callback"].rsplit("/", 1)[1]
-            query = {
-                "hub.mode": form["hub.mode"],
-                "hub.topic": form["hub.topic"],
-                "hub.challenge": "c",
-            }
-            if form["hub.mode"] == "subscribe":
-                query["hub.lease_seconds"] = str(self.lease)
+            token, query = intent_check(form, self.lease)
             decision = await self.subscriber.verify(token, query)
             assert decision.status == 200 and decision.body == "c"
         return httpx.Response(self.status)

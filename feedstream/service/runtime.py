@@ -150,6 +150,7 @@ class Intake:
     def __init__(self, runtime: Runtime) -> None:
         self._runtime = runtime
         self.pushes = runtime.stats.pushes  # by (kind, reason)
+        self.push_seconds = runtime.stats.push_seconds  # accepted webhook pushes
 
     def feed(self, feed_id: str) -> FeedConfig | None:
         """The feed's config as of the last reload."""

@@ -21,6 +21,8 @@ __all__ = ["Histogram", "Stats", "fetch_outcome"]
 FETCH_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 60.0)
 #: Seconds from an entry's commit to a listener's answer (the coalescing window included).
 FANOUT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: Seconds from a webhook push's request to its acknowledgement (the parse and the commit).
+PUSH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 #: Seconds the event loop stood still for one garbage collection (see
 #: :mod:`feedstream.service.gcpolicy`).
 GC_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -79,6 +81,8 @@ class Stats:
     folded: Counter[str] = field(default_factory=Counter)  # by feed: stored as another's story
     rule_matches: Counter[tuple[str, str]] = field(default_factory=Counter)  # (rule, action)
     pushes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (kind, reason)
+    #: Accepted webhook pushes: from the request to its acknowledgement (parse and commit).
+    push_seconds: Histogram = field(default_factory=lambda: Histogram(PUSH_BUCKETS))
     fanout_seconds: Histogram = field(default_factory=lambda: Histogram(FANOUT_BUCKETS))
     waiting: dict[str, int] = field(default_factory=lambda: {"longpoll": 0, "sse": 0})
     reloads: Counter[str] = field(default_factory=Counter)  # by result: ok, error

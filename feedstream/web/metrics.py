@@ -98,6 +98,12 @@ class _RuntimeCollector(Collector):
             waiting.add_metric([kind], count)
         yield waiting
         yield _histogram(
+            "feedstream_push_duration_seconds",
+            "Accepted webhook pushes, from the request until its acknowledgement is handed to "
+            "the server (reading, parsing, storing)",
+            stats.push_seconds,
+        )
+        yield _histogram(
             "feedstream_fanout_latency_seconds",
             "From an entry's commit until a waiting listener's answer is handed to the server",
             stats.fanout_seconds,

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 
+import trio
+
 from feedstream.core.httprules import (
     SECURITY_HEADERS,
     ApiError,
@@ -77,6 +79,7 @@ class PushEndpoints:
         if method == "OPTIONS":
             await self.responder.api(send, scope, 204, b"", preflight_headers())
             return
+        began = trio.current_time()
         try:
             if method != "POST":
                 raise ApiError(405, f"{method} is not allowed here")
@@ -87,6 +90,7 @@ class PushEndpoints:
             await self.responder.error(send, scope, error, extra)
             return
         self.intake.pushes["webhook", "accepted"] += 1
+        self.intake.push_seconds.observe(trio.current_time() - began)
         await self.responder.api(send, scope, 202, b'{"accepted":%d}' % accepted)
 
     async def _take_push(self, scope: Scope, receive: Receive, feed_id: str) -> int:

@@ -341,6 +341,10 @@ async def test_metrics_after_real_traffic(tmp_path: Path, feed_server: FeedServe
     assert sample(got, "feedstream_pushes_total", kind="webhook", reason="accepted") == 2
     for reason in ("unauthorized", "unknown_feed", "unparseable"):
         assert sample(got, "feedstream_pushes_total", kind="webhook", reason=reason) == 1
+    # the accepted ones are timed, the refused ones are not
+    assert sample(got, "feedstream_push_duration_seconds_count") == 2
+    assert sample(got, "feedstream_push_duration_seconds_bucket", le="5.0") == 2
+    assert 0 < sample(got, "feedstream_push_duration_seconds_sum") < 10
     assert sample(got, "feedstream_fanout_latency_seconds_count") == 1  # the woken long-poll
     assert sample(got, "feedstream_fanout_latency_seconds_bucket", le="5.0") == 1
     assert sample(got, "feedstream_waiting_listeners", kind="sse") == 1

@@ -681,6 +681,19 @@ class Feedstream(Target):
                 found[name.removeprefix("feedstream_gc_")] = float(value)
         return found
 
+    def push_durations(self) -> dict[str, float]:
+        """The ingest side's own ``feedstream_push_duration_seconds`` so far, cumulative
+        buckets by upper bound (seconds, "+Inf"), and ``count`` (empty before the metric)."""
+        _, text = control(self.push_port, "GET", "/metrics", timeout=30)
+        found = {}
+        for line in text.decode().splitlines():
+            name, _, value = line.rpartition(" ")
+            if name.startswith("feedstream_push_duration_seconds_bucket{le="):
+                found[name.split('"')[1]] = float(value)
+            elif name == "feedstream_push_duration_seconds_count":
+                found["count"] = float(value)
+        return found
+
     def status(self, port: int | None = None) -> dict[str, Any]:
         raw = control(port or self.port, "GET", "/api/status", timeout=30)[1]
         return dict(json.loads(raw))
@@ -1798,6 +1811,23 @@ class Bench:
                 gcs = f"/metrics did not answer: {exc!r}"
             self.res[f"gc_{phase}"] = gcs
             self.say(f"feedstream garbage collections so far: {gcs}")
+            try:
+                pushes = self.target.push_durations()
+            except (OSError, http.client.HTTPException) as exc:
+                pushes = {}
+                self.say(f"feedstream push durations: /metrics did not answer: {exc!r}")
+            if pushes.get("count"):
+                self.res[f"push_durations_{phase}"] = pushes
+                total = pushes["count"]
+                within = ", ".join(
+                    f"<= {le} s: {pushes[le] / total:.1%}"
+                    for le in ("0.05", "0.1", "0.25", "0.5", "1.0")
+                    if le in pushes
+                )
+                self.say(
+                    f"feedstream acknowledgements as the server timed them (request to 202, "
+                    f"{total:.0f} so far): {within}"
+                )
 
     def park(self) -> None:
         client, target, n = self.client, self.target, self.n

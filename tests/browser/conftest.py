@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -78,6 +79,28 @@ PAGE_PROBE = """
   }).observe(document, { childList: true, subtree: true });
 })();
 """
+
+
+class SameHostOnly:
+    """A Playwright route handler that lets requests to *host* through, aborts every other one
+    and records every URL asked for (``context.route("**/*", recorder)``), so that a test can
+    name any third-party request the page made."""
+
+    def __init__(self, host: str) -> None:
+        self.host = host
+        self.requested: list[str] = []
+
+    def __call__(self, route: Any) -> None:
+        url = route.request.url
+        self.requested.append(url)
+        if urlsplit(url).netloc == self.host:
+            route.continue_()
+        else:
+            route.abort()  # and the test's assertion names it
+
+    def elsewhere(self) -> list[str]:
+        """What was asked of another host."""
+        return [url for url in self.requested if urlsplit(url).netloc != self.host]
 
 
 def _unavailable(reason: str) -> None:

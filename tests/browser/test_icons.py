@@ -8,10 +8,8 @@ whose site names one in ``<link rel="icon">``) and pushed to (which get generate
 from __future__ import annotations
 
 import contextlib
-import http.server
 import re
 import struct
-import threading
 import time
 import zlib
 from collections.abc import Iterator
@@ -23,7 +21,9 @@ import httpx
 import pytest
 from playwright.sync_api import Page, expect
 
-from .conftest import TOKEN, FeedstreamServer, PageFactory, toml_string
+from tests.support.helpers import QuietHandler, ThreadedServer
+
+from .conftest import TOKEN, FeedstreamServer, PageFactory, SameHostOnly, toml_string
 
 pytestmark = pytest.mark.browser
 
@@ -78,7 +78,7 @@ def feed_site() -> Iterator[str]:
     """The loopback site the server polls; yields its base URL."""
     routes: dict[str, tuple[str, bytes]] = {}
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             kind, body = routes.get(self.path, ("text/plain", b"not found"))
             self.send_response(200 if self.path in routes else 404)
@@ -87,20 +87,12 @@ def feed_site() -> Iterator[str]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    base = f"http://127.0.0.1:{site.server_address[1]}"
-    routes.update(site_routes(base))
-    thread = threading.Thread(target=site.serve_forever, daemon=True)
-    thread.start()
+    site = ThreadedServer(Handler)
+    routes.update(site_routes(site.address()))
     try:
-        yield base
+        yield site.address()
     finally:
-        site.shutdown()
-        site.server_close()
-        thread.join(5)
+        site.close()
 
 
 @pytest.fixture
@@ -223,18 +215,8 @@ def test_chips_grouped_by_category_with_icons(
 def test_the_page_requests_nothing_from_another_host(
     categorized: FeedstreamServer, open_page: PageFactory
 ) -> None:
-    server_host = urlsplit(categorized.url).netloc
-    requested: list[str] = []
-
-    def record(route: Any) -> None:
-        url = route.request.url
-        requested.append(url)
-        if urlsplit(url).netloc == server_host:
-            route.continue_()
-        else:
-            route.abort()  # and the assertion below names it
-
-    page = open_page(categorized, "pace=0.3", setup=lambda context: context.route("**/*", record))
+    recorder = SameHostOnly(urlsplit(categorized.url).netloc)
+    page = open_page(categorized, "pace=0.3", setup=lambda context: context.route("**/*", recorder))
     categorized.push("hooks", {"title": "a pushed entry", "url": "https://example.org/post"})
     expect(page.locator("#entries > li.entry").filter(has_text="a pushed entry")).to_have_count(1)
     loaded_icons(page, "#chips img.chip-icon, #entries img.feed-icon")
@@ -244,9 +226,8 @@ def test_the_page_requests_nothing_from_another_host(
     page.get_by_role("button", name="Tech & Code").click()
     expect(page.locator("#entries > li.entry").filter(has_text="a pushed entry")).to_have_count(1)
 
-    hosts = {urlsplit(url).netloc for url in requested}
-    assert hosts == {server_host}, [u for u in requested if urlsplit(u).netloc != server_host]
-    paths = {urlsplit(url).path for url in requested}
+    assert recorder.requested and recorder.elsewhere() == []
+    paths = {urlsplit(url).path for url in recorder.requested}
     assert {
         f"/api/feeds/{feed}/icon" for feed in ("atomfeed", "rssfeed", "hooks", "plain")
     } <= paths

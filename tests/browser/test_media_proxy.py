@@ -6,8 +6,6 @@ shows the browser asking no host but the feedstream server (the image site, anot
 from __future__ import annotations
 
 import contextlib
-import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,9 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from .conftest import FeedstreamServer, PageFactory
+from tests.support.helpers import QuietHandler, ThreadedServer
+
+from .conftest import FeedstreamServer, PageFactory, SameHostOnly
 from .test_icons import png
 
 pytestmark = pytest.mark.browser
@@ -29,7 +29,7 @@ def image_site() -> Iterator[tuple[str, list[tuple[str, str]]]]:
     images = {"/red.png": png(220, 30, 30, size=24), "/blue.png": png(30, 30, 220, size=24)}
     requests: list[tuple[str, str]] = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             requests.append((self.path, self.headers.get("User-Agent", "")))
             body = images.get(self.path, b"not found")
@@ -39,18 +39,11 @@ def image_site() -> Iterator[tuple[str, list[tuple[str, str]]]]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=site.serve_forever, daemon=True)
-    thread.start()
+    site = ThreadedServer(Handler)
     try:
-        yield f"http://127.0.0.1:{site.server_address[1]}", requests
+        yield site.address(), requests
     finally:
-        site.shutdown()
-        site.server_close()
-        thread.join(5)
+        site.close()
 
 
 @pytest.fixture
@@ -73,18 +66,8 @@ def test_the_page_shows_images_from_the_proxy_only(
     proxied: tuple[FeedstreamServer, str, list[tuple[str, str]]], open_page: PageFactory
 ) -> None:
     server, site, site_requests = proxied
-    server_host = urlsplit(server.url).netloc
-    requested: list[str] = []
-
-    def record(route: Any) -> None:
-        url = route.request.url
-        requested.append(url)
-        if urlsplit(url).netloc == server_host:
-            route.continue_()
-        else:
-            route.abort()  # and the assertion below names it
-
-    page = open_page(server, "pace=0.3", setup=lambda context: context.route("**/*", record))
+    recorder = SameHostOnly(urlsplit(server.url).netloc)
+    page = open_page(server, "pace=0.3", setup=lambda context: context.route("**/*", recorder))
     csp = open_page.response.headers["content-security-policy"]
     assert "img-src 'self'" in {d.strip() for d in csp.split(";")}, csp
 
@@ -120,9 +103,8 @@ def test_the_page_shows_images_from_the_proxy_only(
     assert by_title["red picture"]["image_source"] == f"{site}/red.png"
     assert f"{server.url}{by_title['red picture']['image']}" == sources["red picture"]
 
-    hosts = {urlsplit(url).netloc for url in requested}
-    assert hosts == {server_host}, [u for u in requested if urlsplit(u).netloc != server_host]
-    assert sum(urlsplit(url).path.startswith("/media/") for url in requested) == 2
+    assert recorder.requested and recorder.elsewhere() == []
+    assert sum(urlsplit(url).path.startswith("/media/") for url in recorder.requested) == 2
     # The image site saw the feedstream server only, once per image.
     assert sorted(path for path, _ in site_requests) == ["/blue.png", "/red.png"]
     assert all(agent.startswith("feedstream/") for _, agent in site_requests)

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import http.server
 import itertools
 import json
 import re
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 from playwright.sync_api import Page, expect
+
+from tests.support.helpers import QuietHandler, ThreadedServer
 
 from .conftest import XSS, FeedstreamServer, PageFactory
 
@@ -503,7 +503,7 @@ EMBED_PAGE = """<!doctype html>
 def static_site(html: str) -> Iterator[str]:
     """Serve *html* at / from another loopback port: a second origin on this machine."""
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             body = html.encode()
             self.send_response(200)
@@ -512,18 +512,11 @@ def static_site(html: str) -> Iterator[str]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=site.serve_forever, daemon=True)
-    thread.start()
+    site = ThreadedServer(Handler)
     try:
-        yield f"http://127.0.0.1:{site.server_address[1]}"
+        yield site.address()
     finally:
-        site.shutdown()
-        site.server_close()
-        thread.join(5)
+        site.close()
 
 
 def test_the_client_module_works_from_another_origin(

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Page, expect
 
-from .conftest import FeedstreamServer
+from .conftest import FeedstreamServer, SameHostOnly
 from .test_media_proxy import image_site
 
 pytestmark = pytest.mark.browser
@@ -41,17 +41,8 @@ def test_login_then_proxied_images_and_no_third_party_request(
     private_proxied: tuple[FeedstreamServer, str], page: Page
 ) -> None:
     server, site = private_proxied
-    server_host = urlsplit(server.url).netloc
-    requested: list[str] = []
-
-    def record(route: Any) -> None:
-        requested.append(route.request.url)
-        if urlsplit(route.request.url).netloc == server_host:
-            route.continue_()
-        else:
-            route.abort()  # and the assertion below names it
-
-    page.context.route("**/*", record)
+    recorder = SameHostOnly(urlsplit(server.url).netloc)
+    page.context.route("**/*", recorder)
     page.goto(f"{server.url}/?pace=0.3")
     expect(page).to_have_url(f"{server.url}/login")
     page.get_by_label("Access token").fill(READ_TOKEN)
@@ -71,7 +62,6 @@ def test_login_then_proxied_images_and_no_third_party_request(
     )  # loaded: /media/ answered the browser's cookie
     src = thumb.get_attribute("src")
     assert src is not None and src.startswith(f"{server.url}/media/"), src
-    hosts = {urlsplit(url).netloc for url in requested}
-    assert hosts == {server_host}, [u for u in requested if urlsplit(u).netloc != server_host]
-    assert any(urlsplit(url).path.startswith("/media/") for url in requested)
+    assert recorder.requested and recorder.elsewhere() == []
+    assert any(urlsplit(url).path.startswith("/media/") for url in recorder.requested)
     assert page.evaluate("window.__csp") == [] and page.evaluate("window.__errors") == []

@@ -82,6 +82,11 @@ class ThreadedServer(http.server.ThreadingHTTPServer):
     def address(self, path: str = "") -> str:
         return f"http://127.0.0.1:{self.server_address[1]}{path}"
 
+    def close(self) -> None:
+        """Stop serving and close the socket."""
+        self.shutdown()
+        self.server_close()
+
 
 # -- feedstream serve --workers as a real process ---------------------------------------------
 

@@ -364,6 +364,16 @@ async def test_tail_reconnects_when_the_server_comes_back(tmp_path: Path) -> Non
     assert not any("reset" in line for line in follower.err.lines)  # the cursor is still good
 
 
+async def first_line(stdout: trio.abc.ReceiveStream) -> bytes:
+    """What the process wrote until its first line ended (at least that line)."""
+    output = b""
+    while b"\n" not in output:
+        chunk = await stdout.receive_some()
+        assert chunk, "tail ended early"
+        output += chunk
+    return output
+
+
 async def test_tail_command_prints_a_push_and_stops_quietly_on_ctrl_c(tmp_path: Path) -> None:
     config = make_config(tmp_path, push_feed("hooks"))
     async with running(config) as client:
@@ -376,11 +386,7 @@ async def test_tail_command_prints_a_push_and_stops_quietly_on_ctrl_c(tmp_path: 
         try:
             with trio.fail_after(20):
                 await push(client, "hooks", ("s", "seen by the process"))
-                output = b""
-                while b"\n" not in output:
-                    chunk = await process.stdout.receive_some()
-                    assert chunk, "tail ended early"
-                    output += chunk
+                output = await first_line(process.stdout)
                 process.send_signal(signal.SIGINT)
                 assert await process.wait() == 0
                 errors = b""
@@ -449,11 +455,7 @@ async def test_tail_command_takes_the_token_from_the_environment(tmp_path: Path)
         assert process.stdout is not None
         try:
             with trio.fail_after(20):
-                output = b""
-                while b"\n" not in output:
-                    chunk = await process.stdout.receive_some()
-                    assert chunk, "tail ended early"
-                    output += chunk
+                output = await first_line(process.stdout)
                 process.send_signal(signal.SIGINT)
                 assert await process.wait() == 0
         finally:

@@ -97,13 +97,8 @@ class Origin(ThreadedServer):
                     self.send_response(304)
                     self.end_headers()
                     return
-                body = atom("a", "b")
-                self.send_response(200)
-                self.send_header("Content-Type", "application/atom+xml")
-                self.send_header("ETag", '"v1"')
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                headers = {"Content-Type": "application/atom+xml", "ETag": '"v1"'}
+                self.answer(200, atom("a", "b"), headers)
 
         super().__init__(Handler)
 

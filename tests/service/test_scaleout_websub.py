@@ -41,16 +41,10 @@ class Origin(ThreadedServer):
         class Handler(QuietHandler):
             def do_GET(self) -> None:
                 origin.pollers.append(self.headers["User-Agent"])
-                body = atom("a")
-                self.send_response(200)
-                self.send_header("Content-Type", "application/atom+xml")
+                headers = {"Content-Type": "application/atom+xml"}
                 if origin.with_hub:
-                    self.send_header(
-                        "Link", f'<{origin.hub}>; rel="hub", <{origin.url}>; rel="self"'
-                    )
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                    headers["Link"] = f'<{origin.hub}>; rel="hub", <{origin.url}>; rel="self"'
+                self.answer(200, atom("a"), headers)
 
         super().__init__(Handler)
 

@@ -70,6 +70,15 @@ class QuietHandler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
+    def answer(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+        """A whole answer: *status*, *headers*, ``Content-Length`` and *body*."""
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
 
 class ThreadedServer(http.server.ThreadingHTTPServer):
     """A stdlib HTTP server on a free loopback port, serving from a thread of its own (for

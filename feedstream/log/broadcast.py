@@ -11,14 +11,25 @@ always sees everything the log holds.
 Listeners asking the same question (cursor, filter, selection, limit) while the published head
 stays put share one :class:`~feedstream.log.base.Page`, so a fan-out renders each answer once.
 
-Long-polls are woken all at once each round (their answers then leave soonest, their clean-up
-comes after); streams (SSE producers) :data:`WAKE_GROUP` per scheduler pass, so that other work
-(a push being taken in) gets its turn in between.
+A round wakes the long-polls parked when it starts :data:`ANSWER_GROUP` per scheduler pass,
+oldest first, and each answers with the newest head the log has by its turn: an entry committed
+while a round is under way reaches every listener the round has not answered yet. A listener's
+clean-up and its re-poll wait at a *gate* (:meth:`hold`, awaited by the connection loop right
+after the answer is written) until the round has answered everyone; the gate then opens in groups
+of the same size, in the same order. So all the answers of a round leave first, other tasks (the
+log's follower, a push being taken in) get a turn between groups, and listeners come back in the
+order they were answered: each keeps its place from round to round, and waits one round for an
+entry, not up to two. Streams (SSE producers) are woken :data:`WAKE_GROUP` per pass.
+
+Listeners are woken for the round's head (:meth:`ready`), but read up to the newest published
+head: a re-poll is held for the next round even when the head moved meanwhile (that is the
+pacing), and still answered with everything visible when its turn comes.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Awaitable, Collection, Mapping
 
 import trio
@@ -35,12 +46,23 @@ PACE_QUIET = 0.05  # a round is over when nobody came back for this long
 PACE_LIMIT = 10.0  # and at the latest after this long
 #: Streaming waiters (SSE) woken per scheduler pass. Thousands of open streams woken at once
 #: make one pass so long that every other task (a push being taken in) waits seconds for each
-#: of its steps; in groups, pushes are acknowledged in between. Long-polls are woken all at
-#: once: their answers then leave soonest, and their clean-up comes after. Measured at 10,000
-#: streams (bench/fanout.py): groups of 32 beat 100 and 256 on fan-out and sustained delivery.
+#: of its steps; in groups, pushes are acknowledged in between. Measured at 10,000 streams
+#: (bench/fanout.py): groups of 32 beat 100 and 256 on fan-out and sustained delivery.
 WAKE_GROUP = 32
+#: Long-polls woken per scheduler pass in a round, and let through the gate per pass after it.
+#: An answer is ~100 µs of CPU, so a pass of a group is ~10 ms: the log's follower and the
+#: ingest path get a turn that often, and later groups read the entries committed meanwhile.
+#: Measured at 10,000 listeners and 10 entries/s (bench/fanout.py): sustained delivery p99
+#: 3.6 s with groups of 100, 4.6 s with 1,000 (the follower then sees news 0.5 s late) and
+#: 4.7 s woken all at once.
+ANSWER_GROUP = 100
 
-_Question = tuple[str | None, frozenset[str] | None, int, bool, Selection | None]
+
+def _never_abort(_: object) -> trio.lowlevel.Abort:
+    return trio.lowlevel.Abort.FAILED
+
+
+_Question = tuple[str | None, frozenset[str] | None, int, str | None, Selection | None]
 
 
 class Broadcaster:
@@ -52,16 +74,21 @@ class Broadcaster:
     def __init__(self, log: Log, *, coalesce: float = 0.0) -> None:
         self.log = log
         self._coalesce = coalesce
-        # Committed entries become visible in rounds: `_head` is what waiting readers see.
-        self._head = log.head
+        # Committed entries become visible in rounds: `_head` is what waiting readers see,
+        # `_round_head` what the round under way wakes them for.
+        self._head = self._round_head = log.head
         self._published_at = self._news_at = trio.current_time()
-        self._waiters = trio.lowlevel.ParkingLot()  # long-polls: woken all at once each round
+        self._waiters = trio.lowlevel.ParkingLot()  # long-polls: ANSWER_GROUP at a time
         self._streams = trio.lowlevel.ParkingLot()  # SSE producers: woken WAKE_GROUP at a time
         self._closed = False
         # Pacing (see _absorbed): listeners that left a round, and came back asking again.
         self._left = self._returned = self._answered = 0
         self._returned_at = self._answered_at = 0.0
         self._dirty = trio.Event()  # set on news, for the publishing task
+        # Listeners answered in the round under way, holding their clean-up (see hold()).
+        self._gate: deque[trio.lowlevel.Task] = deque()
+        self._gate_open = True
+        self._answering = False  # is a round waking long-polls? (news then shows at once)
         self._coalescing = False  # is run() publishing?
         # Answers for the current head, by question: listeners asking the same share one page.
         self._pages: dict[_Question, Page] = {}
@@ -100,12 +127,21 @@ class Broadcaster:
         *fresh* reads (a client that will not wait) see everything the log holds. *view*
         selects entries beyond the feed filter (see :class:`~feedstream.log.base.Selection`).
         """
-        key = (after, feeds if feeds is None else frozenset(feeds), limit, fresh, view)
+        return self._read(after, feeds, limit, None if fresh else self._head, view)
+
+    def _read(
+        self,
+        after: str | None,
+        feeds: Collection[str] | None,
+        limit: int,
+        upto: str | None,
+        view: Selection | None,
+    ) -> Page:
+        key = (after, feeds if feeds is None else frozenset(feeds), limit, upto, view)
         page = self._pages.get(key)
         if page is None:
             if len(self._pages) >= PAGE_CACHE:
                 self._pages.clear()
-            upto = None if fresh else self._head
             page = self._pages[key] = self.log.read(
                 after, feeds=feeds, limit=limit, upto=upto, view=view
             )
@@ -144,13 +180,13 @@ class Broadcaster:
     def ready(
         self, after: str, *, feeds: Collection[str] | None, view: Selection | None = None
     ) -> bool:
-        """Whether :meth:`read` has something for *after* now, or the broadcaster is closed.
+        """Whether the round under way has something for *after*, or the broadcaster is closed.
 
         ``True`` also counts the listener as leaving with news (this paces rounds too).
         """
         if self._closed:
             return True
-        page = self.read(after, feeds=feeds, limit=1, view=view)
+        page = self._read(after, feeds, 1, self._round_head, view)
         if page.entries or page.reset:
             self._left += 1
             return True
@@ -169,16 +205,33 @@ class Broadcaster:
         self._answered += 1
         self._answered_at = trio.current_time()
 
+    async def hold(self) -> None:
+        """Wait here, right after a woken long-poll's answer is written, until the round has
+        answered everyone (at once when no round is under way). Never raises ``Cancelled``:
+        like a shielded checkpoint, a cancellation is delivered at the caller's next one.
+
+        The connection loop awaits this in place of its single yield after an answer
+        (:data:`feedstream.web.asgi.AFTER_ANSWER`), so the listener's clean-up and its next
+        request come after every answer of the round, in the order the answers went.
+        """
+        if self._gate_open:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        self._gate.append(trio.lowlevel.current_task())
+        await trio.lowlevel.wait_task_rescheduled(_never_abort)
+
     # -- publishing --------------------------------------------------------------------------
 
     def _news(self) -> None:
         """The log's head moved (called by the log, right after its commit)."""
         self._news_at = trio.current_time()
         self._pages.clear()  # fresh reads see more now
-        if self._coalescing:
-            self._dirty.set()
-        else:
+        if not self._coalescing:
             self._publish()
+            return
+        self._dirty.set()
+        if self._answering:
+            self._advance()  # the rest of the round under way answers with it too
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Publish in paced rounds, forever: one per burst of news within the window.
@@ -193,25 +246,65 @@ class Broadcaster:
                 await self._dirty.wait()
                 await trio.sleep(self._coalesce)
                 self._dirty = trio.Event()
-                self._publish(streams=False)
-                await self._wake_streams()
+                self._publish(wake=False)
+                await self._answer_round()
                 await self._absorbed()
         finally:
             self._coalescing = False
+            self._open_gate()
             self._publish()
 
-    def _publish(self, *, streams: bool = True) -> None:
-        """Make the log's head visible and wake the long-polls (and, unless told not to, the
-        streams): a new round."""
+    def _publish(self, *, wake: bool = True) -> None:
+        """Make the log's head visible: a new round. Unless told not to, wake every listener
+        at once (without :meth:`run`, or when it stops)."""
         self._left = self._returned = self._answered = 0
+        self._advance()
+        self._round_head = self._head
+        if wake:
+            self._waiters.unpark_all()
+            self._streams.unpark_all()
+
+    def _advance(self) -> None:
+        """Show what the log committed since the last look (the round's head stays)."""
         head = self.log.head
         if head != self._head:
             self._head = head
             self._published_at = self._news_at
             self._pages.clear()
-        self._waiters.unpark_all()
-        if streams:
-            self._streams.unpark_all()
+
+    async def _answer_round(self) -> None:
+        """Answer the long-polls parked now, :data:`ANSWER_GROUP` per pass (oldest first,
+        each group seeing what was committed before its turn), then the streams; then open
+        the gate, group by group in the same order."""
+        self._gate_open = False
+        self._answering = True
+        try:
+            left = len(self._waiters)
+            while left > 0 and not self._closed:
+                woken = self._waiters.unpark(count=min(ANSWER_GROUP, left))
+                if not woken:
+                    break
+                left -= len(woken)
+                await trio.lowlevel.checkpoint()
+            await trio.lowlevel.checkpoint()  # the last group answers and reaches the gate
+            await self._wake_streams()
+            self._answering = False
+            self._gate_open = True
+            while self._gate and not self._closed:
+                self._release(ANSWER_GROUP)
+                await trio.lowlevel.checkpoint()
+        finally:
+            self._answering = False
+            self._open_gate()
+
+    def _release(self, count: int) -> None:
+        gate, reschedule = self._gate, trio.lowlevel.reschedule
+        for _ in range(min(count, len(gate))):
+            reschedule(gate.popleft())
+
+    def _open_gate(self) -> None:
+        self._gate_open = True
+        self._release(len(self._gate))
 
     async def _wake_streams(self) -> None:
         """Wake the streams parked now, :data:`WAKE_GROUP` per scheduler pass (FIFO: those
@@ -248,5 +341,6 @@ class Broadcaster:
     def close(self) -> None:
         """Answer every waiter now (shutdown); later waits return at once."""
         self._closed = True
+        self._open_gate()
         self._waiters.unpark_all()
         self._streams.unpark_all()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from typing import Any
 from urllib.parse import parse_qsl
 
 from feedstream.core.httprules import ApiError, api_headers
 
 __all__ = [
+    "AFTER_ANSWER",
     "ASGIApp",
     "Receive",
     "Responder",
@@ -29,6 +31,15 @@ Receive = Callable[[], Awaitable[Any]]
 Send = Callable[[Any], Awaitable[None]]
 ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 RawHeaders = list[tuple[bytes, bytes]]
+
+#: What the connection loop (:mod:`feedstream.web.connection`) awaits in a request's task right
+#: after the request's whole answer is on the wire, instead of its single yield; set by an app
+#: for the length of its last ``send``. It must not raise ``Cancelled`` (a cancellation waits for
+#: the next checkpoint, as with a shielded one). The delivery endpoint sets the broadcaster's
+#: :meth:`~feedstream.log.broadcast.Broadcaster.hold` for a long-poll woken in a round.
+AFTER_ANSWER: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
+    "after_answer", default=None
+)
 
 
 async def answer_lifespan(receive: Receive, send: Send) -> None:

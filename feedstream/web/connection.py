@@ -25,7 +25,9 @@ recycling, error answers) and replaces only the loop around it:
   (``wait_writable``) when the kernel buffer is full; there is no lock unless two tasks write.
 * **Answers first, housekeeping after.** A whole answer is written as soon as h11 ends its
   message, then the task yields once before hypercorn recycles the stream: listeners woken
-  together (a fan-out) all have their answers on the wire before any of them goes on.
+  together (a fan-out) all have their answers on the wire before any of them goes on. An app
+  may put its own wait in place of that yield (:data:`feedstream.web.asgi.AFTER_ANSWER`): the
+  broadcaster holds a round's listeners there until the whole round is answered.
 
 Only plain HTTP/1.1 is served (feedstream terminates no TLS; a WebSocket upgrade or h2c is
 refused by the app's 404 / answered in HTTP/1.1). The hypercorn internals this relies on are
@@ -55,6 +57,8 @@ from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol.events import Response
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.typing import ConnectionState
+
+from feedstream.web.asgi import AFTER_ANSWER
 
 logger = logging.getLogger(__name__)
 
@@ -273,7 +277,11 @@ class Connection:
                 # on the wire before any of them does the rest of its step (recycling, the
                 # next read), which roughly halves the time to the last answer.
                 await self._flush()
-                await trio.lowlevel.cancel_shielded_checkpoint()
+                hold = AFTER_ANSWER.get()
+                if hold is None:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                else:
+                    await hold()  # the app's own yield: a round's gate (see AFTER_ANSWER)
         elif kind is Updated:
             if event.idle:  # type: ignore[attr-defined]
                 self.idle = True

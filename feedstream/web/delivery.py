@@ -26,7 +26,7 @@ from feedstream.log.base import Selection
 from feedstream.log.views import UnknownStream
 from feedstream.log.wire import entries_body, sse_events
 from feedstream.service.runtime import Delivery
-from feedstream.web.asgi import Responder, Scope, Send, header, query
+from feedstream.web.asgi import AFTER_ANSWER, Responder, Scope, Send, header, query
 
 logger = logging.getLogger(__name__)
 
@@ -95,10 +95,17 @@ class DeliveryEndpoints:
         page = feed.read(
             query_.after, feeds=query_.feeds, limit=query_.limit, fresh=fresh, view=view
         )
-        await self.responder.api(send, scope, 200, entries_body(page))
-        if woken and page.entries:
-            feed.answered()
-            delivery.fanout_seconds.observe(trio.current_time() - feed.committed_at)
+        if not (woken and page.entries):
+            await self.responder.api(send, scope, 200, entries_body(page))
+            return
+        feed.answered()
+        delivery.fanout_seconds.observe(trio.current_time() - feed.committed_at)
+        # Answered in a round: after the write, wait at the round's gate (Broadcaster.hold).
+        token = AFTER_ANSWER.set(feed.hold)
+        try:
+            await self.responder.api(send, scope, 200, entries_body(page))
+        finally:
+            AFTER_ANSWER.reset(token)
 
     # -- GET /api/stream (Server-Sent Events) ------------------------------------------------
 

@@ -338,10 +338,11 @@ async def test_a_listener_that_never_comes_back_holds_the_next_round_only_briefl
     assert seen[0] - start < 0.1  # not PACE_LIMIT (10 s) later
 
 
-async def test_streams_wake_in_groups_long_polls_all_at_once(
+async def test_streams_and_long_polls_wake_in_groups(
     tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("feedstream.log.broadcast.WAKE_GROUP", 2)
+    monkeypatch.setattr("feedstream.log.broadcast.ANSWER_GROUP", 3)
     log = coalescing_log(tmp_path)
     passes = 0  # scheduler passes, counted by a task that checkpoints in every one
     woke: dict[str, list[int]] = {"stream": [], "poll": []}
@@ -359,18 +360,160 @@ async def test_streams_wake_in_groups_long_polls_all_at_once(
 
     async with trio.open_nursery() as nursery:
         await nursery.start(log.run)
-        for kind in ["stream"] * 10 + ["poll"] * 3:
+        for kind in ["stream"] * 10 + ["poll"] * 9:
             nursery.start_soon(waiter, kind)
         await trio.testing.wait_all_tasks_blocked()
         await log.append([entry("a", "one")])  # starts the 5 ms window
         nursery.start_soon(count_passes)
         with trio.fail_after(5):
-            while len(woke["stream"]) < 10 or len(woke["poll"]) < 3:  # noqa: ASYNC110
+            while len(woke["stream"]) < 10 or len(woke["poll"]) < 9:  # noqa: ASYNC110
                 await trio.sleep(0.001)
         nursery.cancel_scope.cancel()
     # A task sees the count before or after the counter's turn in its pass (trio shuffles
     # each pass), so each figure is its pass's number or one less.
-    assert max(woke["poll"]) - min(woke["poll"]) <= 1, woke  # every long-poll in one pass
-    # Streams: two per pass, five passes in a row.
-    assert max(woke["stream"]) - min(woke["stream"]) >= 3, woke
-    assert max(woke["stream"].count(p) for p in woke["stream"]) <= 4, woke
+    for kind, group, passes_ in (("poll", 3, 3), ("stream", 2, 5)):
+        assert max(woke[kind]) - min(woke[kind]) >= passes_ - 2, woke  # several passes...
+        assert max(woke[kind].count(p) for p in woke[kind]) <= 2 * group, woke  # ...in groups
+    assert max(woke["poll"]) <= min(woke["stream"]) + 1, woke  # long-polls first
+
+
+class Listener:
+    """A long-poll as the delivery endpoint runs it: wait, read, answer, then the gate."""
+
+    def __init__(self, log: Harness, name: str, record: list[tuple[str, str]]) -> None:
+        self.log, self.name, self.record = log, name, record
+        self.cursor = log.cursor
+        self.pages: list[list[str]] = []
+
+    async def poll(self, times: int, on_answer: Callable[[], Any] | None = None) -> None:
+        for _ in range(times):
+            await self.log.wait(self.cursor, feeds=None)
+            page = self.log.read(self.cursor, feeds=None, limit=50)
+            self.cursor = page.cursor
+            self.pages.append(titles(page))
+            self.record.append(("answer", self.name))
+            self.log.answered()
+            if on_answer is not None:
+                await on_answer()
+            await self.log.hold()
+            self.record.append(("back", self.name))
+
+
+async def test_a_round_answers_everyone_before_anyone_comes_back_in_the_same_order(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Long-polls are answered oldest first, a group per pass; each then waits at the gate
+    until the whole round is answered, and comes back in the order it was answered: the
+    order listeners park in, and so their places in the next round, stay the same."""
+    monkeypatch.setattr("feedstream.log.broadcast.ANSWER_GROUP", 2)
+    log = coalescing_log(tmp_path)
+    record: list[tuple[str, str]] = []
+    listeners = [Listener(log, str(i), record) for i in range(7)]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.run)
+        for listener in listeners:
+            nursery.start_soon(listener.poll, 2)
+            await trio.testing.wait_all_tasks_blocked()  # park in this order
+        await log.append([entry("a", "one")])
+        await trio.sleep(1)
+        await log.append([entry("a", "two")])
+        await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    names = [listener.name for listener in listeners]
+    first, second = record[:14], record[14:]
+    for round_ in (first, second):
+        assert [kind for kind, _ in round_] == ["answer"] * 7 + ["back"] * 7, round_
+        for kind in ("answer", "back"):  # in groups of two, oldest first (any order within)
+            order = [name for k, name in round_ if k == kind]
+            assert [sorted(order[i : i + 2]) for i in range(0, 7, 2)] == [
+                names[i : i + 2] for i in range(0, 7, 2)
+            ], round_
+    assert all(listener.pages == [["one"], ["two"]] for listener in listeners)
+
+
+async def test_later_groups_of_a_round_see_entries_committed_meanwhile(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An entry committed while a round is under way reaches the listeners the round has not
+    answered yet; those already answered get it in the next round (not at once: rounds stay
+    paced), and nobody gets it twice."""
+    monkeypatch.setattr("feedstream.log.broadcast.ANSWER_GROUP", 1)
+    log = coalescing_log(tmp_path)
+    record: list[tuple[str, str]] = []
+    early, late = Listener(log, "early", record), Listener(log, "late", record)
+    rounds: list[float] = []
+
+    async def commit_during_the_round() -> None:
+        if not early.pages[1:]:  # the first answer only
+            rounds.append(trio.current_time())
+            await log.append([entry("a", "two")])
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.run)
+        nursery.start_soon(early.poll, 2, commit_during_the_round)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(late.poll, 1)
+        await trio.testing.wait_all_tasks_blocked()
+        await log.append([entry("a", "one")])
+        with trio.fail_after(5):
+            while len(early.pages) < 2:  # noqa: ASYNC110
+                await trio.sleep(0.001)
+        second_round = trio.current_time()
+        nursery.cancel_scope.cancel()
+    assert early.pages == [["one"], ["two"]]
+    assert late.pages == [["one", "two"]]
+    assert second_round - rounds[0] >= 0.005  # the next round, after its window
+
+
+async def test_the_gate_does_not_raise_cancelled(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hold() is where the connection loop would otherwise take a shielded yield: a
+    cancellation arriving meanwhile waits for the listener's next checkpoint."""
+    monkeypatch.setattr("feedstream.log.broadcast.ANSWER_GROUP", 1)
+    log = coalescing_log(tmp_path)
+    returned: list[str] = []
+
+    async def cancelled_at_the_gate() -> None:
+        with trio.CancelScope() as scope:
+            await log.wait(log.cursor, feeds=None)
+            scope.cancel()
+            await log.hold()
+            returned.append("hold")
+            await trio.lowlevel.checkpoint()
+            returned.append("not reached")
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.run)
+        for _ in range(3):
+            nursery.start_soon(cancelled_at_the_gate)
+        await trio.testing.wait_all_tasks_blocked()
+        await log.append([entry("a", "one")])
+        await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    assert returned == ["hold"] * 3
+
+
+async def test_closing_mid_round_lets_everyone_through(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("feedstream.log.broadcast.ANSWER_GROUP", 1)
+    log = coalescing_log(tmp_path)
+    record: list[tuple[str, str]] = []
+    listeners = [Listener(log, str(i), record) for i in range(4)]
+
+    async def close() -> None:
+        log.close()  # the server shutting down while the round is under way
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.run)
+        nursery.start_soon(listeners[0].poll, 1)
+        nursery.start_soon(listeners[1].poll, 1, close)
+        for listener in listeners[2:]:
+            nursery.start_soon(listener.poll, 1)
+        await trio.testing.wait_all_tasks_blocked()
+        await log.append([entry("a", "one")])
+        with trio.fail_after(1):
+            while sum(kind == "back" for kind, _ in record) < 4:  # noqa: ASYNC110
+                await trio.sleep(0.001)
+        nursery.cancel_scope.cancel()

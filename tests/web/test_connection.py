@@ -23,6 +23,7 @@ from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.protocol.http_stream import HTTPStream
 
 from feedstream.web import connection as connection_module
+from feedstream.web.asgi import AFTER_ANSWER
 from feedstream.web.connection import ServerConfig
 from feedstream.web.worker import serve_connections
 
@@ -42,6 +43,8 @@ class App:
         self.parked = 0
         self.finished: list[str] = []
         self.changed = trio.Event()
+        self.held = 0  # answers of /held whose task waits in the AFTER_ANSWER hook
+        self.unhold = trio.Event()
 
     async def until(self, condition: Any) -> None:
         with trio.fail_after(5):
@@ -93,6 +96,12 @@ class App:
             finally:
                 self.finished.append(path)
                 self._changed()
+        elif path == "/held":  # answers, then its task waits in the AFTER_ANSWER hook
+            token = AFTER_ANSWER.set(self._hold)
+            try:
+                await self._answer(send, b"held")
+            finally:
+                AFTER_ANSWER.reset(token)
         elif path == "/boom":
             raise RuntimeError("boom")
         elif path == "/inject":  # a header value with a line break in it
@@ -101,6 +110,12 @@ class App:
             await send({"type": "http.response.body", "body": b"ok"})
         else:
             await self._answer(send, path[1:].encode())
+
+    async def _hold(self) -> None:
+        self.held += 1
+        self._changed()
+        with trio.CancelScope(shield=True):
+            await self.unhold.wait()
 
     async def _answer(self, send: Any, body: bytes) -> None:
         headers = [(b"content-length", str(len(body)).encode())]
@@ -294,6 +309,35 @@ async def test_woken_together_every_answer_is_written_before_any_recycling(
             assert body == b"released"
     assert events[:count] == ["write"] * count, events
     assert events.count("recycle") == count
+
+
+async def test_an_after_answer_hook_runs_once_the_answer_is_written_and_before_recycling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An app's AFTER_ANSWER hook replaces the yield after the answer: the client has the
+    whole answer while the hook waits, the stream is recycled only after it, and the next
+    request on the connection is served without it."""
+    recycled: list[int] = []
+    real_recycle = H11Protocol._maybe_recycle
+
+    async def recycle(self: H11Protocol) -> None:
+        recycled.append(app.held)
+        await real_recycle(self)
+
+    monkeypatch.setattr(H11Protocol, "_maybe_recycle", recycle)
+    app = App()
+    async with serving(app) as (port, _):
+        stream = await connect(port)
+        await stream.send_all(HEAD % b"held")
+        [_, body] = await read_answers(stream, 1)
+        assert body == b"held"
+        await app.until(lambda: app.held == 1)
+        assert recycled == []  # held in the hook, after the write
+        app.unhold.set()
+        await stream.send_all(HEAD % b"next")
+        [_, body] = await read_answers(stream, 1)
+        assert body == b"next"
+        assert recycled[0] == 1 and app.held == 1  # the hook ran for /held only
 
 
 async def test_idle_connection_is_closed_after_keep_alive_timeout() -> None:

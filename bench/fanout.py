@@ -1756,7 +1756,12 @@ class Bench:
         self.target = cls(tmp, nofile, args)
         self.tmp = tmp
         self.res: dict[str, Any] = {"name": self.target.name, "n": self.n}
-        self.profiling = args.profile and self.target.name in ("feedstream", "bare", "tornado")
+        self.profiling = args.profile and self.target.name in (
+            "feedstream",
+            "feedstream-workers",
+            "bare",
+            "tornado",
+        )
         self.client: Client | None = None
         self.pid = 0
         self.procs: dict[str, int] = {}

@@ -412,7 +412,9 @@ def test_workers_over_redis_deliver_a_push_to_both_processes(
         config.read_text().replace("[server]\n", f'[server]\nlog = "{redis_server.url}"\n')
     )
     with supervisor_process(config, tmp_path / "out.log") as sup:
-        clients = pinned(sup.deliver, per_pid=1)
+        # Per process: one client for the long-poll, one for its status (a request made while
+        # the long-poll is in flight would open a new connection, maybe to the other process).
+        clients = pinned(sup.deliver, per_pid=2)
         try:
             polls = {pid: group[0] for pid, group in clients.items()}
             heads = {pid: poll.get("/api/entries").json()["cursor"] for pid, poll in polls.items()}
@@ -425,8 +427,9 @@ def test_workers_over_redis_deliver_a_push_to_both_processes(
             threads = [threading.Thread(target=listen, args=(pid,)) for pid in polls]
             for thread in threads:
                 thread.start()
-            for pid in polls:
-                waiting(polls[pid], 1)  # the status request shares the keep-alive connection
+            for group in clients.values():
+                waiting(group[1], 1)
+            assert answers == {}, "a long-poll was answered before the push"
             assert push(sup, "a", "1").status_code == 202
             for thread in threads:
                 thread.join(timeout=15)

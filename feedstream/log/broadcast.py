@@ -279,15 +279,9 @@ class Broadcaster:
         self._gate_open = False
         self._answering = True
         try:
-            left = len(self._waiters)
-            while left > 0 and not self._closed:
-                woken = self._waiters.unpark(count=min(ANSWER_GROUP, left))
-                if not woken:
-                    break
-                left -= len(woken)
-                await trio.lowlevel.checkpoint()
+            await self._wake_in_groups(self._waiters, ANSWER_GROUP)
             await trio.lowlevel.checkpoint()  # the last group answers and reaches the gate
-            await self._wake_streams()
+            await self._wake_in_groups(self._streams, WAKE_GROUP)
             self._answering = False
             self._gate_open = True
             while self._gate and not self._closed:
@@ -306,12 +300,12 @@ class Broadcaster:
         self._gate_open = True
         self._release(len(self._gate))
 
-    async def _wake_streams(self) -> None:
-        """Wake the streams parked now, :data:`WAKE_GROUP` per scheduler pass (FIFO: those
+    async def _wake_in_groups(self, lot: trio.lowlevel.ParkingLot, group: int) -> None:
+        """Wake the listeners parked in *lot* now, *group* per scheduler pass (FIFO: those
         parking meanwhile, on the new head, stay parked)."""
-        left = len(self._streams)
+        left = len(lot)
         while left > 0 and not self._closed:
-            woken = self._streams.unpark(count=min(WAKE_GROUP, left))
+            woken = lot.unpark(count=min(group, left))
             if not woken:
                 return
             left -= len(woken)

@@ -251,7 +251,6 @@ class Broadcaster:
                 await self._absorbed()
         finally:
             self._coalescing = False
-            self._open_gate()
             self._publish()
 
     def _publish(self, *, wake: bool = True) -> None:

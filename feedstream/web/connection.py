@@ -23,6 +23,11 @@ recycling, error answers) and replaces only the loop around it:
   written at once, and the head waits for the first body chunk: a whole answer is one
   ``socket.send``. Empty writes are dropped. A write tries the socket first and only waits
   (``wait_writable``) when the kernel buffer is full; there is no lock unless two tasks write.
+* **A whole answer the short way.** A head is kept back until the next message; when that is
+  the last body and the case is plain (HTTP/1.1 keep-alive, a ``content-length`` that matches),
+  :meth:`Connection._answer_whole` writes a head encoded once per distinct set of headers with
+  the body, and moves hypercorn's and h11's states as the four events of the long way would
+  (``docs/hypercorn-notes.md`` §10). Every listener of a round gets the same head.
 * **Answers first, housekeeping after.** A whole answer is written as soon as h11 ends its
   message, then the task yields once before hypercorn recycles the stream: listeners woken
   together (a fan-out) all have their answers on the wire before any of them goes on. An app
@@ -54,9 +59,11 @@ import trio
 from h11._abnf import field_name, field_value
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, Event, RawData, Updated
-from hypercorn.protocol.events import Response
+from hypercorn.protocol.events import Response, StreamClosed
 from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 from hypercorn.typing import ConnectionState
+from hypercorn.utils import build_and_validate_headers
 
 from feedstream.web.asgi import AFTER_ANSWER
 
@@ -171,6 +178,8 @@ class Connection:
         self._write_lock = trio.Lock()
         self._requests = 0
         self._head_deadline = inf
+        self._protocol: _H11Protocol | None = None
+        self._start: tuple[AppSend, Any] | None = None  # a head kept back by _send_from_app
 
     # -- what hypercorn's protocol classes call (WorkerContext and TaskGroup) ------------------
 
@@ -222,6 +231,7 @@ class Connection:
                     server,
                     self._protocol_send,
                 )
+                self._protocol = protocol
                 self._scope.deadline = trio.current_time() + self.config.keep_alive_timeout
                 with self._scope:
                     await self._read(protocol)
@@ -326,7 +336,33 @@ class Connection:
             await send(None)
 
     async def _send_from_app(self, app_send: AppSend, message: Any) -> None:
-        """The app's ``send``: hypercorn's, with what it writes gathered into one write."""
+        """The app's ``send``: hypercorn's, with what it writes gathered into one write.
+
+        A response head is kept back until the next message: when that is the whole body, the
+        answer may take :meth:`_answer_whole`'s short way; anything else sends the head first.
+        """
+        kept = self._start
+        if kept is not None:
+            self._start = None
+            kept_send, start = kept
+            if (
+                kept_send is app_send
+                and message is not None
+                and message["type"] == "http.response.body"
+                and await self._answer_whole(app_send, start, message)
+            ):
+                return
+            await self._send_to_stream(kept_send, start)
+        elif (
+            message is not None
+            and message["type"] == "http.response.start"
+            and not message.get("trailers", False)
+        ):
+            self._start = (app_send, message)
+            return
+        await self._send_to_stream(app_send, message)
+
+    async def _send_to_stream(self, app_send: AppSend, message: Any) -> None:
         self._hold += 1
         try:
             await app_send(message)
@@ -336,6 +372,68 @@ class Connection:
             if message is not None and message["type"] == "http.response.start":
                 return  # the head goes with the first body chunk
             await self._flush()
+
+    async def _answer_whole(self, app_send: AppSend, start: Any, message: Any) -> bool:
+        """Send a whole answer (*start* and its last body *message*) the short way, if it can.
+
+        hypercorn would pass it down as four events (``Response``, ``Body``, ``EndBody``,
+        ``StreamClosed``), each through its HTTP stream, its protocol and h11's serializer, to
+        come out as three writes that this class gathers into one. Most answers are alike
+        (every listener woken by a commit gets the same page with the same headers), so the
+        head is encoded once per distinct set of headers (:class:`_Heads`) and the answer goes
+        out as one write of head and body. The state every layer keeps is moved exactly as the
+        long way would: h11's through its own state machine with the same events, hypercorn's
+        stream to ``CLOSED`` with its access log line, then ``StreamClosed`` as usual.
+
+        Only the plain case is taken (HTTP/1.1 keep-alive, not HEAD, a final status with a body,
+        a ``content-length`` that matches it); anything else returns False and goes the long
+        way.
+        """
+        protocol = self._protocol
+        stream = getattr(app_send, "__self__", None)
+        body = message.get("body", b"")
+        if (
+            protocol is None
+            or type(stream) is not HTTPStream
+            or stream.state is not ASGIHTTPState.REQUEST
+            or message.get("more_body", False)
+            or type(body) is not bytes
+            or not body
+            or self._hold
+            or self._buffer
+            or self.closed
+            or protocol.keep_alive_requests >= self.config.keep_alive_max_requests
+        ):
+            return False
+        h11_connection = protocol.connection
+        if (
+            h11_connection.our_state is not h11.SEND_RESPONSE
+            or h11_connection.their_state is not h11.DONE
+            or h11_connection.their_http_version != b"1.1"
+            or h11_connection.client_is_waiting_for_100_continue
+            or not h11_connection._cstate.keep_alive
+            or stream.scope["method"] in ("HEAD", "CONNECT")  # answers without a body
+        ):
+            return False
+        head = _HEADS.get(start, len(body), self.config)
+        if head is None:
+            return False
+        response, encoded = head
+        # h11's state, as sending Response, Data and EndOfMessage would leave it (the writers,
+        # which only encode, are what is skipped).
+        h11_connection._process_event(h11.SERVER, response)
+        h11_connection._process_event(h11.SERVER, _END_OF_MESSAGE)
+        stream.response = start
+        stream.state = ASGIHTTPState.CLOSED
+        await self._write(encoded + body)
+        hold = AFTER_ANSWER.get()
+        if hold is None:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            await hold()
+        await self.config.log.access(stream.scope, start, time.time() - stream.start_time)
+        await protocol.stream_send(StreamClosed(stream_id=stream.stream_id))
+        return True
 
     # -- writing -------------------------------------------------------------------------------
 
@@ -420,6 +518,71 @@ def _validate(headers: list[tuple[bytes, bytes]]) -> None:
             if len(_VALID_HEADERS) >= _VALID_HEADERS_MAX:
                 _VALID_HEADERS.clear()
             _VALID_HEADERS.add(pair)
+
+
+_SCRATCH_REQUEST = b"GET / HTTP/1.1\r\nhost: feedstream\r\n\r\n"
+_END_OF_MESSAGE = h11.EndOfMessage()
+_Head = tuple[h11.Response, bytes, int]  # the h11 event, its encoding, the declared length
+
+
+class _Heads:
+    """Encoded response heads for :meth:`Connection._answer_whole`, by status and headers.
+
+    An entry is the ``h11.Response`` that the long way would hand to h11 (the app's headers,
+    then hypercorn's ``Date``), the bytes h11 encodes it to, and the body length its
+    ``content-length`` declares; or None when such an answer must go the long way (no single
+    content-length, a status without a body, headers h11 refuses). The bytes come from h11
+    itself, on a scratch connection in the state of the real one (a keep-alive HTTP/1.1 GET),
+    so they are the long way's to the byte. The date changes every second, so the table is
+    emptied when it is full rather than kept in order.
+    """
+
+    MAX = 256
+
+    def __init__(self) -> None:
+        self._heads: dict[Any, _Head | None] = {}
+
+    def get(
+        self, start: Any, length: int, config: HypercornConfig
+    ) -> tuple[h11.Response, bytes] | None:
+        extra = config.response_headers("h11")
+        try:
+            key = (start["status"], tuple(start.get("headers", ())), tuple(extra))
+            head = self._heads[key]
+        except KeyError:
+            if len(self._heads) >= self.MAX:
+                self._heads.clear()
+            head = self._heads[key] = self._encode(start, extra)
+        except TypeError:  # an unhashable header (a bytearray...): the long way
+            return None
+        if head is None or head[2] != length:
+            return None
+        return head[0], head[1]
+
+    @staticmethod
+    def _encode(
+        start: Any, extra: list[tuple[bytes, bytes]]
+    ) -> tuple[h11.Response, bytes, int] | None:
+        status = start["status"]
+        if type(status) is not int or status < 200 or status in (204, 304):
+            return None
+        try:
+            headers = [*build_and_validate_headers(start.get("headers", [])), *extra]
+            _validate(headers)
+            response = h11.Response(headers=headers, status_code=status, _parsed=True)
+        except (h11.LocalProtocolError, ValueError, TypeError, IndexError):
+            return None  # the long way raises it to the app, as hypercorn does
+        lengths = [value for name, value in response.headers if name == b"content-length"]
+        if len(lengths) != 1 or any(name == b"transfer-encoding" for name, _ in response.headers):
+            return None
+        scratch = h11.Connection(h11.SERVER)
+        scratch.receive_data(_SCRATCH_REQUEST)
+        while scratch.next_event() is not h11.NEED_DATA:
+            pass
+        return response, scratch.send(response), int(lengths[0])
+
+
+_HEADS = _Heads()
 
 
 class _H11Protocol(H11Protocol):

@@ -6,6 +6,7 @@ TCP socket, so what is checked is what a client sees on the wire.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import inspect
 import logging
@@ -104,6 +105,25 @@ class App:
                 AFTER_ANSWER.reset(token)
         elif path == "/boom":
             raise RuntimeError("boom")
+        elif path == "/close-header":  # the app itself ends the connection (as when draining)
+            headers = [(b"content-length", b"5"), (b"connection", b"close")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"close"})
+        elif path == "/chunked":  # no content-length: h11 frames it
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"chunked"})
+        elif path == "/nothing":
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+        elif path == "/liar":  # declares more than it sends
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-length", b"10")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b"ok"})
         elif path == "/inject":  # a header value with a line break in it
             headers = [(b"x-note", b"a\r\nset-cookie: evil=1"), (b"content-length", b"2")]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -230,6 +250,23 @@ def test_hypercorn_internals() -> None:
     assert h11._abnf.field_value and h11._abnf.field_name
     assert "await self._check_protocol(event)" in events
     assert Updated(idle=True).idle is True
+    # Connection._answer_whole does what HTTPStream._send_closed and h11's send would do.
+    closed = inspect.getsource(HTTPStream._send_closed)
+    assert re.search(
+        r"EndBody\(.*\)\)\s+self\.state = ASGIHTTPState\.CLOSED\s+"
+        r"await self\.config\.log\.access\(self\.scope, self\.response, time\(\) - self\.start_time\)"
+        r"\s+await self\.send\(StreamClosed\(stream_id=self\.stream_id\)\)",
+        closed,
+    ), closed
+    body = inspect.getsource(HTTPStream.app_send)
+    assert "self.response = message" in body and "build_and_validate_headers" in body
+    h11_version = importlib.metadata.version("h11")
+    assert (0, 14) <= tuple(int(part) for part in h11_version.split(".")[:2]) < (0, 17), h11_version
+    send = inspect.getsource(h11.Connection.send_with_data_passthrough)
+    assert "self._clean_up_response_headers_for_sending(event)" in send
+    assert "self._process_event(self.our_role, event)" in send
+    probe = h11.Connection(h11.SERVER)
+    assert probe._cstate.keep_alive is True and probe.client_is_waiting_for_100_continue is False
 
 
 async def test_keep_alive_many_requests_on_one_connection() -> None:
@@ -271,6 +308,77 @@ async def test_an_answer_is_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(writes) == 2  # head and body together, no empty write
     assert all(w.startswith(b"HTTP/1.1 200 ") for w in writes)
     assert writes[0].endswith(b"\r\n\r\none") and writes[1].endswith(b"\r\n\r\ntwo")
+
+
+FIXED_DATE = [(b"date", b"Thu, 03 Dec 2026 00:00:00 GMT")]
+#: (request bytes, whether the short way of Connection._answer_whole may take it)
+ANSWERS = [
+    (HEAD % b"plain", True),
+    (HEAD % b"close-header", True),  # then the connection ends
+    (b"GET /plain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", False),
+    (b"GET /plain HTTP/1.0\r\nHost: x\r\n\r\n", False),
+    (b"HEAD /plain HTTP/1.1\r\nHost: x\r\n\r\n", False),
+    (HEAD % b"chunked", False),
+    (HEAD % b"nothing", False),
+    (HEAD % b"liar", False),
+    (HEAD % b"inject", False),
+    (HEAD % b"boom", False),
+    (b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", True),
+]
+LAST = b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+
+async def _wire(request: bytes) -> bytes:
+    """Everything a client reads for *request* followed by a last request that closes."""
+    async with serving(App()) as (port, _):
+        stream = await connect(port)
+        await stream.send_all(request)
+        await trio.sleep(0.05)  # the first answer first: no pipelining
+        with contextlib.suppress(trio.BrokenResourceError):
+            await stream.send_all(LAST)
+        return await closed_within(stream, 3)
+
+
+@pytest.mark.parametrize(("request_", "short"), ANSWERS)
+async def test_whole_answers_the_short_way_are_the_long_ways_to_the_byte(
+    monkeypatch: pytest.MonkeyPatch, request_: bytes, short: bool
+) -> None:
+    """Connection._answer_whole writes a whole answer with a cached head: the client must read
+    exactly what hypercorn and h11 would have written, and every case outside the plain one
+    (HTTP/1.0, Connection: close, HEAD, no or a wrong content-length, 204, bad headers, an app
+    error) must go the long way."""
+    monkeypatch.setattr(ServerConfig, "response_headers", lambda self, protocol: list(FIXED_DATE))
+    taken: list[bool] = []
+    real = connection_module.Connection._answer_whole
+
+    async def spy(self: connection_module.Connection, *args: Any) -> bool:
+        taken.append(await real(self, *args))
+        return taken[-1]
+
+    monkeypatch.setattr(connection_module.Connection, "_answer_whole", spy)
+    fast = await _wire(request_)
+    assert (taken[:1] == [True]) is short, taken
+    monkeypatch.setattr(connection_module.Connection, "_answer_whole", _never)
+    slow = await _wire(request_)
+    assert fast == slow
+    assert slow.startswith(b"HTTP/1.")
+
+
+async def _never(self: connection_module.Connection, *args: Any) -> bool:
+    return False
+
+
+def test_heads_table_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    heads = connection_module._Heads()
+    monkeypatch.setattr(connection_module._Heads, "MAX", 4)
+    config = ServerConfig()
+    for i in range(10):
+        start = {"status": 200, "headers": [(b"x-n", str(i).encode()), (b"content-length", b"2")]}
+        head = heads.get(start, 2, config)
+        assert head is not None and head[1].startswith(b"HTTP/1.1 200 ")
+        assert b"x-n: %d\r\n" % i in head[1]
+        assert heads.get(start, 3, config) is None  # a body that is not the declared length
+    assert len(heads._heads) <= 4
 
 
 async def test_woken_together_every_answer_is_written_before_any_recycling(

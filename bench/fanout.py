@@ -1264,6 +1264,12 @@ class Client:
         self.addrs = [(HOST, p) for p in (port if isinstance(port, list) else [port])]
         self.push_addr = (HOST, target.push_port if target is not None else self.addrs[0][1])
         self.ep = select.epoll()
+        # Publishers on an epoll of their own, looked at before every batch of listeners (its
+        # fd is in the main epoll, to wake it): one epoll's ready list is served in turn, so a
+        # publisher that becomes ready behind 10,000 answers would wait for the client to read
+        # them all, 256 at a time, and the client's backlog would count as push latency.
+        self.ep_push = select.epoll()
+        self.ep.register(self.ep_push.fileno(), select.EPOLLIN)
         self.conns: dict[int, Conn] = {}
         self.listeners: list[Conn] = []
         self.on_response: Callable[[Conn, int, bytes], None] = self._ignore
@@ -1333,7 +1339,7 @@ class Client:
             sock.setblocking(False)
             conn = Conn(sock, -1 - j)
             self.conns[conn.fd] = conn
-            self.ep.register(conn.fd, select.EPOLLIN)
+            self.ep_push.register(conn.fd, select.EPOLLIN)
             self.push_free.append(conn)
         self.push_sent = array("d", [0.0]) * (entries + 1)
         self.push_acked = array("d", [0.0]) * (entries + 1)
@@ -1387,7 +1393,7 @@ class Client:
             elif conn.idx >= 0:
                 self.errors += 1
             with contextlib.suppress(OSError, KeyError, ValueError):
-                self.ep.unregister(conn.fd)
+                (self.ep if conn.idx >= 0 else self.ep_push).unregister(conn.fd)
 
     def close(self) -> None:
         linger = struct.pack("ii", 1, 0)  # RST, not FIN: no TIME_WAIT piling up between runs
@@ -1397,6 +1403,7 @@ class Client:
                 conn.sock.close()
         self.conns.clear()
         self.ep.close()
+        self.ep_push.close()
 
     # the loop
 
@@ -1408,7 +1415,8 @@ class Client:
     ) -> bool:
         """Serve events until *done()* or *until*; *tick(now)* runs every turn and returns how
         long the loop may sleep. Returns whether *done()* became true."""
-        poll, conns, readable = self.ep.poll, self.conns, self._readable
+        poll, poll_push = self.ep.poll, self.ep_push.poll
+        conns, readable = self.conns, self._readable
         while not done():
             t = now()
             if t >= until:
@@ -1416,21 +1424,15 @@ class Client:
             timeout = min(until - t, 1.0)
             if tick is not None:
                 timeout = min(timeout, tick(t))
-            # A bounded batch, publishers' connections first: with thousands of answers ready
-            # at once, reading them all before a push's acknowledgement (and before the next
-            # push goes out) would count this client's own backlog as the server's latency.
-            events = poll(max(timeout, 0.0), POLL_BATCH)
-            later = []
-            for fd, _ in events:
+            # Publishers first, then a bounded batch of listeners: with thousands of answers
+            # ready at once, reading them all before a push's acknowledgement (and before the
+            # next push goes out) would count this client's own backlog as the server's latency.
+            for fd, _ in poll_push(0):
+                readable(conns[fd])
+            for fd, _ in poll(max(timeout, 0.0), POLL_BATCH):
                 conn = conns.get(fd)
-                if conn is None:
-                    continue
-                if conn.idx < 0:
+                if conn is not None:  # else the publishers' epoll: read at the next turn
                     readable(conn)
-                else:
-                    later.append(conn)
-            for conn in later:
-                readable(conn)
         return True
 
     def _readable(self, conn: Conn) -> None:

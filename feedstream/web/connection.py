@@ -560,9 +560,7 @@ class _Heads:
         return head[0], head[1]
 
     @staticmethod
-    def _encode(
-        start: Any, extra: list[tuple[bytes, bytes]]
-    ) -> tuple[h11.Response, bytes, int] | None:
+    def _encode(start: Any, extra: list[tuple[bytes, bytes]]) -> _Head | None:
         status = start["status"]
         if type(status) is not int or status < 200 or status in (204, 304):
             return None

@@ -50,7 +50,7 @@ PACE_LIMIT = 10.0  # and at the latest after this long
 #: (bench/fanout.py): groups of 32 beat 100 and 256 on fan-out and sustained delivery.
 WAKE_GROUP = 32
 #: Long-polls woken per scheduler pass in a round, and let through the gate per pass after it.
-#: An answer is ~100 µs of CPU, so a pass of a group is ~10 ms: the log's follower and the
+#: An answer is 50-100 µs of CPU, so a pass of a group is 5-10 ms: the log's follower and the
 #: ingest path get a turn that often, and later groups read the entries committed meanwhile.
 #: Measured at 10,000 listeners and 10 entries/s (bench/fanout.py): sustained delivery p99
 #: 3.6 s with groups of 100, 4.6 s with 1,000 (the follower then sees news 0.5 s late) and

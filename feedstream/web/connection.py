@@ -287,11 +287,7 @@ class Connection:
                 # on the wire before any of them does the rest of its step (recycling, the
                 # next read), which roughly halves the time to the last answer.
                 await self._flush()
-                hold = AFTER_ANSWER.get()
-                if hold is None:
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-                else:
-                    await hold()  # the app's own yield: a round's gate (see AFTER_ANSWER)
+                await _after_answer()
         elif kind is Updated:
             if event.idle:  # type: ignore[attr-defined]
                 self.idle = True
@@ -426,11 +422,7 @@ class Connection:
         stream.response = start
         stream.state = ASGIHTTPState.CLOSED
         await self._write(encoded + body)
-        hold = AFTER_ANSWER.get()
-        if hold is None:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        else:
-            await hold()
+        await _after_answer()
         await self.config.log.access(stream.scope, start, time.time() - stream.start_time)
         await protocol.stream_send(StreamClosed(stream_id=stream.stream_id))
         return True
@@ -520,6 +512,23 @@ def _validate(headers: list[tuple[bytes, bytes]]) -> None:
             _VALID_HEADERS.add(pair)
 
 
+def _checked_response(headers: list[tuple[bytes, bytes]], status: int) -> h11.Response:
+    """The ``h11.Response`` for *headers* (app's and server's), checked by :func:`_validate`
+    and handed to h11 as parsed, so that h11 does not run its regexes over them again."""
+    _validate(headers)
+    return h11.Response(headers=headers, status_code=status, _parsed=True)
+
+
+async def _after_answer() -> None:
+    """What a request's task does right after its whole answer is written: the app's own wait
+    (:data:`~feedstream.web.asgi.AFTER_ANSWER`, a round's gate) or a single yield."""
+    hold = AFTER_ANSWER.get()
+    if hold is None:
+        await trio.lowlevel.cancel_shielded_checkpoint()
+    else:
+        await hold()
+
+
 _SCRATCH_REQUEST = b"GET / HTTP/1.1\r\nhost: feedstream\r\n\r\n"
 _END_OF_MESSAGE = h11.EndOfMessage()
 _Head = tuple[h11.Response, bytes, int]  # the h11 event, its encoding, the declared length
@@ -566,8 +575,7 @@ class _Heads:
             return None
         try:
             headers = [*build_and_validate_headers(start.get("headers", [])), *extra]
-            _validate(headers)
-            response = h11.Response(headers=headers, status_code=status, _parsed=True)
+            response = _checked_response(headers, status)
         except (h11.LocalProtocolError, ValueError, TypeError, IndexError):
             return None  # the long way raises it to the app, as hypercorn does
         lengths = [value for name, value in response.headers if name == b"content-length"]
@@ -598,9 +606,7 @@ class _H11Protocol(H11Protocol):
             headers = [*event.headers, *self.config.response_headers("h11")]
             if self.keep_alive_requests >= self.config.keep_alive_max_requests:
                 headers.append((b"connection", b"close"))
-            _validate(headers)
-            response = h11.Response(headers=headers, status_code=event.status_code, _parsed=True)
-            await self._send_h11_event(response)
+            await self._send_h11_event(_checked_response(headers, event.status_code))
         else:
             await super().stream_send(event)
 

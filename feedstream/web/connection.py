@@ -28,6 +28,11 @@ recycling, error answers) and replaces only the loop around it:
   :meth:`Connection._answer_whole` writes a head encoded once per distinct set of headers with
   the body, and moves hypercorn's and h11's states as the four events of the long way would
   (``docs/hypercorn-notes.md`` §10). Every listener of a round gets the same head.
+* **A plain request head the short way.** When a read brings exactly one whole keep-alive
+  ``GET``-like head and nothing else (what a re-polling client sends each round),
+  :func:`feedstream.web.requesthead.plain_request` reads it with h11's own grammar in one pass
+  and :meth:`Connection._take_plain` moves h11 and hypercorn as their readers would; anything
+  else is read by h11 as before (``docs/hypercorn-notes.md`` §11).
 * **Answers first, housekeeping after.** A whole answer is written as soon as h11 ends its
   message, then the task yields once before hypercorn recycles the stream: listeners woken
   together (a fan-out) all have their answers on the wire before any of them goes on. An app
@@ -59,13 +64,14 @@ import trio
 from h11._abnf import field_name, field_value
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, Event, RawData, Updated
-from hypercorn.protocol.events import Response, StreamClosed
-from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.events import Request, Response, StreamClosed
+from hypercorn.protocol.h11 import STREAM_ID, H11Protocol
 from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import build_and_validate_headers
 
 from feedstream.web.asgi import AFTER_ANSWER
+from feedstream.web.requesthead import plain_request
 
 logger = logging.getLogger(__name__)
 
@@ -260,7 +266,8 @@ class Connection:
             except OSError:
                 return
             requests = self._requests
-            await protocol.handle(RawData(data))
+            if not (self._between_requests(protocol) and await self._take_plain(protocol, data)):
+                await protocol.handle(RawData(data))
             if self.kept is not None:  # a whole request that h11 did not pause on: answer it
                 await self.run_kept()
             if not data:
@@ -270,6 +277,41 @@ class Connection:
             if partial_head and self._head_deadline == inf:
                 self._head_deadline = trio.current_time() + self.header_timeout
                 self._scope.deadline = min(self._scope.deadline, self._head_deadline)
+
+    def _between_requests(self, protocol: H11Protocol) -> bool:
+        """Whether the next bytes read start a request with nothing before them: the last
+        request's stream is recycled and h11 waits for a new one, its buffer empty."""
+        h11_connection = protocol.connection
+        return (
+            protocol.stream is None
+            and type(h11_connection) is h11.Connection
+            and h11_connection.their_state is h11.IDLE
+            and h11_connection.our_state is h11.IDLE
+            and not h11_connection._receive_buffer
+            and not self.terminated.is_set()
+        )
+
+    async def _take_plain(self, protocol: H11Protocol, data: bytes) -> bool:
+        """Take *data* the short way when it is one whole plain request head
+        (:func:`~feedstream.web.requesthead.plain_request`); False, having done nothing, when
+        it is not and h11 must read it.
+
+        Then every layer moves as in the long way: h11's state with the same ``Request``
+        (what its ``next_event`` does after reading it), hypercorn's protocol as its
+        ``_handle_events`` does with a request (``Updated``, a new stream, the app's call
+        kept), and that same loop reads the request's end from h11 (a body of length 0).
+        """
+        request = plain_request(data)
+        if request is None:
+            return False
+        h11_connection = protocol.connection
+        assert isinstance(h11_connection, h11.Connection)  # as _between_requests found it
+        h11_connection._process_event(h11.CLIENT, request)
+        await protocol.send(Updated(idle=False))
+        await protocol._check_protocol(request)
+        await protocol._create_stream(request)
+        await protocol._handle_events()
+        return True
 
     async def _protocol_send(self, event: Event) -> None:
         kind = type(event)
@@ -612,6 +654,38 @@ class _H11Protocol(H11Protocol):
 
     async def _check_protocol(self, event: h11.Request) -> None:
         pass
+
+    async def _create_stream(self, request: h11.Request) -> None:
+        """hypercorn's, with its pass over the headers made on h11's own lists: its check for
+        a WebSocket upgrade and the scope's ``(name, value)`` list (h11 names are lower-case
+        tokens already). A request with an ``Upgrade`` header goes to hypercorn's own."""
+        items = request.headers._full_items
+        if self.config.h11_pass_raw_headers or any(name == b"upgrade" for _, name, _ in items):
+            await super()._create_stream(request)
+            return
+        self.stream = HTTPStream(
+            self.app,
+            self.config,
+            self.context,
+            self.task_group,
+            self.ssl,
+            self.client,
+            self.server,
+            self.stream_send,
+            STREAM_ID,
+        )
+        await self.stream.handle(
+            Request(
+                stream_id=STREAM_ID,
+                headers=[(name, value) for _, name, value in items],
+                http_version=request.http_version.decode(),
+                method=request.method.decode("ascii").upper(),
+                raw_path=request.target,
+                state=self.connection_state,
+            )
+        )
+        self.keep_alive_requests += 1
+        await self.context.mark_request()
 
 
 def _has_body(headers: Any) -> bool:

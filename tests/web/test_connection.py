@@ -40,6 +40,7 @@ class App:
 
     def __init__(self) -> None:
         self.paths: list[str] = []
+        self.scopes: list[dict[str, Any]] = []
         self.release = trio.Event()
         self.parked = 0
         self.finished: list[str] = []
@@ -66,6 +67,8 @@ class App:
                     return
         path = scope["path"]
         self.paths.append(path)
+        # What the app is given, ports left out (each test server and client has its own).
+        self.scopes.append({**scope, "client": scope["client"][0], "server": scope["server"][0]})
         if scope["method"] == "POST" and path == "/linger":
             # Answers, then keeps running a while: its ASGI call ends after the client has
             # sent its next request on the same connection.
@@ -267,6 +270,24 @@ def test_hypercorn_internals() -> None:
     assert "self._process_event(self.our_role, event)" in send
     probe = h11.Connection(h11.SERVER)
     assert probe._cstate.keep_alive is True and probe.client_is_waiting_for_100_continue is False
+    # Connection._take_plain does what H11Protocol._handle_events does with an h11.Request, and
+    # _H11Protocol._create_stream what hypercorn's does for a request without Upgrade.
+    assert re.search(
+        r"h11\.Request\):\s+await self\.send\(Updated\(idle=False\)\)\s+"
+        r"await self\._check_protocol\(event\)\s+await self\._create_stream\(event\)",
+        events,
+    ), events
+    create = inspect.getsource(H11Protocol._create_stream)
+    assert "headers = list(request.headers)" in create and "self.stream = HTTPStream(" in create
+    assert (
+        "self.keep_alive_requests += 1" in create and "await self.context.mark_request()" in create
+    )
+    # feedstream.web.requesthead builds the Request as h11's reader does, with h11's grammar.
+    reader = inspect.getsource(h11._readers.maybe_read_from_IDLE_client)
+    assert "request_line_re" in reader and "_decode_header_lines(lines[1:])" in reader
+    assert "_parsed=True" in reader
+    assert "header_field_re" in inspect.getsource(h11._readers._decode_header_lines)
+    assert "self._process_event(self.their_role" in inspect.getsource(h11.Connection.next_event)
 
 
 async def test_keep_alive_many_requests_on_one_connection() -> None:
@@ -328,15 +349,62 @@ ANSWERS = [
 LAST = b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
 
-async def _wire(request: bytes) -> bytes:
+async def _wire(request: bytes, app: App | None = None) -> bytes:
     """Everything a client reads for *request* followed by a last request that closes."""
-    async with serving(App()) as (port, _):
+    async with serving(App() if app is None else app) as (port, _):
         stream = await connect(port)
         await stream.send_all(request)
         await trio.sleep(0.05)  # the first answer first: no pipelining
         with contextlib.suppress(trio.BrokenResourceError):
             await stream.send_all(LAST)
         return await closed_within(stream, 3)
+
+
+#: (request bytes, whether Connection._take_plain may take it the short way)
+REQUESTS = [
+    (HEAD % b"plain", True),
+    (b"GET /pl%C3%A9in?q=%C3%A9&x= HTTP/1.1\r\nHost: x\r\nX-Empty:\r\nX-Obs: \xff\r\n\r\n", True),
+    (b"GET /plain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", True),
+    (b"HEAD /plain HTTP/1.1\r\nHost: x\r\n\r\n", True),
+    (HEAD % b"boom", True),
+    (HEAD % b"inject", True),
+    (b"GET /plain HTTP/1.0\r\nHost: x\r\n\r\n", False),
+    (b"GET /plain HTTP/1.1\nHost: x\n\n", False),
+    (b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", False),
+    (b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n", False),
+    (b"GET /x HTTP/1.1\r\n\r\n", False),  # no Host: h11's 400
+    (b"GET /x HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", False),
+    (b"GET /up HTTP/1.1\r\nHost: x\r\nUpgrade: foo/1\r\n\r\n", False),  # an upgrade not taken
+]
+
+
+@pytest.mark.parametrize(("request_", "short"), REQUESTS)
+async def test_requests_the_short_way_are_the_long_ways(
+    monkeypatch: pytest.MonkeyPatch, request_: bytes, short: bool
+) -> None:
+    """Connection._take_plain reads a plain request head without h11's reader: the app must
+    see the same scopes and the client read the same bytes as when h11 reads every head, and
+    every other head (HTTP/1.0, bare LF, a body, pipelined, no or two Hosts, an upgrade)
+    must go h11's way. The closing request after it goes the short way too."""
+    monkeypatch.setattr(ServerConfig, "response_headers", lambda self, protocol: list(FIXED_DATE))
+    taken: list[bool] = []
+    real = connection_module.Connection._take_plain
+
+    async def spy(self: connection_module.Connection, *args: Any) -> bool:
+        taken.append(await real(self, *args))
+        return taken[-1]
+
+    monkeypatch.setattr(connection_module.Connection, "_take_plain", spy)
+    fast_app = App()
+    fast = await _wire(request_, fast_app)
+    assert (taken[:1] == [True]) is short, taken
+    assert taken[-1:] == [True] or b"connection: close" in fast.lower(), taken
+    monkeypatch.setattr(connection_module, "plain_request", lambda data: None)
+    slow_app = App()
+    slow = await _wire(request_, slow_app)
+    assert fast == slow
+    assert fast_app.scopes == slow_app.scopes
+    assert slow.startswith(b"HTTP/1.")
 
 
 @pytest.mark.parametrize(("request_", "short"), ANSWERS)

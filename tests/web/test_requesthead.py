@@ -1,0 +1,173 @@
+"""feedstream.web.requesthead: the short way reads exactly what h11 reads, or leaves it to h11.
+
+Every head is read both ways: by :func:`plain_request` and by a fresh ``h11.Connection`` in the
+server role. Whenever the short way answers, h11 must read the very same ``Request`` from the
+same bytes, then the request's end, with nothing left over; whenever h11 refuses the bytes or
+reads something else from them, the short way must have said None.
+"""
+
+from __future__ import annotations
+
+import h11
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from feedstream.web.requesthead import PLAIN_HEAD_MAX, plain_request
+
+BROWSER = (
+    b"GET /api/entries?after=1-5&timeout=30 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
+    b"User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    b"Chrome/120.0 Safari/537.36\r\nAccept: application/json, text/plain, */*\r\n"
+    b"Accept-Language: en-US,en;q=0.9\r\nAccept-Encoding: gzip, deflate, br\r\n"
+    b"Referer: http://127.0.0.1:8080/\r\nConnection: keep-alive\r\nSec-Fetch-Dest: empty\r\n"
+    b"Sec-Fetch-Mode: cors\r\nSec-Fetch-Site: same-origin\r\n"
+    b"Cookie: theme=dark; session=abcdefabcdefabcdefabcdef\r\n\r\n"
+)
+
+
+def h11_reads(data: bytes) -> h11.Request | None:
+    """The Request h11 reads from *data* when *data* is one whole head with no body and nothing
+    after it; None when h11 refuses it, wants more, or finds more than that."""
+    connection = h11.Connection(h11.SERVER)
+    connection.receive_data(data)
+    try:
+        request = connection.next_event()
+        if type(request) is not h11.Request:
+            return None
+        end = connection.next_event()
+    except h11.RemoteProtocolError:
+        return None
+    if type(end) is not h11.EndOfMessage or connection.trailing_data[0]:
+        return None
+    return request
+
+
+def same(short: h11.Request, long: h11.Request) -> bool:
+    return (
+        short.method == long.method
+        and short.target == long.target
+        and short.http_version == long.http_version
+        and short.headers._full_items == long.headers._full_items
+        and all(type(part) is bytes for item in short.headers._full_items for part in item)
+    )
+
+
+def check(data: bytes) -> h11.Request | None:
+    """Both readers on *data*; the short way's result."""
+    short = plain_request(data)
+    if short is not None:
+        long = h11_reads(data)
+        assert long is not None, data
+        assert same(short, long), (data, short, long)
+    return short
+
+
+PLAIN = [
+    BROWSER,
+    b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /api/stream HTTP/1.1\r\nhost: example.org\r\nLast-Event-ID: 1-2\r\n\r\n",
+    b"HEAD /x HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET http://x/y HTTP/1.1\r\nHost: x\r\n\r\n",  # absolute form: h11 takes any target
+    b"GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",  # h11 then ends keep-alive
+    b"GET /x HTTP/1.1\r\nHost: x\r\nX-Empty:\r\nX-Spaces: \t a  b \t\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nHost: x\r\nX-Obs-Text: caf\xc3\xa9 \xff\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nHOST: x\r\nAccept: a\r\naccept: b\r\n\r\n",
+    b"DELETE /x HTTP/1.1\r\nHost: x\r\n\r\n",  # no body headers: no body, as h11 reads it
+]
+
+NOT_PLAIN = [
+    b"GET /x HTTP/1.0\r\nHost: x\r\n\r\n",
+    b"GET /x HTTP/1.1\r\n\r\n",  # no Host
+    b"GET /x HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+    b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc",
+    b"GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+    b"POST /x HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
+    b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+    b"CONNECT x:443 HTTP/1.1\r\nHost: x:443\r\n\r\n",
+    b"GET /x HTTP/1.1\nHost: x\n\n",  # bare LF: h11 reads it, the short way leaves it to h11
+    b"GET /x HTTP/1.1\r\nHost: x\r\nX-Fold: a\r\n  b\r\n\r\n",  # obsolete line folding
+    b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n",  # pipelined
+    b"GET /x HTTP/1.1\r\nHost: x\r\n",  # not whole yet
+    b"\r\nGET /x HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nHost: x\r\nX-Nul: a\x00b\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nHost: x\r\nX-Cr: a\rb\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nHost: x\r\nBad Name: a\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nHost: x\r\nX-Space : a\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nHost: x\r\n: a\r\n\r\n",
+    b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"G@T /x HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /x HTTP/2.0\r\nHost: x\r\n\r\n",
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nHost: x\r\nCookie: " + b"c" * PLAIN_HEAD_MAX + b"\r\n\r\n",
+    b"",
+]
+
+
+@pytest.mark.parametrize("data", PLAIN)
+def test_plain_heads_are_read_as_h11_reads_them(data: bytes) -> None:
+    assert check(data) is not None
+
+
+@pytest.mark.parametrize("data", NOT_PLAIN)
+def test_other_heads_are_left_to_h11(data: bytes) -> None:
+    assert check(data) is None
+
+
+def test_a_browser_re_poll_as_the_app_sees_it() -> None:
+    request = check(BROWSER)
+    assert request is not None
+    assert request.method == b"GET" and request.target == b"/api/entries?after=1-5&timeout=30"
+    assert request.headers[0] == (b"host", b"127.0.0.1:8080")
+    assert request.headers.raw_items()[0] == (b"Host", b"127.0.0.1:8080")
+    assert len(request.headers) == 11
+
+
+# Generated heads: lines built from pieces that are valid, nearly valid and invalid, joined by
+# CRLF or by something else, so that both readers meet the boundaries of the grammar.
+_TOKENS = st.sampled_from(
+    [b"Host", b"host", b"X-A", b"Accept", b"Content-Length", b"Upgrade", b"Expect",
+     b"Connection", b"Transfer-Encoding", b"Bad Name", b"", b"X\x00", b"\xc3\xa9", b"a:b"]
+)  # fmt: skip
+_VALUES = st.one_of(
+    st.sampled_from([b"x", b"", b" x ", b"\tx\t", b"a b", b"0", b"chunked", b"close", b"websocket",
+                     b"100-continue", b"\xff", b"a\rb", b"a\nb", b"a\x00b", b"a\x0bb"]),
+    st.binary(max_size=12),
+)  # fmt: skip
+_FIELDS = st.tuples(_TOKENS, st.sampled_from([b":", b": ", b" :", b""]), _VALUES).map(
+    lambda parts: b"".join(parts)
+)
+_REQUEST_LINES = st.one_of(
+    st.sampled_from(
+        [b"GET / HTTP/1.1", b"GET /x?y=1 HTTP/1.1", b"HEAD / HTTP/1.1", b"CONNECT x:1 HTTP/1.1",
+         b"GET / HTTP/1.0", b"GET  / HTTP/1.1", b"GET / HTTP/1.1 ", b"get / HTTP/1.1", b" GET / HTTP/1.1",
+         b"GET /\xff HTTP/1.1", b"GET"]
+    ),
+    st.binary(max_size=20),
+)  # fmt: skip
+_BREAKS = st.sampled_from([b"\r\n", b"\r\n", b"\r\n", b"\n", b"\r", b"\r\n "])
+
+
+@st.composite
+def heads(draw: st.DrawFn) -> bytes:
+    parts = [draw(_REQUEST_LINES)]
+    for field in draw(st.lists(_FIELDS, max_size=6)):
+        parts += [draw(_BREAKS), field]
+    end = draw(st.sampled_from([b"\r\n\r\n", b"\r\n\r\n", b"\n\n", b"\r\n", b"\r\n\r\nextra"]))
+    return b"".join(parts) + end
+
+
+@settings(max_examples=600, deadline=None)
+@given(heads())
+def test_generated_heads_read_alike(data: bytes) -> None:
+    check(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_FIELDS, max_size=6))
+def test_generated_plain_shapes_read_alike(fields: list[bytes]) -> None:
+    """Heads shaped as the short way takes them (CRLF lines, one Host), fields generated."""
+    data = b"GET /x HTTP/1.1\r\nHost: x\r\n" + b"".join(f + b"\r\n" for f in fields) + b"\r\n"
+    check(data)

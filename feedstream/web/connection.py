@@ -11,7 +11,9 @@ recycling, error answers) and replaces only the loop around it:
 
 * **One deadline per connection, no timer task.** The read loop runs in one cancel scope whose
   deadline moves: ``keep_alive`` after each answer, none while a request is in flight, and a
-  shorter ``header_timeout`` once the first bytes of a request head have come (slowloris).
+  shorter ``header_timeout`` once the first bytes of a request head have come (slowloris). The
+  idle deadlines are set on the scope only when the loop has to wait for bytes: a client whose
+  next request is already there (a re-poll) moves no deadline at all.
 * **The app runs in the connection's own task** when the request has no body (every long-poll,
   every page load): hypercorn calls ``task_group.spawn_app`` as the request head is parsed; this
   class is that task group, so it keeps the call and runs it when h11 has the whole request and
@@ -184,6 +186,7 @@ class Connection:
         self._write_lock = trio.Lock()
         self._requests = 0
         self._head_deadline = inf
+        self._idle_deadline = inf  # keep-alive: when the connection became idle + the timeout
         self._protocol: _H11Protocol | None = None
         self._start: tuple[AppSend, Any] | None = None  # a head kept back by _send_from_app
 
@@ -238,7 +241,7 @@ class Connection:
                     self._protocol_send,
                 )
                 self._protocol = protocol
-                self._scope.deadline = trio.current_time() + self.config.keep_alive_timeout
+                self._idle_deadline = trio.current_time() + self.config.keep_alive_timeout
                 with self._scope:
                     await self._read(protocol)
                 await protocol.handle(Closed())
@@ -255,8 +258,13 @@ class Connection:
             try:
                 data = sock.recv(MAX_RECV)
             except BlockingIOError:
-                if self.idle and self.terminated.is_set():
-                    return
+                if self.idle:
+                    if self.terminated.is_set():
+                        return
+                    # Waiting between requests: the keep-alive or the head's deadline holds.
+                    deadline = min(self._idle_deadline, self._head_deadline)
+                    if self._scope.deadline != deadline:
+                        self._scope.deadline = deadline
                 self._reading = True
                 try:
                     await trio.lowlevel.wait_readable(sock)
@@ -276,7 +284,6 @@ class Connection:
             partial_head = self.idle and self._requests == requests and not self.closed
             if partial_head and self._head_deadline == inf:
                 self._head_deadline = trio.current_time() + self.header_timeout
-                self._scope.deadline = min(self._scope.deadline, self._head_deadline)
 
     def _between_requests(self, protocol: H11Protocol) -> bool:
         """Whether the next bytes read start a request with nothing before them: the last
@@ -332,13 +339,16 @@ class Connection:
                 await _after_answer()
         elif kind is Updated:
             if event.idle:  # type: ignore[attr-defined]
+                # Applied by _read if it has to wait for the next request: a client that has
+                # sent it already (a long-poll's re-poll) costs no deadline change.
                 self.idle = True
-                self._scope.deadline = trio.current_time() + self.config.keep_alive_timeout
+                self._idle_deadline = trio.current_time() + self.config.keep_alive_timeout
             else:
                 self.idle = False
                 self._requests += 1
                 self._head_deadline = inf
-                self._scope.deadline = inf
+                if self._scope.deadline != inf:
+                    self._scope.deadline = inf
         elif kind is Closed:
             if self._buffer:
                 await self._flush()

@@ -13,6 +13,7 @@ import trio
 import trio.testing
 
 from feedstream.service.gcpolicy import (
+    BUSY_INTERVAL,
     CHECK_EVERY,
     GROWTH_FLOOR,
     INTERVAL,
@@ -44,12 +45,13 @@ def test_a_quiet_loop_collects_at_half_the_budget() -> None:
 
 
 def test_interval_waits_for_quiet_but_not_forever() -> None:
-    pacer = Pacer(500, 100.0, floor=1000, interval=60)
+    pacer = Pacer(500, 100.0, floor=1000, interval=60, busy_interval=300)
     assert pacer.due(501, 159.9, quiet=True) is None
     assert pacer.due(501, 160.0, quiet=True) == "interval"
     assert pacer.due(501, 160.0, quiet=False) is None
-    assert pacer.due(501, 219.9, quiet=False) is None
-    assert pacer.due(501, 220.0, quiet=False) == "interval"
+    assert pacer.due(501, 399.9, quiet=False) is None
+    assert pacer.due(501, 400.0, quiet=False) == "interval"
+    assert Pacer(0, 0.0).busy_interval == BUSY_INTERVAL > INTERVAL
     assert pacer.due(501, 10_000.0, allocated=False, quiet=True) is None  # nothing to find
 
 
@@ -68,7 +70,15 @@ def test_budget_follows_the_heap_the_last_collection_left() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs", [{"ratio": 0}, {"ratio": -1.0}, {"floor": 0}, {"interval": 0}, {"interval": -5}]
+    "kwargs",
+    [
+        {"ratio": 0},
+        {"ratio": -1.0},
+        {"floor": 0},
+        {"interval": 0},
+        {"interval": -5},
+        {"interval": 60, "busy_interval": 30},
+    ],
 )
 def test_nonsense_settings_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="positive"):
@@ -143,7 +153,7 @@ async def test_tuned_collects_on_growth_even_when_busy(
         await trio.sleep(2 * CHECK_EVERY)
         assert stats.gc_collections == {"growth": 2}
         del keep, more
-        await trio.sleep(3 * INTERVAL)  # busy all along: garbage still goes after 2 intervals
+        await trio.sleep(BUSY_INTERVAL + INTERVAL)  # busy all along: garbage still goes
         assert stats.gc_collections == {"growth": 2, "interval": 1}
         nursery.cancel_scope.cancel()
     assert gc.isenabled(), "cancelling the task turns automatic collection back on"

@@ -213,10 +213,10 @@ def quantiles(values: list[float]) -> dict[str, float]:
 
 def hist_quantiles(hist: list[int]) -> dict[str, float]:
     total = sum(hist)
-    out = {"p50": math.nan, "p99": math.nan, "max": math.nan}
+    out = {"p50": math.nan, "p90": math.nan, "p95": math.nan, "p99": math.nan, "max": math.nan}
     if not total:
         return out
-    wanted = [("p50", math.ceil(0.50 * total)), ("p99", math.ceil(0.99 * total))]
+    wanted = [(f"p{p:g}", math.ceil(p / 100 * total)) for p in (50, 90, 95, 99)]
     seen = 0
     for bucket, count in enumerate(hist):
         if not count:
@@ -1990,6 +1990,7 @@ class Bench:
         alive = [c for c in client.listeners if c.alive]
         seen = [bytearray(last + 1) for _ in range(self.n)]
         hist = [0] * HIST_SIZE
+        slowest = [0.0] * (last + 1)  # per entry: its latency to the last listener it reached
         st = {"delivered": 0, "unexpected": 0, "resets": 0, "next": first}
         for conn in alive:
             if not conn.pending:
@@ -2012,7 +2013,10 @@ class Bench:
                     st["unexpected"] += 1
                     continue
                 if mine[k] == 0:
-                    hist[min(int((t - client.push_sent[k]) / HIST_STEP), HIST_SIZE - 1)] += 1
+                    latency = t - client.push_sent[k]
+                    hist[min(int(latency / HIST_STEP), HIST_SIZE - 1)] += 1
+                    if latency > slowest[k]:
+                        slowest[k] = latency
                     st["delivered"] += 1
                 if mine[k] < 255:
                     mine[k] += 1
@@ -2115,6 +2119,13 @@ class Bench:
             f"{f', refused {dict(refused)}' if refused else ''}; "
             f"to {len(alive)} listeners: {delivered}/{expected} delivered in {answers} answers "
             f"({delivered / max(answers, 1):.1f} entries each)"
+        )
+        last_listener = quantiles([slowest[k] for k in pushed if slowest[k] > 0])
+        self.res["sustained_last_listener"] = last_listener
+        self.say(
+            f"sustained latency push->arrival: p50 {ms(q['p50'])}, p90 {ms(q['p90'])}, "
+            f"p95 {ms(q['p95'])} ms; per entry, to its last listener: p50 "
+            f"{ms(last_listener['p50'])}, p99 {ms(last_listener['p99'])} ms"
         )
         self.say(
             f"sustained latency push->arrival: p50 {ms(q['p50'])} ms, p99 {ms(q['p99'])} ms, "

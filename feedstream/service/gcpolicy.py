@@ -19,7 +19,8 @@ collector does with ``GOGC=100``, and prefers quiet moments:
   :data:`GROWTH_FLOOR`. It collects in full
   - for ``growth`` when the heap grew by the budget, busy or not: memory at most doubles;
   - for ``idle`` when the loop is quiet (the task's last two wake-ups were on time, within
-    :data:`QUIET_LAG`) and the heap grew by half the budget, so that the pause falls where
+    :data:`QUIET_LAG`, and the process used less than :data:`QUIET_CPU` of a core since the
+    last look) and the heap grew by half the budget, so that the pause falls where
     nobody waits for an answer;
   - for ``interval`` when any container was allocated since the previous collection and
     :data:`INTERVAL` seconds have passed with the loop quiet, or :data:`BUSY_INTERVAL` in any
@@ -46,6 +47,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Callable
 
 import trio
 
@@ -56,8 +58,8 @@ from feedstream.service.stats import Stats
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "BUSY_INTERVAL", "CHECK_EVERY", "GROWTH_FLOOR", "INTERVAL", "POLICIES", "QUIET_LAG", "Pacer",
-    "manage_gc",
+    "BUSY_INTERVAL", "CHECK_EVERY", "GROWTH_FLOOR", "INTERVAL", "POLICIES", "QUIET_CPU",
+    "QUIET_LAG", "Pacer", "manage_gc",
 ]  # fmt: skip
 
 POLICIES = GC_POLICIES
@@ -74,6 +76,10 @@ BUSY_INTERVAL = 600.0
 CHECK_EVERY = 0.5
 #: A wake-up at most this late (seconds) means the event loop had nothing else to do.
 QUIET_LAG = 0.005
+#: ... and a process that used less than this share of a core since the last look is quiet. A
+#: loop at full load still wakes a timer on time now and then (between two rounds of answers),
+#: so lag alone let a collection fall in the middle of a busy minute.
+QUIET_CPU = 0.5
 
 
 class Pacer:
@@ -144,9 +150,12 @@ async def manage_gc(
     stats: Stats | None = None,
     *,
     check_every: float = CHECK_EVERY,
+    cpu_clock: Callable[[], float] = time.process_time,
     task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Apply *policy* (one of :data:`POLICIES`) and, for ``tuned``, collect until cancelled.
+
+    *cpu_clock* is the process's CPU time in seconds (what tells a busy loop from a quiet one).
 
     Start it with ``nursery.start`` once start-up is done (so that ``gc.freeze()`` takes the
     start-up objects). When cancelled it turns automatic collection back on if it was on before
@@ -169,17 +178,21 @@ async def manage_gc(
         pacer = Pacer(sys.getallocatedblocks(), trio.current_time())
         task_status.started()
         on_time = False
+        last_woke, last_cpu = trio.current_time(), cpu_clock()
         # Drift-free; after a long stall (a collection, a busy loop) the missed checks are
         # skipped, not run back to back.
         async for tick in Periodic(check_every):
-            woke = tick.woke
-            quiet, on_time = on_time and tick.lag <= QUIET_LAG, tick.lag <= QUIET_LAG
+            woke, cpu = tick.woke, cpu_clock()
+            idle = cpu - last_cpu < QUIET_CPU * (woke - last_woke)
+            last_woke, last_cpu = woke, cpu
+            quiet, on_time = on_time and idle and tick.lag <= QUIET_LAG, tick.lag <= QUIET_LAG
             allocated = gc.get_count()[0] > 0  # container objects, net, since the last collection
             heap = sys.getallocatedblocks()
             reason = pacer.due(heap, woke, allocated=allocated, quiet=quiet)
             if reason is not None:
                 _collect(pacer, reason, stats)
                 on_time = False  # the collection itself was not the loop being quiet
+                last_woke, last_cpu = trio.current_time(), cpu_clock()
     finally:
         if was_enabled:
             gc.enable()

@@ -6,6 +6,7 @@ import gc
 import sys
 import weakref
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -178,6 +179,29 @@ async def test_a_quiet_loop_collects_early_and_after_the_interval(
         await trio.sleep(3 * CHECK_EVERY)
         assert cycle() is None and stats.gc_collections == {"interval": 1, "idle": 1}
         del keep
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.usefixtures("restore_gc")
+async def test_a_loop_on_time_but_using_the_cpu_is_not_quiet(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A loaded loop still wakes a timer on time now and then (between two rounds of
+    answers): the process's CPU time says it is busy all the same."""
+    stats = Stats()
+    busy = [True]
+
+    def cpu_clock() -> float:  # a core's worth of CPU per second of the (virtual) clock
+        return trio.current_time() if busy[0] else 0.0
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(partial(manage_gc, "tuned", stats, cpu_clock=cpu_clock))
+        cycle = garbage_cycle()
+        await trio.sleep(INTERVAL + 4 * CHECK_EVERY)
+        assert cycle() is not None and not stats.gc_collections, "busy: no interval yet"
+        busy[0] = False
+        await trio.sleep(4 * CHECK_EVERY)
+        assert cycle() is None and stats.gc_collections == {"interval": 1}
         nursery.cancel_scope.cancel()
 
 

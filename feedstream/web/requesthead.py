@@ -7,10 +7,11 @@ call and a ``groupdict`` per line, a generator for obsolete line folding, then a
 that lower-cases the names. At 10,000 listeners that is a good part of every re-poll
 (``docs/hypercorn-notes.md`` §11).
 
-:func:`plain_request` reads such a head with h11's own grammar (its compiled request-line and
-header-field expressions, each line matched once) and builds the ``Request`` the way h11's reader
-does (``_parsed=True``, names lower-cased, raw names kept). It takes only the plain case, and
-returns None for everything else, which then goes to h11 as before:
+:func:`plain_request` reads such a head by h11's own grammar (its compiled request-line
+expression; for the header lines the same rules checked with bytes methods, a few C calls per
+line) and builds the ``Request`` that h11's reader builds (names lower-cased, raw names kept,
+values without their blanks). It takes only the plain case, and returns None for everything
+else, which then goes to h11 as before:
 
 * the bytes are exactly one whole head: they end with the blank line and hold no other, and
   every line ends with CRLF (h11 also takes a bare LF; the short way leaves that to it);
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import h11
 from h11._headers import Headers
-from h11._readers import header_field_re, request_line_re
+from h11._readers import request_line_re
 
 __all__ = ["PLAIN_HEAD_MAX", "plain_request"]
 
@@ -37,35 +38,65 @@ PLAIN_HEAD_MAX = 16384
 _END = b"\r\n\r\n"
 #: Lower-cased names that send a head to h11: body framing, 100-continue, protocol switches.
 _NOT_PLAIN = frozenset((b"content-length", b"transfer-encoding", b"expect", b"upgrade"))
+#: h11's ``token`` (a header name), as the bytes ``translate`` deletes.
+_TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_OWS = b" \t"
 
 
 def plain_request(data: bytes) -> h11.Request | None:
     """The ``h11.Request`` that h11 reads from *data* when *data* is exactly one plain request
-    head (see the module docstring); None otherwise, when only h11 may read it."""
+    head (see the module docstring); None otherwise, when only h11 may read it.
+
+    h11's header grammar (``h11._abnf.header_field``) is a token, a colon, optional blanks, a
+    value and optional blanks, where the value is runs of bytes other than NUL and ASCII
+    whitespace (space, tab, CR, LF, VT, FF) separated by spaces and tabs. Checked here with
+    bytes methods rather than a regular expression per line: no NUL, VT or FF anywhere, no CR
+    or LF but the line ends, each name all token bytes, each value stripped of its blanks.
+    """
     if len(data) > PLAIN_HEAD_MAX or not data.endswith(_END):
         return None
-    lines = data[: -len(_END)].split(b"\r\n")
-    match = request_line_re.fullmatch(lines[0])
+    line_end = data.find(b"\r\n")
+    match = request_line_re.fullmatch(data, 0, line_end)
     if match is None:
         return None
     method, target, version = match.group("method", "target", "http_version")
     if version != b"1.1" or method == b"CONNECT":
         return None
+    block = data[line_end + 2 : -len(_END)]
+    lines = block.split(b"\r\n")
+    if (
+        not block
+        or block.count(b"\r") != len(lines) - 1
+        or block.count(b"\n") != len(lines) - 1
+        or b"\x00" in block
+        or b"\x0b" in block
+        or b"\x0c" in block
+    ):
+        return None  # no Host, a bare CR or LF (or a blank line: a body, a second head)
     items: list[tuple[bytes, bytes, bytes]] = []
     hosts = 0
-    for index in range(1, len(lines)):
-        field = header_field_re.fullmatch(lines[index])
-        if field is None:  # an empty line (a second head, a body), a fold, a bare CR or LF...
-            return None
-        raw_name, value = field.group("field_name", "field_value")
+    for line in lines:
+        raw_name, colon, value = line.partition(b":")
+        if not colon or not raw_name or raw_name.translate(None, _TOKEN):
+            return None  # no colon, no name, or a name with a blank, a bracket, a byte > 127...
         name = raw_name.lower()
         if name in _NOT_PLAIN:
             return None
         if name == b"host":
             hosts += 1
-        items.append((raw_name, name, value))
+        items.append((raw_name, name, value.strip(_OWS)))
     if hosts != 1:
         return None
-    return h11.Request(
-        method=method, target=target, headers=Headers(items), http_version=version, _parsed=True
-    )
+    return _request(method, target, version, Headers(items))
+
+
+def _request(method: bytes, target: bytes, version: bytes, headers: Headers) -> h11.Request:
+    """``h11.Request(..., _parsed=True)`` without its checks, which the caller has made: the
+    request line matched h11's grammar (method and target included) and there is one Host.
+    (The constructor's own count of Hosts walks h11's ``Headers`` item by item.)"""
+    request = object.__new__(h11.Request)
+    object.__setattr__(request, "method", method)
+    object.__setattr__(request, "target", target)
+    object.__setattr__(request, "http_version", version)
+    object.__setattr__(request, "headers", headers)
+    return request

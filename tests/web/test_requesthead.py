@@ -75,6 +75,7 @@ PLAIN = [
     b"GET /x HTTP/1.1\r\nHost: x\r\nX-Obs-Text: caf\xc3\xa9 \xff\r\n\r\n",
     b"GET /x HTTP/1.1\r\nHOST: x\r\nAccept: a\r\naccept: b\r\n\r\n",
     b"DELETE /x HTTP/1.1\r\nHost: x\r\n\r\n",  # no body headers: no body, as h11 reads it
+    b"GET /x HTTP/1.1\r\nHost: x\r\nX-Ctl: a\x01\x1c\x7fb\r\nX-Colon: a:b: c\r\nX-Blank: \t \r\n\r\n",
 ]
 
 NOT_PLAIN = [
@@ -94,6 +95,11 @@ NOT_PLAIN = [
     b"\r\nGET /x HTTP/1.1\r\nHost: x\r\n\r\n",
     b"GET /x HTTP/1.1\r\nHost: x\r\nX-Nul: a\x00b\r\n\r\n",
     b"GET /x HTTP/1.1\r\nHost: x\r\nX-Cr: a\rb\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nHost: x\r\nX-Vt: a\x0bb\r\nX-Ff: c\x0cd\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nHost: x\r\nX-Lf: a\nb\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nHost: x\r\nX-\xc3\xa9: a\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n",
+    b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n\r\n",
     b"GET /x HTTP/1.1\r\nHost: x\r\nBad Name: a\r\n\r\n",
     b"GET /x HTTP/1.1\r\nHost: x\r\nX-Space : a\r\n\r\n",
     b"GET /x HTTP/1.1\r\nHost: x\r\n: a\r\n\r\n",
@@ -114,6 +120,14 @@ def test_plain_heads_are_read_as_h11_reads_them(data: bytes) -> None:
 @pytest.mark.parametrize("data", NOT_PLAIN)
 def test_other_heads_are_left_to_h11(data: bytes) -> None:
     assert check(data) is None
+
+
+def test_the_request_is_h11s_own_event() -> None:
+    """plain_request fills an h11.Request's slots itself (its constructor re-checks what the
+    parse has checked); these are all the slots there are."""
+    assert h11.Request.__slots__ == ("method", "headers", "target", "http_version")
+    request = plain_request(BROWSER)
+    assert type(request) is h11.Request and request == h11_reads(BROWSER)
 
 
 def test_a_browser_re_poll_as_the_app_sees_it() -> None:
@@ -171,3 +185,26 @@ def test_generated_plain_shapes_read_alike(fields: list[bytes]) -> None:
     """Heads shaped as the short way takes them (CRLF lines, one Host), fields generated."""
     data = b"GET /x HTTP/1.1\r\nHost: x\r\n" + b"".join(f + b"\r\n" for f in fields) + b"\r\n"
     check(data)
+
+
+_NAMES = st.text(
+    alphabet="!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+    min_size=1,
+    max_size=12,
+).map(str.encode)
+_SAFE_VALUES = st.binary(max_size=24).map(
+    lambda value: value.translate(None, b"\x00\r\n\x0b\x0c")  # what h11 takes in a value
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_NAMES, st.sampled_from([b":", b": ", b":\t "]), _SAFE_VALUES)))
+def test_every_plain_head_goes_the_short_way(fields: list[tuple[bytes, bytes, bytes]]) -> None:
+    """Valid names, values of any byte h11 takes: the short way must take the head (unless a
+    field is one that sends it to h11) and read it as h11 does."""
+    data = b"GET /x HTTP/1.1\r\nHost: x\r\n"
+    data += b"".join(name + colon + value + b"\r\n" for name, colon, value in fields) + b"\r\n"
+    names = {name.lower() for name, _, _ in fields}
+    if names & {b"host", b"content-length", b"transfer-encoding", b"expect", b"upgrade"}:
+        return
+    assert check(data) is not None, data

@@ -473,7 +473,7 @@ class Connection:
         h11_connection._process_event(h11.SERVER, _END_OF_MESSAGE)
         stream.response = start
         stream.state = ASGIHTTPState.CLOSED
-        await self._write(encoded + body)
+        await self._write(encoded, body)
         await _after_answer()
         await self.config.log.access(stream.scope, start, time.time() - stream.start_time)
         await protocol.stream_send(StreamClosed(stream_id=stream.stream_id))
@@ -487,7 +487,9 @@ class Connection:
         buffer.clear()
         await self._write(data)
 
-    async def _write(self, data: bytes) -> None:
+    async def _write(self, data: bytes, more: bytes = b"") -> None:
+        """Write *data*, then *more*: a head and its body go in one ``sendmsg``, not copied
+        into one buffer first (a sustained answer's body is tens of KiB)."""
         if self.closed:
             return
         lock = self._write_lock
@@ -497,6 +499,21 @@ class Connection:
             await lock.acquire()
         try:
             view: bytes | memoryview = data
+            if more:
+                try:
+                    sent = self.sock.sendmsg((data, more))
+                except BlockingIOError:
+                    sent = 0
+                except OSError:
+                    self._broken()
+                    return
+                if sent == len(data) + len(more):
+                    return
+                if sent < len(data):  # rare: the kernel buffer took less than the head
+                    view = data[sent:] + more
+                else:
+                    view = memoryview(more)[sent - len(data) :]
+                    await trio.lowlevel.wait_writable(self.sock)
             while True:
                 try:
                     sent = self.sock.send(view)

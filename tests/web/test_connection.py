@@ -106,6 +106,8 @@ class App:
                 await self._answer(send, b"held")
             finally:
                 AFTER_ANSWER.reset(token)
+        elif path == "/large":  # a whole answer of 256 KiB with its length
+            await self._answer(send, bytes(range(256)) * 1024)
         elif path == "/boom":
             raise RuntimeError("boom")
         elif path == "/close-header":  # the app itself ends the connection (as when draining)
@@ -304,7 +306,7 @@ async def test_keep_alive_many_requests_on_one_connection() -> None:
 
 async def test_an_answer_is_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
     writes: list[bytes] = []
-    real_send = socket.socket.send
+    real_send, real_sendmsg = socket.socket.send, socket.socket.sendmsg
 
     class Recording(socket.socket):
         __slots__ = ()
@@ -312,6 +314,10 @@ async def test_an_answer_is_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
         def send(self, data: Any, flags: int = 0) -> int:
             writes.append(bytes(data))
             return real_send(self, data, flags)
+
+        def sendmsg(self, buffers: Any, *args: Any) -> int:
+            writes.append(b"".join(buffers))
+            return real_sendmsg(self, buffers, *args)
 
     real_init = connection_module.Connection.__init__
 
@@ -329,6 +335,42 @@ async def test_an_answer_is_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(writes) == 2  # head and body together, no empty write
     assert all(w.startswith(b"HTTP/1.1 200 ") for w in writes)
     assert writes[0].endswith(b"\r\n\r\none") and writes[1].endswith(b"\r\n\r\ntwo")
+
+
+@pytest.mark.parametrize("taken", [3, 250, 100_000])
+async def test_a_head_and_body_partly_taken_by_the_kernel_arrive_whole(
+    monkeypatch: pytest.MonkeyPatch, taken: int
+) -> None:
+    """Connection._write sends a head and its body with one sendmsg; when the kernel takes only
+    part of them (within the head, within the body), the rest follows in order."""
+    real_send = socket.socket.send
+    cut: list[int] = []
+
+    class Partial(socket.socket):
+        __slots__ = ()
+
+        def sendmsg(self, buffers: Any, *args: Any) -> int:
+            data = b"".join(buffers)
+            cut.append(len(data))
+            return real_send(self, data[:taken])
+
+    real_init = connection_module.Connection.__init__
+
+    def init(self: connection_module.Connection, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        self.sock.__class__ = Partial
+
+    monkeypatch.setattr(connection_module.Connection, "__init__", init)
+    body = bytes(range(256)) * 1024  # 256 KiB, each byte in its place
+    async with serving(App()) as (port, _):
+        stream = await connect(port)
+        await stream.send_all(HEAD % b"first")  # one plain answer first
+        await read_answers(stream, 1)
+        await stream.send_all(HEAD % b"large")
+        [response, received] = await read_answers(stream, 1)
+    assert isinstance(response, h11.Response) and response.status_code == 200
+    assert received == body
+    assert cut[-1] > len(body) > taken  # the large answer went by sendmsg, cut short
 
 
 FIXED_DATE = [(b"date", b"Thu, 03 Dec 2026 00:00:00 GMT")]
@@ -460,10 +502,10 @@ async def test_woken_together_every_answer_is_written_before_any_recycling(
     real_write = connection_module.Connection._write
     real_recycle = H11Protocol._maybe_recycle
 
-    async def write(self: connection_module.Connection, data: bytes) -> None:
-        if b"released" in data:
+    async def write(self: connection_module.Connection, data: bytes, more: bytes = b"") -> None:
+        if b"released" in data + more:
             events.append("write")
-        await real_write(self, data)
+        await real_write(self, data, more)
 
     async def recycle(self: H11Protocol) -> None:
         events.append("recycle")

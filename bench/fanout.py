@@ -65,6 +65,9 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 HOST = "127.0.0.1"
 SERVER_CPU, CLIENT_CPU = 0, 1
+#: CPUs every server process may run on; --server-cpus widens it (an experiment: the client
+#: then shares a core with the servers).
+SERVER_CPUS = {SERVER_CPU}
 LONGPOLL_TIMEOUT = 55
 MARK = re.compile(rb"fsbench-(\d{6})")  # appears once per entry, in its id
 # What a browser sends with a fetch() from the page (~500 bytes with the request line): every
@@ -259,10 +262,11 @@ def control(
 
 
 def spawn(cmd: list[str], log: Path, nofile: int, cwd: Path = ROOT) -> subprocess.Popen[bytes]:
-    """Start a server pinned to SERVER_CPU with RLIMIT_NOFILE raised, output to *log*."""
+    """Start a server pinned to SERVER_CPUS with RLIMIT_NOFILE raised, output to *log*."""
+    cpus = set(SERVER_CPUS)
 
     def child() -> None:
-        os.sched_setaffinity(0, {SERVER_CPU})
+        os.sched_setaffinity(0, cpus)
         raise_nofile(nofile)
 
     out = open(log, "wb")  # noqa: SIM115 - the child owns it
@@ -1779,7 +1783,8 @@ class Bench:
             self.pid = self.target.pid()
             self.procs = self.target.processes()
             self.say(
-                f"server: {self.target.describe()}; pid {self.pid} on CPU {SERVER_CPU} (RSS); "
+                f"server: {self.target.describe()}; pid {self.pid} on CPU "
+                f"{','.join(map(str, sorted(SERVER_CPUS)))} (RSS); "
                 f"CPU time of {', '.join(f'{k} {v}' for k, v in self.procs.items())} with "
                 "their children"
             )
@@ -2381,8 +2386,17 @@ def main(argv: list[str] | None = None) -> int:
         help="experiment: a TOML line added to feedstream's [server] table (repeatable), e.g. "
         "'coalesce_ms = 0'",
     )
+    parser.add_argument(
+        "--server-cpus",
+        default=str(SERVER_CPU),
+        metavar="LIST",
+        help=f"experiment: the CPUs the servers may use, e.g. '0,1' (default {SERVER_CPU}; the "
+        f"client stays on CPU {CLIENT_CPU}, so it then competes with them)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
+    SERVER_CPUS.clear()
+    SERVER_CPUS.update(int(cpu) for cpu in args.server_cpus.split(","))
     n = args.listeners
     order = [name for name in TARGETS if not args.only or name in args.only]
     shipped = feedstream_gc_policy(args.feedstream_src)
@@ -2403,7 +2417,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Linux {platform.release()}, Python {platform.python_version()}"
     )
     print(
-        f"N={n} listeners; servers on CPU {SERVER_CPU}, this client on CPU {CLIENT_CPU}; "
+        f"N={n} listeners; servers on CPU {','.join(map(str, sorted(SERVER_CPUS)))}, "
+        f"this client on CPU {CLIENT_CPU}; "
         f"RLIMIT_NOFILE {nofile}; GC: feedstream {fs_gc}, "
         f"bare_app --gc {args.bare_gc}, this client's off during the run"
     )

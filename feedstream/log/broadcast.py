@@ -24,21 +24,31 @@ entry, not up to two. Streams (SSE producers) are woken :data:`WAKE_GROUP` per p
 Listeners are woken for the round's head (:meth:`ready`), but read up to the newest published
 head: a re-poll is held for the next round even when the head moved meanwhile (that is the
 pacing), and still answered with everything visible when its turn comes.
+
+A long-poll waits until a deadline of its own (hypercorn's trio worker does not report a client
+that went away). The broadcaster keeps those deadlines itself (:class:`_Waiters`, swept by
+:meth:`run`) rather than giving every wait a trio cancel scope: a re-poll is then a dict entry,
+not a scope, its cancel status and two changes of trio's deadline heap.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
+import math
 from collections import deque
-from collections.abc import Awaitable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
+from itertools import islice
+from math import inf
 
+import outcome
 import trio
 
 from feedstream.log.base import Log, Page, Selection
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WAKE_GROUP", "Broadcaster"]
+__all__ = ["TICK", "WAKE_GROUP", "Broadcaster"]
 
 PAGE_CACHE = 4096  # distinct questions answered per head before the cache starts over
 PACE_TICK = 0.005  # seconds between two looks at whether a round is over
@@ -56,6 +66,9 @@ WAKE_GROUP = 32
 #: 3.6 s with groups of 100, 4.6 s with 1,000 (the follower then sees news 0.5 s late) and
 #: 4.7 s woken all at once.
 ANSWER_GROUP = 100
+#: Long-poll deadlines are kept in slots of this many seconds: a wait that times out ends at
+#: most this late, never early.
+TICK = 0.05
 
 
 def _never_abort(_: object) -> trio.lowlevel.Abort:
@@ -63,6 +76,81 @@ def _never_abort(_: object) -> trio.lowlevel.Abort:
 
 
 _Question = tuple[str | None, frozenset[str] | None, int, str | None, Selection | None]
+
+
+class _Waiters:
+    """Parked long-polls in the order they parked, each until its own deadline.
+
+    A ``ParkingLot`` whose waits may end by themselves: :meth:`park` returns True when the task
+    was woken (:meth:`unpark`), False when its deadline passed (:meth:`expire`). Deadlines are
+    rounded up to :data:`TICK`-second slots, a dict of tasks per slot and a heap of slot
+    numbers: parking and waking are dict operations, and one heap entry serves every wait of a
+    slot (thousands, when a round's re-polls come back together with the same timeout).
+    :meth:`expire` must be called when the earliest slot is due (:attr:`next_at`); *on_earlier*
+    is told when a park makes it earlier.
+    """
+
+    def __init__(self, on_earlier: Callable[[float], None]) -> None:
+        self._parked: dict[trio.lowlevel.Task, int | None] = {}  # task: its slot; park order
+        self._slots: dict[int, dict[trio.lowlevel.Task, None]] = {}
+        self._heap: list[int] = []  # slot numbers in _slots, each once
+        self._on_earlier = on_earlier
+
+    def __len__(self) -> int:
+        return len(self._parked)
+
+    @property
+    def next_at(self) -> float:
+        """When the earliest slot is due (inf: no deadline is waiting)."""
+        return self._heap[0] * TICK if self._heap else inf
+
+    async def park(self, deadline: float = inf) -> bool:
+        task = trio.lowlevel.current_task()
+        slot = None
+        if deadline < inf:
+            slot = math.ceil(deadline / TICK)
+            tasks = self._slots.get(slot)
+            if tasks is None:
+                earlier = not self._heap or slot < self._heap[0]
+                tasks = self._slots[slot] = {}
+                heapq.heappush(self._heap, slot)
+                if earlier:
+                    self._on_earlier(slot * TICK)
+            tasks[task] = None
+        self._parked[task] = slot
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._forget(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        woken: bool = await trio.lowlevel.wait_task_rescheduled(abort)
+        return woken
+
+    def _forget(self, task: trio.lowlevel.Task) -> None:
+        slot = self._parked.pop(task)
+        if slot is not None:
+            tasks = self._slots.get(slot)
+            if tasks is not None:
+                tasks.pop(task, None)
+
+    def unpark(self, count: int) -> list[trio.lowlevel.Task]:
+        """Wake the *count* that parked first (their park returns True)."""
+        tasks = list(islice(self._parked, count))
+        for task in tasks:
+            self._forget(task)
+            trio.lowlevel.reschedule(task, outcome.Value(True))
+        return tasks
+
+    def unpark_all(self) -> None:
+        self.unpark(len(self._parked))
+
+    def expire(self, now: float) -> None:
+        """End the waits whose deadline is *now* or before (their park returns False)."""
+        heap = self._heap
+        while heap and heap[0] * TICK <= now:
+            for task in self._slots.pop(heapq.heappop(heap)):
+                del self._parked[task]
+                trio.lowlevel.reschedule(task, outcome.Value(False))
 
 
 class Broadcaster:
@@ -78,9 +166,10 @@ class Broadcaster:
         # `_round_head` what the round under way wakes them for.
         self._head = self._round_head = log.head
         self._published_at = self._news_at = trio.current_time()
-        self._waiters = trio.lowlevel.ParkingLot()  # long-polls: ANSWER_GROUP at a time
+        self._waiters = _Waiters(self._earlier_deadline)  # long-polls: ANSWER_GROUP at a time
         self._streams = trio.lowlevel.ParkingLot()  # SSE producers: woken WAKE_GROUP at a time
         self._closed = False
+        self._alarm: trio.CancelScope | None = None  # when the next long-poll times out
         # Pacing (see _absorbed): listeners that left a round, and came back asking again.
         self._left = self._returned = self._answered = 0
         self._returned_at = self._answered_at = 0.0
@@ -192,13 +281,30 @@ class Broadcaster:
             return True
         return False
 
-    def changed(self, *, streaming: bool = False) -> Awaitable[None]:
+    def changed(self, *, streaming: bool = False) -> Awaitable[object]:
         """Something to await that returns when what :meth:`ready` says may have changed.
 
         Parks right away: nothing runs between a caller's ready() and this, so no wake-up is
         missed.
         """
-        return (self._streams if streaming else self._waiters).park()
+        return self._streams.park() if streaming else self._waiters.park()
+
+    def changed_by(self, deadline: float) -> Awaitable[bool]:
+        """:meth:`changed` for a long-poll that waits until *deadline* at the latest (trio's
+        clock): True when woken, False when the deadline came first (at most :data:`TICK`
+        late). The deadline is kept by :meth:`run`; without it, by a cancel scope."""
+        if self._alarm is None:
+            return self._park_in_scope(deadline)
+        return self._waiters.park(deadline)
+
+    async def _park_in_scope(self, deadline: float) -> bool:
+        with trio.move_on_at(deadline):
+            return await self._waiters.park()
+        return False
+
+    def _earlier_deadline(self, at: float) -> None:
+        if self._alarm is not None and at < self._alarm.deadline:
+            self._alarm.deadline = at
 
     def answered(self) -> None:
         """A listener woken by :meth:`wait` has had its answer sent (this paces rounds)."""
@@ -240,18 +346,36 @@ class Broadcaster:
         out in the same answers.
         """
         self._coalescing = self._coalesce > 0
-        task_status.started()
         try:
-            while self._coalescing:
-                await self._dirty.wait()
-                await trio.sleep(self._coalesce)
-                self._dirty = trio.Event()
-                self._publish(wake=False)
-                await self._answer_round()
-                await self._absorbed()
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self._expire_waits)
+                task_status.started()
+                while self._coalescing:
+                    await self._dirty.wait()
+                    await trio.sleep(self._coalesce)
+                    self._dirty = trio.Event()
+                    self._publish(wake=False)
+                    await self._answer_round()
+                    await self._absorbed()
+                await trio.sleep_forever()  # long-polls still time out
         finally:
             self._coalescing = False
             self._publish()
+
+    async def _expire_waits(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """End long-polls whose deadline passed (:meth:`changed_by`), in one task for all."""
+        try:
+            while True:
+                # Nothing runs between expire() and the new scope: every park since is in it.
+                with trio.CancelScope(deadline=self._waiters.next_at) as self._alarm:
+                    task_status.started()
+                    task_status = trio.TASK_STATUS_IGNORED  # started once
+                    await trio.sleep_forever()
+                self._waiters.expire(trio.current_time())
+        finally:
+            self._alarm = None
 
     def _publish(self, *, wake: bool = True) -> None:
         """Make the log's head visible: a new round. Unless told not to, wake every listener
@@ -299,7 +423,7 @@ class Broadcaster:
         self._gate_open = True
         self._release(len(self._gate))
 
-    async def _wake_in_groups(self, lot: trio.lowlevel.ParkingLot, group: int) -> None:
+    async def _wake_in_groups(self, lot: trio.lowlevel.ParkingLot | _Waiters, group: int) -> None:
         """Wake the listeners parked in *lot* now, *group* per scheduler pass (FIFO: those
         parking meanwhile, on the new head, stay parked)."""
         left = len(lot)

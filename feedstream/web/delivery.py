@@ -83,11 +83,12 @@ class DeliveryEndpoints:
             waiting["longpoll"] += 1
             try:
                 feed.asking()
-                with trio.move_on_after(query_.timeout) as timer:
-                    # feed.wait(), inlined: a parked listener keeps one coroutine frame less.
-                    while not feed.ready(query_.after, feeds=query_.feeds, view=view):
-                        await feed.changed()
-                woken = not timer.cancelled_caught and not feed.closed
+                deadline = trio.current_time() + query_.timeout
+                woken = True  # until the deadline comes first
+                # feed.wait(), inlined: a parked listener keeps one coroutine frame less.
+                while woken and not feed.ready(query_.after, feeds=query_.feeds, view=view):
+                    woken = await feed.changed_by(deadline)
+                woken = woken and not feed.closed
             finally:
                 waiting["longpoll"] -= 1
         # A client that does not wait sees everything committed; a waiting one, the last round.

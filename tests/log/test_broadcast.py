@@ -13,6 +13,7 @@ import pytest
 import trio
 import trio.testing
 
+from feedstream.log import broadcast
 from feedstream.log.base import Page
 from feedstream.log.broadcast import Broadcaster
 from feedstream.log.sqlite import SQLiteLog
@@ -529,3 +530,103 @@ async def test_closing_mid_round_lets_everyone_through(
             while sum(kind == "back" for kind, _ in record) < 4:  # noqa: ASYNC110
                 await trio.sleep(0.001)
         nursery.cancel_scope.cancel()
+
+
+# -- long-poll deadlines, kept by the broadcaster ------------------------------------------------
+
+
+async def timed_wait(log: Harness, seconds: float, out: list[tuple[bool, float]]) -> None:
+    """A long-poll's wait as the delivery endpoint runs it, until now + *seconds*."""
+    started, cursor = trio.current_time(), log.cursor
+    deadline = started + seconds
+    woken = True
+    while woken and not log.ready(cursor, feeds=None):
+        woken = await log.changed_by(deadline)
+    out.append((woken, trio.current_time() - started))
+
+
+@pytest.mark.parametrize("running", [True, False])
+async def test_a_long_poll_ends_at_its_deadline_and_leaves_nothing_behind(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, running: bool
+) -> None:
+    """Deadlines of 3, 1 and 2 s (the shorter ones parked later: the sweep moves earlier);
+    each wait ends False at its deadline, at most a TICK late. Without run(), a cancel scope
+    keeps the deadline instead."""
+    log = coalescing_log(tmp_path)
+    out: list[tuple[bool, float]] = []
+    async with trio.open_nursery() as nursery:
+        if running:
+            await nursery.start(log.run)
+        for seconds in (3.0, 1.0, 2.0):
+            nursery.start_soon(timed_wait, log, seconds, out)
+            await trio.testing.wait_all_tasks_blocked()
+        await trio.sleep(5)
+        assert len(log._waiters) == 0 and not log._waiters._slots
+        nursery.cancel_scope.cancel()
+    assert [woken for woken, _ in out] == [False] * 3
+    for (_, took), seconds in zip(out, (1.0, 2.0, 3.0), strict=True):
+        assert seconds <= took <= seconds + broadcast.TICK, out
+
+
+async def test_a_long_poll_woken_by_a_round_keeps_no_deadline(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    log = coalescing_log(tmp_path)
+    out: list[tuple[bool, float]] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.run)
+        nursery.start_soon(timed_wait, log, 30.0, out)
+        await trio.testing.wait_all_tasks_blocked()
+        await trio.sleep(1)
+        await log.append([entry("a", "one")])
+        await trio.sleep(0.5)
+        assert out and out[0][0] is True and 1.0 <= out[0][1] < 1.1, out
+        assert len(log._waiters) == 0
+        await trio.sleep(31)  # its slot comes and goes: nothing to end
+        assert len(out) == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_cancelled_long_poll_is_forgotten(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    log = coalescing_log(tmp_path)
+    out: list[tuple[bool, float]] = []
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.run)
+        with trio.CancelScope() as scope:
+            nursery.start_soon(timed_wait, log, 2.0, out)  # one that times out
+            async with trio.open_nursery() as inner:
+                inner.start_soon(timed_wait, log, 2.0, out)
+                await trio.testing.wait_all_tasks_blocked()
+                assert len(log._waiters) == 2
+                scope.cancel()  # the other one: the server shutting its connection
+        assert len(log._waiters) == 1
+        await trio.sleep(3)
+        assert len(log._waiters) == 0 and [woken for woken, _ in out] == [False]
+        nursery.cancel_scope.cancel()
+
+
+async def test_long_polls_with_deadlines_are_woken_oldest_first(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round wakes parked long-polls in the order they parked, whatever their deadlines."""
+    monkeypatch.setattr("feedstream.log.broadcast.ANSWER_GROUP", 1)
+    log = coalescing_log(tmp_path)
+    order: list[int] = []
+
+    async def listener(i: int, seconds: float) -> None:
+        deadline, cursor = trio.current_time() + seconds, log.cursor
+        while not log.ready(cursor, feeds=None):
+            assert await log.changed_by(deadline)
+        order.append(i)
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.run)
+        for i, seconds in enumerate((30.0, 5.0, 60.0, 10.0)):
+            nursery.start_soon(listener, i, seconds)
+            await trio.testing.wait_all_tasks_blocked()
+        await log.append([entry("a", "one")])
+        await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    assert order == [0, 1, 2, 3]

@@ -4,7 +4,8 @@ rounds, restarts (over a real SQLite store)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -568,13 +569,21 @@ async def test_a_long_poll_ends_at_its_deadline_and_leaves_nothing_behind(
         assert seconds <= took <= seconds + broadcast.TICK, out
 
 
+@asynccontextmanager
+async def running(tmp_path: Path) -> AsyncIterator[tuple[Harness, trio.Nursery]]:
+    """A coalescing broadcaster with its run() task (and so its deadline sweep) going."""
+    log = coalescing_log(tmp_path)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(log.run)
+        yield log, nursery
+        nursery.cancel_scope.cancel()
+
+
 async def test_a_long_poll_woken_by_a_round_keeps_no_deadline(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    log = coalescing_log(tmp_path)
     out: list[tuple[bool, float]] = []
-    async with trio.open_nursery() as nursery:
-        await nursery.start(log.run)
+    async with running(tmp_path) as (log, nursery):
         nursery.start_soon(timed_wait, log, 30.0, out)
         await trio.testing.wait_all_tasks_blocked()
         await trio.sleep(1)
@@ -584,16 +593,13 @@ async def test_a_long_poll_woken_by_a_round_keeps_no_deadline(
         assert len(log._waiters) == 0
         await trio.sleep(31)  # its slot comes and goes: nothing to end
         assert len(out) == 1
-        nursery.cancel_scope.cancel()
 
 
 async def test_a_cancelled_long_poll_is_forgotten(
     tmp_path: Path, autojump_clock: trio.testing.MockClock
 ) -> None:
-    log = coalescing_log(tmp_path)
     out: list[tuple[bool, float]] = []
-    async with trio.open_nursery() as nursery:
-        await nursery.start(log.run)
+    async with running(tmp_path) as (log, nursery):
         with trio.CancelScope() as scope:
             nursery.start_soon(timed_wait, log, 2.0, out)  # one that times out
             async with trio.open_nursery() as inner:
@@ -604,7 +610,6 @@ async def test_a_cancelled_long_poll_is_forgotten(
         assert len(log._waiters) == 1
         await trio.sleep(3)
         assert len(log._waiters) == 0 and [woken for woken, _ in out] == [False]
-        nursery.cancel_scope.cancel()
 
 
 async def test_long_polls_with_deadlines_are_woken_oldest_first(

@@ -402,6 +402,19 @@ async def _wire(request: bytes, app: App | None = None) -> bytes:
         return await closed_within(stream, 3)
 
 
+def spy_on(monkeypatch: pytest.MonkeyPatch, method: str) -> list[bool]:
+    """What each call of the Connection's short-way *method* returned (True: it took it)."""
+    taken: list[bool] = []
+    real = getattr(connection_module.Connection, method)
+
+    async def spy(self: connection_module.Connection, *args: Any) -> bool:
+        taken.append(await real(self, *args))
+        return taken[-1]
+
+    monkeypatch.setattr(connection_module.Connection, method, spy)
+    return taken
+
+
 #: (request bytes, whether Connection._take_plain may take it the short way)
 REQUESTS = [
     (HEAD % b"plain", True),
@@ -429,14 +442,7 @@ async def test_requests_the_short_way_are_the_long_ways(
     every other head (HTTP/1.0, bare LF, a body, pipelined, no or two Hosts, an upgrade)
     must go h11's way. The closing request after it goes the short way too."""
     monkeypatch.setattr(ServerConfig, "response_headers", lambda self, protocol: list(FIXED_DATE))
-    taken: list[bool] = []
-    real = connection_module.Connection._take_plain
-
-    async def spy(self: connection_module.Connection, *args: Any) -> bool:
-        taken.append(await real(self, *args))
-        return taken[-1]
-
-    monkeypatch.setattr(connection_module.Connection, "_take_plain", spy)
+    taken = spy_on(monkeypatch, "_take_plain")
     fast_app = App()
     fast = await _wire(request_, fast_app)
     assert (taken[:1] == [True]) is short, taken
@@ -458,14 +464,7 @@ async def test_whole_answers_the_short_way_are_the_long_ways_to_the_byte(
     (HTTP/1.0, Connection: close, HEAD, no or a wrong content-length, 204, bad headers, an app
     error) must go the long way."""
     monkeypatch.setattr(ServerConfig, "response_headers", lambda self, protocol: list(FIXED_DATE))
-    taken: list[bool] = []
-    real = connection_module.Connection._answer_whole
-
-    async def spy(self: connection_module.Connection, *args: Any) -> bool:
-        taken.append(await real(self, *args))
-        return taken[-1]
-
-    monkeypatch.setattr(connection_module.Connection, "_answer_whole", spy)
+    taken = spy_on(monkeypatch, "_answer_whole")
     fast = await _wire(request_)
     assert (taken[:1] == [True]) is short, taken
     monkeypatch.setattr(connection_module.Connection, "_answer_whole", _never)

@@ -35,6 +35,14 @@ recycling, error answers) and replaces only the loop around it:
   :func:`feedstream.web.requesthead.plain_request` reads it with h11's own grammar in one pass
   and :meth:`Connection._take_plain` moves h11 and hypercorn as their readers would; anything
   else is read by h11 as before (``docs/hypercorn-notes.md`` §11).
+* **A plain request served directly.** A plain head on a keep-alive connection whose answer
+  comes whole (a head, then one last body its ``content-length`` matches: every long-poll
+  answer) never reaches h11 or hypercorn: :meth:`Connection._serve_directly` gives the app the
+  scope hypercorn's stream would build and writes the answer with the cached head; both
+  libraries stay in the ``IDLE`` state a request and its answer would take them back to. An
+  answer that is not plain (``HEAD``, streamed, no or a wrong length, ``Connection: close``,
+  an app error) is handed to them at its first such message, with their state moved to
+  where the long way would have it (``docs/hypercorn-notes.md`` §13).
 * **Answers first, housekeeping after.** A whole answer is written as soon as h11 ends its
   message, then the task yields once before hypercorn recycles the stream: listeners woken
   together (a fan-out) all have their answers on the wire before any of them goes on. An app
@@ -60,17 +68,19 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from math import inf
 from typing import Any
+from urllib.parse import unquote
 
 import h11
 import trio
 from h11._abnf import field_name, field_value
+from h11._connection import _keep_alive
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol.events import Request, Response, StreamClosed
 from hypercorn.protocol.h11 import STREAM_ID, H11Protocol
 from hypercorn.protocol.http_stream import ASGIHTTPState, HTTPStream
 from hypercorn.typing import ConnectionState
-from hypercorn.utils import build_and_validate_headers
+from hypercorn.utils import UnexpectedMessageError, build_and_validate_headers
 
 from feedstream.web.asgi import AFTER_ANSWER
 from feedstream.web.requesthead import plain_request
@@ -111,6 +121,9 @@ class _Inbox:
         self._waiter: trio.Event | None = None
 
     async def put(self, message: Any) -> None:
+        self.put_nowait(message)
+
+    def put_nowait(self, message: Any) -> None:
         self._items.append(message)
         if self._waiter is not None:
             self._waiter.set()
@@ -152,6 +165,68 @@ class _CanRead:
             await event.wait()
 
 
+class _Direct:
+    """The ASGI ``send`` of a request served directly (:meth:`Connection._serve_directly`).
+
+    A head is kept until the next message; when that is a last body making a plain whole
+    answer, the answer is written directly. Any other message hands the request to h11 and
+    hypercorn (:meth:`Connection._go_long`), which then take it and every message after it,
+    as if they had had the request from the start.
+    """
+
+    __slots__ = (
+        "_connection",
+        "_long",
+        "_start",
+        "done",
+        "inbox",
+        "request",
+        "scope",
+        "started_at",
+    )
+
+    def __init__(
+        self, connection: Connection, request: h11.Request, scope: Any, inbox: _Inbox
+    ) -> None:
+        self._connection = connection
+        self.request = request
+        self.scope = scope
+        self.inbox = inbox
+        self.started_at = time.time()
+        self.done = False
+        self._start: Any = None
+        self._long: AppSend | None = None
+
+    async def __call__(self, message: Any) -> None:
+        connection = self._connection
+        if self._long is not None:
+            await connection._send_from_app(self._long, message)
+            return
+        if self.done:  # answered directly: the app is finished with it, as with hypercorn
+            if message is not None:
+                raise UnexpectedMessageError(ASGIHTTPState.CLOSED, message["type"])
+            return
+        start = self._start
+        if message is not None:
+            kind = message["type"]
+            if start is None:
+                if kind == "http.response.start" and not message.get("trailers", False):
+                    self._start = message
+                    return
+            elif kind == "http.response.body" and await connection._answer_directly(
+                self, start, message
+            ):
+                self._start = None
+                self.done = True
+                return
+        # Not a plain whole answer: h11 and hypercorn take the request from here.
+        self._start = None
+        self._long = long = await connection._go_long(self)
+        if start is not None:
+            await connection._send_from_app(long, start)
+        await connection._send_from_app(long, message)
+
+
 class Connection:
     """Serve one accepted socket until either side closes it (see the module docstring).
 
@@ -189,6 +264,7 @@ class Connection:
         self._idle_deadline = inf  # keep-alive: when the connection became idle + the timeout
         self._protocol: _H11Protocol | None = None
         self._start: tuple[AppSend, Any] | None = None  # a head kept back by _send_from_app
+        self._adopting: _Inbox | None = None  # see _go_long
 
     # -- what hypercorn's protocol classes call (WorkerContext and TaskGroup) ------------------
 
@@ -207,13 +283,16 @@ class Connection:
         return trio.current_time()
 
     async def spawn_app(self, app: App, config: HypercornConfig, scope: Any, send: AppSend) -> Any:
+        if self._adopting is not None:  # the app runs already (Connection._go_long)
+            return self._adopting.put
         if scope["type"] == "http" and not _has_body(scope["headers"]):
             inbox = _Inbox()
             self.kept = (app, scope, inbox, send)
             return inbox.put
         assert self._nursery is not None
         put, receive = trio.open_memory_channel[Any](config.max_app_queue_size)
-        self._nursery.start_soon(self._call_app, app, scope, receive.receive, send)
+        send_ = partial(self._send_from_app, send)
+        self._nursery.start_soon(self._call_app, app, scope, receive.receive, send_)
         return put.send
 
     def spawn(self, func: Callable[..., Awaitable[None]], *args: Any) -> None:
@@ -274,8 +353,13 @@ class Connection:
             except OSError:
                 return
             requests = self._requests
-            if not (self._between_requests(protocol) and await self._take_plain(protocol, data)):
+            request = plain_request(data) if self._between_requests(protocol) else None
+            if request is None:
                 await protocol.handle(RawData(data))
+            elif self._may_serve_directly(protocol, request):
+                await self._serve_directly(protocol, request)
+            else:
+                await self._take_plain(protocol, request)
             if self.kept is not None:  # a whole request that h11 did not pause on: answer it
                 await self.run_kept()
             if not data:
@@ -298,19 +382,15 @@ class Connection:
             and not self.terminated.is_set()
         )
 
-    async def _take_plain(self, protocol: H11Protocol, data: bytes) -> bool:
-        """Take *data* the short way when it is one whole plain request head
-        (:func:`~feedstream.web.requesthead.plain_request`); False, having done nothing, when
-        it is not and h11 must read it.
+    async def _take_plain(self, protocol: H11Protocol, request: h11.Request) -> None:
+        """Take a plain *request* read the short way
+        (:func:`~feedstream.web.requesthead.plain_request`) as h11 and hypercorn take it.
 
-        Then every layer moves as in the long way: h11's state with the same ``Request``
-        (what its ``next_event`` does after reading it), hypercorn's protocol as its
-        ``_handle_events`` does with a request (``Updated``, a new stream, the app's call
-        kept), and that same loop reads the request's end from h11 (a body of length 0).
+        Every layer moves as in the long way: h11's state with the same ``Request`` (what its
+        ``next_event`` does after reading it), hypercorn's protocol as its ``_handle_events``
+        does with a request (``Updated``, a new stream, the app's call kept), and that same
+        loop reads the request's end from h11 (a body of length 0).
         """
-        request = plain_request(data)
-        if request is None:
-            return False
         h11_connection = protocol.connection
         assert isinstance(h11_connection, h11.Connection)  # as _between_requests found it
         h11_connection._process_event(h11.CLIENT, request)
@@ -318,7 +398,116 @@ class Connection:
         await protocol._check_protocol(request)
         await protocol._create_stream(request)
         await protocol._handle_events()
+
+    # -- a request served directly -------------------------------------------------------------
+
+    def _may_serve_directly(self, protocol: H11Protocol, request: h11.Request) -> bool:
+        """Whether a plain *request* may be served without h11 and hypercorn (see
+        :meth:`_serve_directly`): it keeps the connection alive, it is not the one that
+        reaches ``keep_alive_max_requests`` (whose answer says ``Connection: close``), and no
+        ``server_names`` are checked."""
+        return (
+            protocol.keep_alive_requests + 1 < self.config.keep_alive_max_requests
+            and not self.config.server_names
+            and _keep_alive(request)
+        )
+
+    async def _serve_directly(self, protocol: H11Protocol, request: h11.Request) -> None:
+        """Serve a plain bodyless *request* with neither h11 nor hypercorn when its answer
+        is whole, the common case: the app gets the scope hypercorn's ``HTTPStream`` would
+        build, and :class:`_Direct` is its ``send``.
+
+        A whole answer (a head, then one last body that its ``content-length`` matches, on
+        HTTP/1.1 keep-alive) goes out as one write with the cached head, as
+        :meth:`_answer_whole` writes it; then the connection is idle again. h11's and
+        hypercorn's states never move: a request and its answer take both from ``IDLE`` back
+        to ``IDLE``, as ``start_next_cycle`` does. Per request that leaves out hypercorn's
+        stream and its events, the ``Updated`` round trips, h11's four state transitions and
+        its recycling (``docs/hypercorn-notes.md`` §13).
+
+        Any other answer (``HEAD``, no body or a streamed one, ``Connection: close``, an app
+        error) goes the long way from its first message that is not plain
+        (:meth:`_go_long`): h11 and hypercorn are then brought to where the long way would
+        have them, and take every message from there.
+        """
+        self._busy()
+        protocol.keep_alive_requests += 1
+        # An ASCII target: h11's grammar for it (request_target) is visible ASCII characters.
+        path, _, query_string = request.target.partition(b"?")
+        # HTTPStream.handle's scope, to the key (tests/web/test_connection.py compares them).
+        scope = {
+            "type": "http",
+            "http_version": "1.1",
+            "asgi": {"spec_version": "2.1", "version": "3.0"},
+            "method": request.method.decode("ascii").upper(),
+            "scheme": "http",
+            "path": unquote(path.decode("ascii")),
+            "raw_path": path,
+            "query_string": query_string,
+            "root_path": self.config.root_path,
+            "headers": [(name, value) for _, name, value in request.headers._full_items],
+            "client": protocol.client,
+            "server": protocol.server,
+            "state": protocol.connection_state.copy(),
+            "extensions": {},
+        }
+        inbox = _Inbox()
+        inbox.put_nowait({"type": "http.request", "body": b"", "more_body": False})
+        direct = _Direct(self, request, scope, inbox)
+        await self._call_app(self.app, scope, inbox.receive, direct)
+
+    async def _answer_directly(self, direct: _Direct, start: Any, message: Any) -> bool:
+        """Write *direct*'s whole answer (*start* and its last body *message*) if it is plain
+        (as :meth:`_answer_whole` has it, and keeping the connection alive); False, having
+        done nothing, when it is not."""
+        body = message.get("body", b"")
+        if (
+            message.get("more_body", False)
+            or type(body) is not bytes
+            or not body
+            or self._hold
+            or self._buffer
+            or self.closed
+            or direct.scope["method"] == "HEAD"
+        ):
+            return False
+        head = _HEADS.get(start, len(body), self.config)
+        if head is None or not _keep_alive(head[0]):
+            return False
+        await self._write(head[1], body)
+        await _after_answer()
+        await self.config.log.access(direct.scope, start, time.time() - direct.started_at)
+        # The request is over, as hypercorn's recycling would end it (Updated(idle=True); a
+        # server shutting down closes the connection instead, as there).
+        if self.terminated.is_set():
+            self.closed = True
+        else:
+            self._idle()
+        direct.inbox.put_nowait({"type": "http.disconnect"})
         return True
+
+    async def _go_long(self, direct: _Direct) -> AppSend:
+        """Bring h11 and hypercorn to where the long way would have them with *direct*'s
+        request read and its app running, and return the stream's ``send``: every message
+        from the first one that is not plain goes there (through :meth:`_send_from_app`)."""
+        protocol = self._protocol
+        assert protocol is not None
+        h11_connection = protocol.connection
+        assert isinstance(h11_connection, h11.Connection)
+        h11_connection._process_event(h11.CLIENT, direct.request)
+        protocol.keep_alive_requests -= 1  # _create_stream counts the request
+        self._adopting = direct.inbox  # what spawn_app hands the stream: the app runs already
+        try:
+            await protocol._create_stream(direct.request)
+        finally:
+            self._adopting = None
+        stream = protocol.stream
+        assert type(stream) is HTTPStream
+        stream.start_time = direct.started_at
+        # The request's end (no body), which the app was given already.
+        end = h11_connection.next_event()
+        assert type(end) is h11.EndOfMessage, end
+        return stream.app_send
 
     async def _protocol_send(self, event: Event) -> None:
         kind = type(event)
@@ -339,22 +528,30 @@ class Connection:
                 await _after_answer()
         elif kind is Updated:
             if event.idle:  # type: ignore[attr-defined]
-                # Applied by _read if it has to wait for the next request: a client that has
-                # sent it already (a long-poll's re-poll) costs no deadline change.
-                self.idle = True
-                self._idle_deadline = trio.current_time() + self.config.keep_alive_timeout
+                self._idle()
             else:
-                self.idle = False
-                self._requests += 1
-                self._head_deadline = inf
-                if self._scope.deadline != inf:
-                    self._scope.deadline = inf
+                self._busy()
         elif kind is Closed:
             if self._buffer:
                 await self._flush()
             self.closed = True
             if self._reading:
                 self._scope.cancel()
+
+    def _busy(self) -> None:
+        """A request has begun: no deadline while it is served."""
+        self.idle = False
+        self._requests += 1
+        self._head_deadline = inf
+        if self._scope.deadline != inf:
+            self._scope.deadline = inf
+
+    def _idle(self) -> None:
+        """The last request is answered: the keep-alive deadline holds from now, applied by
+        _read if it has to wait for the next request (a client that has sent it already, a
+        long-poll's re-poll, costs no deadline change)."""
+        self.idle = True
+        self._idle_deadline = trio.current_time() + self.config.keep_alive_timeout
 
     def close_if_idle(self) -> None:
         """Shutting down: end the connection now if it waits for a request (see :meth:`_read`
@@ -369,12 +566,11 @@ class Connection:
         assert self.kept is not None
         app, scope, inbox, app_send = self.kept
         self.kept = None
-        await self._call_app(app, scope, inbox.receive, app_send)
+        await self._call_app(app, scope, inbox.receive, partial(self._send_from_app, app_send))
 
-    async def _call_app(self, app: App, scope: Any, receive: Any, app_send: AppSend) -> None:
-        # Bound to this request's stream: an app task may still be finishing (its last
-        # send(None)) when the connection has moved on to the next request.
-        send = partial(self._send_from_app, app_send)
+    async def _call_app(self, app: App, scope: Any, receive: Any, send: AppSend) -> None:
+        # *send* is bound to this request (its stream): an app task may still be finishing
+        # (its last send(None)) when the connection has moved on to the next request.
         try:
             await app(scope, receive, send)
         except* Exception:

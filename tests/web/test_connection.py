@@ -290,6 +290,12 @@ def test_hypercorn_internals() -> None:
     assert "_parsed=True" in reader
     assert "header_field_re" in inspect.getsource(h11._readers._decode_header_lines)
     assert "self._process_event(self.their_role" in inspect.getsource(h11.Connection.next_event)
+    # Connection._serve_directly: a target is ASCII (it decodes it as hypercorn's stream does),
+    # and h11 turns keep-alive off by the request's own _keep_alive, which it checks first.
+    assert h11._abnf.request_target == r"[\x21-\x7e]+"
+    assert "_keep_alive(" in inspect.getsource(h11.Connection._process_event)
+    handle = inspect.getsource(HTTPStream.handle)
+    assert '"path": unquote(path.decode("ascii"))' in handle and '"extensions": {}' in handle
 
 
 async def test_keep_alive_many_requests_on_one_connection() -> None:
@@ -374,20 +380,6 @@ async def test_a_head_and_body_partly_taken_by_the_kernel_arrive_whole(
 
 
 FIXED_DATE = [(b"date", b"Thu, 03 Dec 2026 00:00:00 GMT")]
-#: (request bytes, whether the short way of Connection._answer_whole may take it)
-ANSWERS = [
-    (HEAD % b"plain", True),
-    (HEAD % b"close-header", True),  # then the connection ends
-    (b"GET /plain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", False),
-    (b"GET /plain HTTP/1.0\r\nHost: x\r\n\r\n", False),
-    (b"HEAD /plain HTTP/1.1\r\nHost: x\r\n\r\n", False),
-    (HEAD % b"chunked", False),
-    (HEAD % b"nothing", False),
-    (HEAD % b"liar", False),
-    (HEAD % b"inject", False),
-    (HEAD % b"boom", False),
-    (b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", True),
-]
 LAST = b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
 
 
@@ -402,75 +394,152 @@ async def _wire(request: bytes, app: App | None = None) -> bytes:
         return await closed_within(stream, 3)
 
 
-def spy_on(monkeypatch: pytest.MonkeyPatch, method: str) -> list[bool]:
-    """What each call of the Connection's short-way *method* returned (True: it took it)."""
-    taken: list[bool] = []
-    real = getattr(connection_module.Connection, method)
+class Routes:
+    """Which way each request of a test server was read and answered, by its number on the
+    connection (1 is the first): read ``"direct"`` (Connection._serve_directly), ``"plain"``
+    (Connection._take_plain) or by h11 (not recorded); answered ``"direct"``
+    (Connection._answer_directly), ``"whole"`` (Connection._answer_whole) or the long way (not
+    recorded)."""
 
-    async def spy(self: connection_module.Connection, *args: Any) -> bool:
-        taken.append(await real(self, *args))
-        return taken[-1]
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.read: dict[int, str] = {}
+        self.answered: dict[int, str] = {}
+        cls = connection_module.Connection
+        for method, table, name in (
+            ("_serve_directly", self.read, "direct"),
+            ("_take_plain", self.read, "plain"),
+        ):
+            monkeypatch.setattr(cls, method, self._reader(getattr(cls, method), table, name))
+        for method, name in (("_answer_directly", "direct"), ("_answer_whole", "whole")):
+            monkeypatch.setattr(cls, method, self._answerer(getattr(cls, method), name))
 
-    monkeypatch.setattr(connection_module.Connection, method, spy)
-    return taken
+    @staticmethod
+    def _reader(real: Any, table: dict[int, str], name: str) -> Any:
+        async def spy(self: connection_module.Connection, *args: Any) -> None:
+            table[self._requests + 1] = name
+            await real(self, *args)
+
+        return spy
+
+    def _answerer(self, real: Any, name: str) -> Any:
+        answered = self.answered
+
+        async def spy(self: connection_module.Connection, *args: Any) -> bool:
+            taken: bool = await real(self, *args)
+            if taken:
+                answered[self._requests] = name
+            return taken
+
+        return spy
+
+    def first(self) -> tuple[str, str]:
+        return self.read.get(1, "h11"), self.answered.get(1, "long")
 
 
-#: (request bytes, whether Connection._take_plain may take it the short way)
-REQUESTS = [
-    (HEAD % b"plain", True),
-    (b"GET /pl%C3%A9in?q=%C3%A9&x= HTTP/1.1\r\nHost: x\r\nX-Empty:\r\nX-Obs: \xff\r\n\r\n", True),
-    (b"GET /plain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", True),
-    (b"HEAD /plain HTTP/1.1\r\nHost: x\r\n\r\n", True),
-    (HEAD % b"boom", True),
-    (HEAD % b"inject", True),
-    (b"GET /plain HTTP/1.0\r\nHost: x\r\n\r\n", False),
-    (b"GET /plain HTTP/1.1\nHost: x\n\n", False),
-    (b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", False),
-    (b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n", False),
-    (b"GET /x HTTP/1.1\r\n\r\n", False),  # no Host: h11's 400
-    (b"GET /x HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", False),
-    (b"GET /up HTTP/1.1\r\nHost: x\r\nUpgrade: foo/1\r\n\r\n", False),  # an upgrade not taken
+#: (request bytes, how its head is read, how its answer is written: see Routes)
+ROUTES = [
+    (HEAD % b"plain", "direct", "direct"),
+    (HEAD % b"large", "direct", "direct"),
+    (
+        b"GET /pl%C3%A9in?q=%C3%A9&x= HTTP/1.1\r\nHost: x\r\nX-Empty:\r\nX-Obs: \xff\r\n\r\n",
+        "direct",
+        "direct",
+    ),
+    (b"DELETE /plain HTTP/1.1\r\nHost: x\r\n\r\n", "direct", "direct"),
+    (HEAD % b"close-header", "direct", "whole"),  # the app says Connection: close
+    (HEAD % b"chunked", "direct", "long"),
+    (HEAD % b"nothing", "direct", "long"),
+    (HEAD % b"liar", "direct", "long"),
+    (HEAD % b"inject", "direct", "long"),
+    (HEAD % b"boom", "direct", "long"),
+    (HEAD % b"big", "direct", "long"),  # streamed
+    (b"HEAD /plain HTTP/1.1\r\nHost: x\r\n\r\n", "direct", "long"),
+    (b"GET /plain HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "plain", "long"),
+    (b"GET /plain HTTP/1.1\r\nHost: x\r\nConnection: x, Close\r\n\r\n", "plain", "long"),
+    (b"GET /plain HTTP/1.0\r\nHost: x\r\n\r\n", "h11", "long"),
+    (b"GET /plain HTTP/1.1\nHost: x\n\n", "h11", "whole"),
+    (b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc", "h11", "whole"),
+    (b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n", "h11", "whole"),
+    (b"GET /x HTTP/1.1\r\n\r\n", "h11", "long"),  # no Host: h11's 400
+    (b"GET /x HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", "h11", "long"),
+    (b"GET /up HTTP/1.1\r\nHost: x\r\nUpgrade: foo/1\r\n\r\n", "h11", "long"),
 ]
 
 
-@pytest.mark.parametrize(("request_", "short"), REQUESTS)
-async def test_requests_the_short_way_are_the_long_ways(
-    monkeypatch: pytest.MonkeyPatch, request_: bytes, short: bool
+@pytest.mark.parametrize(("request_", "read", "answered"), ROUTES)
+async def test_the_short_ways_are_the_long_ways_to_the_byte(
+    monkeypatch: pytest.MonkeyPatch, request_: bytes, read: str, answered: str
 ) -> None:
-    """Connection._take_plain reads a plain request head without h11's reader: the app must
-    see the same scopes and the client read the same bytes as when h11 reads every head, and
-    every other head (HTTP/1.0, bare LF, a body, pipelined, no or two Hosts, an upgrade)
-    must go h11's way. The closing request after it goes the short way too."""
+    """Every short way of the connection loop against the long way (h11 reads every head,
+    hypercorn's stream and h11 write every answer): the app must see the same scopes and the
+    client read the same bytes. Run three times: every short way on, all but the direct one
+    (Connection._serve_directly), and none. Each case also pins the way it takes with all
+    on: a plain keep-alive request is served directly; whatever is not a plain whole answer
+    (HEAD, no or a wrong content-length, 204, streamed, bad headers, an app error, a
+    Connection: close) goes the long way from the first message that is not; every other
+    head (HTTP/1.0, bare LF, a body, pipelined, no or two Hosts, an upgrade) goes h11's
+    way. The closing request after it goes the plain way."""
     monkeypatch.setattr(ServerConfig, "response_headers", lambda self, protocol: list(FIXED_DATE))
-    taken = spy_on(monkeypatch, "_take_plain")
-    fast_app = App()
-    fast = await _wire(request_, fast_app)
-    assert (taken[:1] == [True]) is short, taken
-    assert taken[-1:] == [True] or b"connection: close" in fast.lower(), taken
+    routes = Routes(monkeypatch)
+    apps = [App(), App(), App()]
+    direct = await _wire(request_, apps[0])
+    assert routes.first() == (read, answered), (routes.read, routes.answered)
+    if direct.endswith(b"last"):  # the server was still serving when the last came
+        assert routes.read[max(routes.read)] == "plain", routes.read
+    routes.read.clear()
+    routes.answered.clear()
+    cls = connection_module.Connection
+    monkeypatch.setattr(cls, "_may_serve_directly", lambda self, protocol, request: False)
+    plain = await _wire(request_, apps[1])
+    assert "direct" not in {*routes.read.values(), *routes.answered.values()}
     monkeypatch.setattr(connection_module, "plain_request", lambda data: None)
-    slow_app = App()
-    slow = await _wire(request_, slow_app)
-    assert fast == slow
-    assert fast_app.scopes == slow_app.scopes
+    monkeypatch.setattr(cls, "_answer_whole", _never)
+    slow = await _wire(request_, apps[2])
+    assert direct == plain == slow
+    assert apps[0].scopes == apps[1].scopes == apps[2].scopes
     assert slow.startswith(b"HTTP/1.")
 
 
-@pytest.mark.parametrize(("request_", "short"), ANSWERS)
-async def test_whole_answers_the_short_way_are_the_long_ways_to_the_byte(
-    monkeypatch: pytest.MonkeyPatch, request_: bytes, short: bool
+async def test_the_request_that_reaches_keep_alive_max_requests_goes_hypercorns_way(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Connection._answer_whole writes a whole answer with a cached head: the client must read
-    exactly what hypercorn and h11 would have written, and every case outside the plain one
-    (HTTP/1.0, Connection: close, HEAD, no or a wrong content-length, 204, bad headers, an app
-    error) must go the long way."""
+    """hypercorn closes a connection after ``keep_alive_max_requests`` requests, its last
+    answer saying ``Connection: close``: that request is not served directly, the ones before
+    it are, and the client reads what hypercorn alone writes."""
     monkeypatch.setattr(ServerConfig, "response_headers", lambda self, protocol: list(FIXED_DATE))
-    taken = spy_on(monkeypatch, "_answer_whole")
-    fast = await _wire(request_)
-    assert (taken[:1] == [True]) is short, taken
-    monkeypatch.setattr(connection_module.Connection, "_answer_whole", _never)
-    slow = await _wire(request_)
-    assert fast == slow
-    assert slow.startswith(b"HTTP/1.")
+    monkeypatch.setattr(ServerConfig, "keep_alive_max_requests", 3)
+    routes = Routes(monkeypatch)
+
+    async def three() -> bytes:
+        async with serving(App()) as (port, _):
+            stream = await connect(port)
+            for name in (b"a", b"b"):
+                await stream.send_all(HEAD % name)
+                await read_answers(stream, 1)
+            await stream.send_all(HEAD % b"c")
+            return await closed_within(stream, 3)
+
+    direct = await three()
+    assert routes.read == {1: "direct", 2: "direct", 3: "plain"}
+    assert direct.lower().count(b"connection: close") == 1 and direct.endswith(b"c")
+    monkeypatch.setattr(connection_module, "plain_request", lambda data: None)
+    assert await three() == direct
+
+
+async def test_server_names_are_checked_by_hypercorn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With ``server_names`` set, hypercorn answers 404 to a request for another host: no
+    request is served directly then."""
+    monkeypatch.setattr(ServerConfig, "server_names", ["feeds.example"])
+    routes = Routes(monkeypatch)
+    async with serving(App()) as (port, _):
+        stream = await connect(port)
+        await stream.send_all(b"GET /a HTTP/1.1\r\nHost: feeds.example\r\n\r\n")
+        [ok, body] = await read_answers(stream, 1)
+        await stream.send_all(b"GET /b HTTP/1.1\r\nHost: elsewhere.example\r\n\r\n")
+        [refused, _] = await read_answers(stream, 1)
+    assert isinstance(ok, h11.Response) and ok.status_code == 200 and body == b"a"
+    assert isinstance(refused, h11.Response) and refused.status_code == 404
+    assert routes.read == {1: "plain", 2: "plain"}
 
 
 async def _never(self: connection_module.Connection, *args: Any) -> bool:
@@ -490,28 +559,37 @@ def test_heads_table_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     assert len(heads._heads) <= 4
 
 
+@pytest.fixture(params=["direct", "hypercorn"])
+def ways(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test with plain requests served directly, then through hypercorn's stream."""
+    if request.param == "hypercorn":
+        cls = connection_module.Connection
+        monkeypatch.setattr(cls, "_may_serve_directly", lambda self, protocol, request: False)
+    return str(request.param)
+
+
 async def test_woken_together_every_answer_is_written_before_any_recycling(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, ways: str
 ) -> None:
     """A fan-out: parked requests released at once each write their answer, then yield, so
-    that every answer is on the wire before any connection goes on to hypercorn's recycling
-    of its stream (and the next read); otherwise the last listener waits for all the others'
-    whole steps."""
+    that every answer is on the wire before any connection goes on to end its request
+    (hypercorn's recycling of its stream, or the direct way's end) and read again; otherwise
+    the last listener waits for all the others' whole steps."""
     events: list[str] = []
     real_write = connection_module.Connection._write
-    real_recycle = H11Protocol._maybe_recycle
+    real_idle = connection_module.Connection._idle
 
     async def write(self: connection_module.Connection, data: bytes, more: bytes = b"") -> None:
         if b"released" in data + more:
             events.append("write")
         await real_write(self, data, more)
 
-    async def recycle(self: H11Protocol) -> None:
+    def recycle(self: connection_module.Connection) -> None:
         events.append("recycle")
-        await real_recycle(self)
+        real_idle(self)
 
     monkeypatch.setattr(connection_module.Connection, "_write", write)
-    monkeypatch.setattr(H11Protocol, "_maybe_recycle", recycle)
+    monkeypatch.setattr(connection_module.Connection, "_idle", recycle)
     app = App()
     count = 8
     async with serving(app) as (port, _):
@@ -529,19 +607,19 @@ async def test_woken_together_every_answer_is_written_before_any_recycling(
 
 
 async def test_an_after_answer_hook_runs_once_the_answer_is_written_and_before_recycling(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, ways: str
 ) -> None:
     """An app's AFTER_ANSWER hook replaces the yield after the answer: the client has the
-    whole answer while the hook waits, the stream is recycled only after it, and the next
-    request on the connection is served without it."""
+    whole answer while the hook waits, the request ends (the connection goes idle) only after
+    it, and the next request on the connection is served without it."""
     recycled: list[int] = []
-    real_recycle = H11Protocol._maybe_recycle
+    real_idle = connection_module.Connection._idle
 
-    async def recycle(self: H11Protocol) -> None:
+    def recycle(self: connection_module.Connection) -> None:
         recycled.append(app.held)
-        await real_recycle(self)
+        real_idle(self)
 
-    monkeypatch.setattr(H11Protocol, "_maybe_recycle", recycle)
+    monkeypatch.setattr(connection_module.Connection, "_idle", recycle)
     app = App()
     async with serving(app) as (port, _):
         stream = await connect(port)

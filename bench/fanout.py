@@ -97,6 +97,11 @@ PACKAGES = {  # what the profile summary names as a package; the rest is stdlib
 NCHAN_MODULE = Path("/usr/lib/nginx/modules/ngx_nchan_module.so")
 
 now = time.perf_counter
+#: Linux's SO_TIMESTAMPNS (= SCM_TIMESTAMPNS), which Python's socket module does not name: a
+#: listener socket's recvmsg then carries the time the kernel queued the data on it.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+TIMESPEC = struct.Struct("@qq")
+ANC_SPACE = socket.CMSG_SPACE(TIMESPEC.size)
 
 
 # -- small helpers -------------------------------------------------------------------------------
@@ -195,11 +200,20 @@ def net_delta(before: tuple[int, int]) -> str:
 
 
 def children(pid: int) -> list[int]:
+    """The live child processes of *pid*, whichever of its threads started them (feedstream's
+    parse workers are started from a thread, and /proc lists children per thread)."""
+    found: list[int] = []
     try:
-        with open(f"/proc/{pid}/task/{pid}/children") as f:
-            return [int(x) for x in f.read().split()]
+        threads = os.listdir(f"/proc/{pid}/task")
     except OSError:
-        return []
+        return found
+    for tid in threads:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                found += (int(x) for x in f.read().split())
+        except OSError:
+            continue
+    return found
 
 
 def quantiles(values: list[float]) -> dict[str, float]:
@@ -1288,6 +1302,15 @@ class Client:
         self.responses = self.resp_bytes = self.errors = self.partial_sends = 0
         self.statuses: collections.Counter[int] = collections.Counter()
         self.uses_headers = isinstance(target, Nchan)
+        #: When the answer being handed to on_response reached this host: the kernel's receive
+        #: timestamp of its last bytes (SO_TIMESTAMPNS, wall clock), in perf_counter time. An
+        #: answer's latency is taken there, not when this client got round to reading it: with
+        #: thousands of answers arriving at once the client trails the kernel by up to a few
+        #: hundred ms, which is this client's delay, not the server's (``lag`` keeps it).
+        self.arrived = 0.0
+        self.lag: list[float] = []  # per answer: read and parsed here minus arrived (sampled)
+        wall, perf = time.time(), now()
+        self._wall_to_perf = perf - wall
 
     # connections
 
@@ -1305,6 +1328,7 @@ class Client:
                 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
                 err = sock.connect_ex(self.addrs[idx % len(self.addrs)])
                 if err not in (0, errno.EINPROGRESS):
                     raise OSError(err, os.strerror(err))
@@ -1441,7 +1465,7 @@ class Client:
 
     def _readable(self, conn: Conn) -> None:
         try:
-            data = conn.sock.recv(262144)
+            data, ancillary, _, _ = conn.sock.recvmsg(262144, ANC_SPACE)
         except BlockingIOError:
             return
         except OSError:
@@ -1450,6 +1474,11 @@ class Client:
         if not data:
             self._dead(conn)
             return
+        self.arrived = now()  # publishers (no timestamps asked for): when read
+        for level, kind, raw in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                sec, nsec = TIMESPEC.unpack(raw[: TIMESPEC.size])
+                self.arrived = sec + nsec * 1e-9 + self._wall_to_perf
         if conn.stream:
             self._stream_data(conn, data)
             return
@@ -1483,6 +1512,8 @@ class Client:
                 self._push_next()
                 continue
             self.responses += 1
+            if self.responses % 16 == 0:
+                self.lag.append(now() - self.arrived)
             self.resp_bytes += len(body)
             self.statuses[status] += 1
             if self.uses_headers:  # Nchan: the position is in Etag / Last-Modified
@@ -1892,7 +1923,7 @@ class Bench:
                 check_sample(body, ids, target.name)
             r = fan["round"]
             if b"%06d" % r in ids:
-                arrivals[(r - 1) * n + conn.idx] = now() - client.push_sent[r]
+                arrivals[(r - 1) * n + conn.idx] = client.arrived - client.push_sent[r]
                 fan["got"] += 1
                 if not heads:
                     heads.append(conn.head)
@@ -1906,6 +1937,7 @@ class Bench:
                 raise RuntimeError(f"{target.name}: push answered {status}")
 
         client.on_response, client.on_push_ack = response, ack
+        client.lag.clear()
         spy = self._profiler("fanout")
         server = {name: 0.0 for name in self.procs}
         client_cpu = wall = 0.0
@@ -1973,6 +2005,7 @@ class Bench:
             f"{cpu_text(server, len(got))}), client {client_cpu:.2f} s ({client_cpu / wall:.0%}); "
             f"answer body {client.resp_bytes // max(client.responses, 1)} B; {net_delta(net0)}"
         )
+        self.say(self._lag_text("fanout"))
         if repoll["count"]:
             per_answer = self.res["fanout_cpu_per_answer_us"]
             per_repoll = self.res["repoll_cpu_per_request_us"]
@@ -2005,7 +2038,7 @@ class Bench:
         self.say(f"re-polled: {len(alive)} parked again after {reparked:.1f} s")
 
         def response(conn: Conn, status: int, body: bytes) -> None:
-            t = now()
+            t = client.arrived
             ids = target.marks(body)
             if client.responses % 100 == 1 and status == 200:
                 check_sample(body, ids, target.name)
@@ -2038,6 +2071,7 @@ class Bench:
             else:
                 refused[status] += 1
 
+        client.lag.clear()
         spy = self._profiler("sustained")
         t_start = now() + 0.01
 
@@ -2149,7 +2183,19 @@ class Bench:
             f"{per_push}push acknowledged p50 {ms(acks['p50'])} ms, p99 {ms(acks['p99'])} ms; "
             f"{net_delta(net0)}"
         )
+        self.say(self._lag_text("sustained"))
         self.feedstream_lag("sustained")
+
+    def _lag_text(self, phase: str) -> str:
+        """How far this client trailed the kernel (see Client.arrived), kept in the results."""
+        assert self.client is not None
+        q = quantiles(self.client.lag)
+        self.res[f"client_lag_{phase}"] = q
+        return (
+            f"arrival is when the kernel queued an answer on the client's socket; this client "
+            f"read and parsed it p50 {ms(q['p50'])} ms, p99 {ms(q['p99'])} ms, max "
+            f"{ms(q['max'])} ms later (every 16th answer)"
+        )
 
     def _profiler(self, phase: str) -> Profiler | None:
         if not self.profiling:

@@ -74,6 +74,7 @@ import h11
 import trio
 from h11._abnf import field_name, field_value
 from h11._connection import _keep_alive
+from h11._headers import Headers
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol.events import Request, Response, StreamClosed
@@ -83,7 +84,7 @@ from hypercorn.typing import ConnectionState
 from hypercorn.utils import UnexpectedMessageError, build_and_validate_headers
 
 from feedstream.web.asgi import AFTER_ANSWER
-from feedstream.web.requesthead import plain_request
+from feedstream.web.requesthead import LastHead, plain_request
 
 logger = logging.getLogger(__name__)
 
@@ -265,6 +266,9 @@ class Connection:
         self._protocol: _H11Protocol | None = None
         self._start: tuple[AppSend, Any] | None = None  # a head kept back by _send_from_app
         self._adopting: _Inbox | None = None  # see _go_long
+        self._last_head = LastHead()  # the last plain head's header lines, read
+        # The scope's (name, value) list of those headers, copied for each direct request.
+        self._pairs: tuple[Headers | None, tuple[tuple[bytes, bytes], ...]] = (None, ())
 
     # -- what hypercorn's protocol classes call (WorkerContext and TaskGroup) ------------------
 
@@ -353,7 +357,8 @@ class Connection:
             except OSError:
                 return
             requests = self._requests
-            request = plain_request(data) if self._between_requests(protocol) else None
+            between = self._between_requests(protocol)
+            request = plain_request(data, self._last_head) if between else None
             if request is None:
                 await protocol.handle(RawData(data))
             elif self._may_serve_directly(protocol, request):
@@ -445,7 +450,7 @@ class Connection:
             "raw_path": path,
             "query_string": query_string,
             "root_path": self.config.root_path,
-            "headers": [(name, value) for _, name, value in request.headers._full_items],
+            "headers": self._scope_headers(request.headers),
             "client": protocol.client,
             "server": protocol.server,
             "state": protocol.connection_state.copy(),
@@ -455,6 +460,15 @@ class Connection:
         inbox.put_nowait({"type": "http.request", "body": b"", "more_body": False})
         direct = _Direct(self, request, scope, inbox)
         await self._call_app(self.app, scope, inbox.receive, direct)
+
+    def _scope_headers(self, headers: Headers) -> list[tuple[bytes, bytes]]:
+        """A fresh list of *headers*' ``(name, value)`` pairs (names lower-case), made by
+        copying when they are the last request's (a re-poll's headers: see LastHead)."""
+        read, pairs = self._pairs
+        if read is not headers:
+            pairs = tuple((name, value) for _, name, value in headers._full_items)
+            self._pairs = (headers, pairs)
+        return list(pairs)
 
     async def _answer_directly(self, direct: _Direct, start: Any, message: Any) -> bool:
         """Write *direct*'s whole answer (*start* and its last body *message*) if it is plain

@@ -31,7 +31,7 @@ import h11
 from h11._headers import Headers
 from h11._readers import request_line_re
 
-__all__ = ["PLAIN_HEAD_MAX", "plain_request"]
+__all__ = ["PLAIN_HEAD_MAX", "LastHead", "plain_request"]
 
 #: Longer heads (big cookies) go to h11: it is the rare case and h11 reads it the same.
 PLAIN_HEAD_MAX = 16384
@@ -43,9 +43,28 @@ _TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqr
 _OWS = b" \t"
 
 
-def plain_request(data: bytes) -> h11.Request | None:
+class LastHead:
+    """A connection's last plain head: its header lines (the bytes between the request line
+    and the blank line) and the ``Headers`` they read to.
+
+    A client's next request nearly always repeats its header lines byte for byte (a re-poll
+    differs in its target only), and the same bytes read the same: :func:`plain_request`
+    given this then checks the request line alone and hands out the same (immutable)
+    ``Headers``.
+    """
+
+    __slots__ = ("block", "headers")
+
+    def __init__(self) -> None:
+        self.block = b""
+        self.headers: Headers | None = None
+
+
+def plain_request(data: bytes, last: LastHead | None = None) -> h11.Request | None:
     """The ``h11.Request`` that h11 reads from *data* when *data* is exactly one plain request
-    head (see the module docstring); None otherwise, when only h11 may read it.
+    head (see the module docstring); None otherwise, when only h11 may read it. With *last*,
+    header lines that repeat the last plain head's are not read again (see :class:`LastHead`),
+    and a new plain head's are remembered there.
 
     h11's header grammar (``h11._abnf.header_field``) is a token, a colon, optional blanks, a
     value and optional blanks, where the value is runs of bytes other than NUL and ASCII
@@ -63,6 +82,8 @@ def plain_request(data: bytes) -> h11.Request | None:
     if version != b"1.1" or method == b"CONNECT":
         return None
     block = data[line_end + 2 : -len(_END)]
+    if last is not None and last.headers is not None and block == last.block:
+        return _request(method, target, version, last.headers)
     lines = block.split(b"\r\n")
     if (
         not block
@@ -87,7 +108,10 @@ def plain_request(data: bytes) -> h11.Request | None:
         items.append((raw_name, name, value.strip(_OWS)))
     if hosts != 1:
         return None
-    return _request(method, target, version, Headers(items))
+    headers = Headers(items)
+    if last is not None:
+        last.block, last.headers = block, headers
+    return _request(method, target, version, headers)
 
 
 def _request(method: bytes, target: bytes, version: bytes, headers: Headers) -> h11.Request:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feedstream.web.requesthead import PLAIN_HEAD_MAX, plain_request
+from feedstream.web.requesthead import PLAIN_HEAD_MAX, LastHead, plain_request
 
 BROWSER = (
     b"GET /api/entries?after=1-5&timeout=30 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
@@ -208,3 +208,33 @@ def test_every_plain_head_goes_the_short_way(fields: list[tuple[bytes, bytes, by
     if names & {b"host", b"content-length", b"transfer-encoding", b"expect", b"upgrade"}:
         return
     assert check(data) is not None, data
+
+
+def test_a_re_polls_repeated_header_lines_are_read_once() -> None:
+    """With a LastHead, a head whose header lines repeat the last plain head's (a re-poll:
+    another target, the same headers) gets the same Headers without a second read; other
+    lines are read afresh and remembered; a head that is not plain changes nothing."""
+    last = LastHead()
+    first = plain_request(BROWSER, last)
+    assert first is not None and last.headers is first.headers
+    again = BROWSER.replace(b"after=1-5", b"after=1-6")
+    second = plain_request(again, last)
+    assert second is not None and second.headers is first.headers
+    assert second.target == b"/api/entries?after=1-6&timeout=30" and second == h11_reads(again)
+    other = BROWSER.replace(b"en-US", b"de-DE")
+    third = plain_request(other, last)
+    assert third is not None and third.headers is not first.headers and third == h11_reads(other)
+    assert plain_request(other.replace(b"HTTP/1.1", b"HTTP/1.0"), last) is None
+    assert plain_request(other.replace(b"GET ", b"CONNECT "), last) is None
+    assert last.headers is third.headers
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(PLAIN + NOT_PLAIN), max_size=8), st.lists(_FIELDS, max_size=4))
+def test_reading_with_the_last_head_reads_alike(heads_: list[bytes], fields: list[bytes]) -> None:
+    """Any sequence of heads (the same ones again, others, generated ones) read with one
+    LastHead gives what each gives read on its own."""
+    generated = b"GET /y HTTP/1.1\r\nHost: x\r\n" + b"".join(f + b"\r\n" for f in fields)
+    last = LastHead()
+    for data in [*heads_, generated + b"\r\n", *heads_]:
+        assert plain_request(data, last) == plain_request(data)

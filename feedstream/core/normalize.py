@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
 import logging
 import re
@@ -54,7 +55,14 @@ from feedstream.core.sanitize import clean_html, plain_text, remove_control_char
 from feedstream.core.times import format_rfc3339_datetime
 from feedstream.core.xmlsafe import prepare_xml
 
-__all__ = ["ENTRY_KEYS", "WEBSUB_HUB_TYPES", "ParsedFeed", "is_websub_hub_type", "parse_feed"]
+__all__ = [
+    "ENTRY_KEYS",
+    "WEBSUB_HUB_TYPES",
+    "ParsedFeed",
+    "is_websub_hub_type",
+    "parse_feed",
+    "parse_remainder",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -182,8 +190,49 @@ def parse_feed(
     ``base_url`` (normally the URL the body was fetched from) resolves relative links.
     At most ``max_entries`` entries are kept, the newest ones, and returned oldest first.
     """
+    parsed = _parse(body, feed_id, base_url, content_type, via, max_entries, max_field_chars)
+    assert parsed is not None  # only a remainder is refused
+    return parsed
+
+
+def parse_remainder(
+    body: bytes,
+    *,
+    feed_id: str,
+    base_url: str | None,
+    content_type: str | None = None,
+    via: str = "poll",
+    max_entries: int = 500,
+    max_field_chars: int = 100_000,
+) -> ParsedFeed | None:
+    """:func:`parse_feed` of a document some entries were cut from (:mod:`feedstream.core.trim`),
+    or None when the entries left might be ordered otherwise than among the whole document's.
+
+    The parse orders entries by date only when every entry has one, else by document order:
+    with an undated entry cut, entries dated out of document order would come out sorted.
+    None when every entry left is dated and their document order is not newest first (then
+    both rules agree only if the whole document had an undated entry, which is not known).
+    """
+    return _parse(
+        body, feed_id, base_url, content_type, via, max_entries, max_field_chars, remainder=True
+    )
+
+
+def _parse(
+    body: bytes,
+    feed_id: str,
+    base_url: str | None,
+    content_type: str | None,
+    via: str,
+    max_entries: int,
+    max_field_chars: int,
+    *,
+    remainder: bool = False,
+) -> ParsedFeed | None:
     try:
         raw = _read_document(body, content_type, max_field_chars)
+        if remainder and not _order_settled(raw.entries):
+            return None
         feed_title = _plain(raw.title)
         entries = [
             _normalize_entry(
@@ -514,6 +563,15 @@ def _newest(entries: list[_RawEntry], max_entries: int) -> list[_RawEntry]:
         # A stable sort, even reversed: entries with the same date keep document order.
         entries = sorted(entries, key=lambda entry: entry.date or _EARLIEST, reverse=True)
     return entries[: max(max_entries, 0)][::-1]
+
+
+def _order_settled(entries: list[_RawEntry]) -> bool:
+    """Whether :func:`_newest` orders the non-empty *entries* alike by either of its rules:
+    some have no date (document order), or the dates do not rise in document order."""
+    dates = [entry.date for entry in entries if not entry.is_empty()]
+    if not all(dates):
+        return True
+    return all(a >= b for a, b in itertools.pairwise(dates) if a and b)
 
 
 def _normalize_entry(

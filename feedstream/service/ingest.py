@@ -23,11 +23,21 @@ On the way in (:meth:`Ingestor.ingest`):
   image enclosures) become signed ``/media/`` paths, in the worker, after the rules
   (:func:`feedstream.core.media.proxy_entry`): once, as stored, so delivery never rewrites.
 
-One fast path, named: a JSON body of at most :data:`INLINE_JSON_BYTES` is parsed right here on
-the event loop instead of in a worker. JSON parses in linear time (our own JSON Feed reader: no
-XML, no entities, no feedparser) and 4 KiB take about a millisecond at most, while a trip to a
-worker costs several scheduler passes, each a long one on a server busy with thousands of
-listeners. XML documents (what hubs and most webhooks send) always go to a worker.
+Two fast paths, named:
+
+* a JSON body of at most :data:`INLINE_JSON_BYTES` is parsed right here on the event loop
+  instead of in a worker. JSON parses in linear time (our own JSON Feed reader: no XML, no
+  entities, no feedparser) and 4 KiB take about a millisecond at most, while a trip to a worker
+  costs several scheduler passes, each a long one on a server busy with thousands of listeners.
+  XML documents (what hubs and most webhooks send) always go to a worker.
+* in the worker, the entries of an Atom or RSS document whose ids the log has (the feed's last
+  document's, above) are cut out of the bytes before feedparser sees them
+  (:mod:`feedstream.core.trim`, an expat scan of well under a millisecond): a WebSub "fat
+  ping" is the whole feed for one new entry, and parsing and sanitizing the others was most of
+  its cost. It is exact or not done: the entries left parse as they would in the whole
+  document. The skipped ids come back (``Sifted.skipped``) and count as what they are,
+  duplicates, listed by the feed (``_known``, :meth:`Ingestor.listed_ids`) and part of the
+  document (:attr:`Ingested.entries`).
 """
 
 from __future__ import annotations
@@ -79,6 +89,12 @@ class Ingested:
     new: list[dict[str, Any]] = field(default_factory=list)
     discovery: Discovery | None = None
     dropped: int = 0  # entries of the document a rule dropped
+    skipped: int = 0  # known entries cut out before parsing: duplicates, not in parsed.entries
+
+    @property
+    def entries(self) -> int:
+        """How many entries the document gave (rules' drops aside), skipped ones included."""
+        return len(self.parsed.entries) + self.skipped
 
 
 class Ingestor:
@@ -164,9 +180,15 @@ class Ingestor:
         if sifted.parsed.error:
             return Ingested(sifted.parsed, [], sifted.discovery)
         new = await self.append(
-            feed, sifted.parsed, dropped=sifted.dropped, keys=sifted.keys, texts=sifted.texts
+            feed,
+            sifted.parsed,
+            dropped=sifted.dropped,
+            keys=sifted.keys,
+            texts=sifted.texts,
+            skipped=sifted.skipped,
         )
-        return Ingested(sifted.parsed, new, sifted.discovery, len(sifted.dropped))
+        skipped = len(sifted.skipped)
+        return Ingested(sifted.parsed, new, sifted.discovery, len(sifted.dropped), skipped)
 
     async def _sift(
         self,
@@ -195,10 +217,13 @@ class Ingestor:
         dropped: Sequence[Dropped] = (),
         keys: Sequence[FoldKeys] = (),
         texts: Mapping[str, str] | None = None,
+        skipped: Sequence[str] = (),
     ) -> list[dict[str, Any]]:
         """Append what *parsed* holds for *feed* (folded by *keys*, one per entry, when
         folding is on; *texts*: content texts by entry id, for the log's search index);
-        remember the *dropped*; return the new entries."""
+        remember the *dropped*; return the new entries. *skipped*: the ids of the document's
+        known entries cut out before parsing (the log has them): duplicates, and still
+        listed by the feed."""
         assert self.log is not None, "an examine-only ingestor has no log"
         offered = feed_entries(feed, parsed)
         fold = self.fold
@@ -210,6 +235,8 @@ class Ingestor:
                     entry["duplicate_of"] = first  # our own dict, fresh from the parse
         new = await self.log.append(offered, texts=texts)
         self.stats.count_ingest(offered, new)
+        if skipped:  # what appending them would have found: the log has them all
+            self.stats.duplicates[feed.id] += len(skipped)
         for entry in new:
             if entry.get("duplicate_of") is not None:
                 self.stats.folded[feed.id] += 1
@@ -217,8 +244,11 @@ class Ingestor:
                 self.stats.count_rules(entry["matched"], self._actions)
         remembered = await self._remember(dropped) if dropped else ()
         # The log has every id offered now (new, or stored before) and the dropped ones it
-        # remembered: the next document's repeats of them skip the rules.
-        self._known[feed.id] = frozenset([*(entry["id"] for entry in offered), *remembered])
+        # remembered, and the skipped ones it had: the next document's repeats of them skip the
+        # rules (or the parse).
+        self._known[feed.id] = frozenset(
+            [*(entry["id"] for entry in offered), *skipped, *remembered]
+        )
         return new
 
     async def _remember(self, dropped: Sequence[Dropped]) -> list[str]:

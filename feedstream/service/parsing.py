@@ -3,8 +3,9 @@
 Parsing a feed is CPU work (feedparser, nh3) that would hold the event loop and, with it, every
 listener; it runs in trio-parallel worker processes. :func:`examine` is the function a worker
 runs: parse, and (for WebSub) find the hub, in one trip. :func:`sift` is what the ingest path
-has it run: :func:`examine`, then the ``[[rules]]`` over every entry and the entries' fold keys,
-so that neither costs the event loop anything.
+has it run: the entries the log has cut out of the document first (:mod:`feedstream.core.trim`),
+then :func:`examine`, then the ``[[rules]]`` over every entry and the entries' fold keys, so
+that neither costs the event loop anything.
 
 Rules travel to a worker as a :data:`RuleSpec`, plain strings (canonical query texts), and each
 worker process parses a rule set once and keeps it (:func:`compiled_rules`, a
@@ -27,10 +28,11 @@ import trio_parallel
 from feedstream.core.config import FeedConfig, FetchLimits
 from feedstream.core.fold import FoldKeys, fold_keys
 from feedstream.core.media import MediaSigner, proxy_entry
-from feedstream.core.normalize import ParsedFeed, parse_feed
+from feedstream.core.normalize import ParsedFeed
 from feedstream.core.query import EntryText, parse_query
 from feedstream.core.rules import Action, Rule, RuleSet, apply_rules
 from feedstream.core.search import entry_content_text
+from feedstream.core.trim import parse_skipping_known
 from feedstream.log.base import Offload
 from feedstream.websub.discovery import Discovery, discover
 
@@ -102,18 +104,34 @@ def examine(
     one, the hubs and self URL the parser found stand in for a second scan of the body. A pure
     function of its arguments: what a worker process runs.
     """
-    parsed = parse_feed(
+    parsed, discovery, _ = _examine(body, feed, content_type, url, via, headers, frozenset())
+    return parsed, discovery
+
+
+def _examine(
+    body: bytes,
+    feed: FeedConfig,
+    content_type: str | None,
+    url: str | None,
+    via: str,
+    headers: Mapping[str, str] | None,
+    known: frozenset[str],
+) -> tuple[ParsedFeed, Discovery | None, tuple[str, ...]]:
+    """:func:`examine`, the entries whose id is in *known* cut out before parsing where that
+    is exact (:func:`~feedstream.core.trim.parse_skipping_known`); their ids come third."""
+    parsed, skipped = parse_skipping_known(
         body,
         feed_id=feed.id,
+        known=known,
         base_url=url,
         content_type=content_type,
         via=via,
         max_entries=feed.limits.max_entries,
     )
     if headers is None or url is None:
-        return parsed, None
+        return parsed, None, skipped
     links = None if parsed.error else (parsed.hubs, parsed.self_url)
-    return parsed, discover(headers, body, content_type, url, feed_links=links)
+    return parsed, discover(headers, body, content_type, url, feed_links=links), skipped
 
 
 def rule_spec(rules: Sequence[Rule]) -> RuleSpec:
@@ -169,6 +187,9 @@ class Sifted:
     #: entries the log does not have yet: worked out here once for the rules and the search
     #: index both, instead of again in the process that writes the log.
     texts: Mapping[str, str] | None = None
+    #: The ids of the known entries cut out of the document before it was parsed (in document
+    #: order, once per entry): the log has them, and they are not in ``parsed.entries``.
+    skipped: tuple[str, ...] = ()
 
 
 def sift(
@@ -189,13 +210,17 @@ def sift(
     arguments: what a worker process runs.
 
     Entries whose id is in *known* (the log has them already: a feed's next poll mostly repeats
-    its last document) are passed through untouched, without rules or fold keys: the log will
-    find them duplicates, and rules apply to entries arriving, once. The others' content text
-    is worked out once here, for the rules and for the log's search index (``texts``).
+    its last document, a WebSub hub pushes the whole feed for one new entry) are, the fast
+    path, cut out of the document before it is parsed at all
+    (:func:`~feedstream.core.trim.parse_skipping_known`: exact, or not done), and their ids
+    returned as ``skipped``; those it cannot cut are passed through untouched, without rules
+    or fold keys: the log will find them duplicates, and rules apply to entries arriving,
+    once. The others' content text is worked out once here, for the rules and for the log's
+    search index (``texts``).
     """
-    parsed, discovery = examine(body, feed, content_type, url, via, headers)
+    parsed, discovery, skipped = _examine(body, feed, content_type, url, via, headers, known)
     if parsed.error or not parsed.entries:
-        return Sifted(parsed, discovery)
+        return Sifted(parsed, discovery, skipped=skipped)
     texts = {
         entry["id"]: entry_content_text(entry)
         for entry in parsed.entries
@@ -225,4 +250,4 @@ def sift(
     if media is not None:
         proxied = [e if e["id"] in known else proxy_entry(e, media) for e in parsed.entries]
         parsed = replace(parsed, entries=proxied)
-    return Sifted(parsed, discovery, tuple(dropped), keys, texts)
+    return Sifted(parsed, discovery, tuple(dropped), keys, texts, skipped)

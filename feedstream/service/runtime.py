@@ -183,7 +183,7 @@ class Intake:
             "feed %s: push accepted, %d new of %d",
             feed.id,
             len(ingested.new),
-            len(ingested.parsed.entries),
+            ingested.entries,  # known entries skipped before parsing included
             extra={"feed": feed.id},
         )
         return PushResult(len(ingested.new))

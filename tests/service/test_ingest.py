@@ -58,7 +58,8 @@ async def test_duplicates_are_counted_and_not_returned(tmp_path: Path) -> None:
     body = atom(("1", "One"), ("2", "Two"))
     assert len((await ingest.ingest(FEED, body, content_type=None, via="poll")).new) == 2
     again = await ingest.ingest(FEED, body, content_type=None, via="poll")
-    assert again.new == [] and len(again.parsed.entries) == 2
+    # Both are known: cut out before parsing (the fast path), yet counted as before.
+    assert again.new == [] and again.entries == 2 and again.skipped == 2
     assert ingest.stats.ingested == {("f", "poll"): 2}
     assert ingest.stats.duplicates == {"f": 2}
 
@@ -111,3 +112,56 @@ async def test_an_examine_only_ingestor_parses_without_a_log() -> None:
         FEED, atom(("1", "One")), content_type=None, via="poll"
     )
     assert [e["title"] for e in parsed.entries] == ["One"] and discovery is None
+
+
+def newest_first(*numbers: int) -> bytes:
+    """An Atom document as hubs push it: the whole feed, newest entry first."""
+    entries = "".join(
+        f"<entry><id>tag:x.example,2025:{n}</id><title>Post {n}</title>"
+        f"<updated>2025-01-{n:02d}T00:00:00Z</updated>"
+        f'<link href="https://x.example/{n}"/><content type="html">&lt;p&gt;{n}&lt;/p&gt;</content>'
+        "</entry>"
+        for n in sorted(numbers, reverse=True)
+    )
+    return (
+        '<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom">'
+        f'<title>X</title><link rel="hub" href="https://hub.example/"/>{entries}</feed>'
+    ).encode()
+
+
+async def test_a_fat_ping_parses_only_its_new_entry(tmp_path: Path) -> None:
+    ingest = ingestor(tmp_path)
+    first = await ingest.ingest(FEED, newest_first(1, 2, 3), content_type=None, via="push")
+    assert len(first.new) == 3 and first.skipped == 0
+    ids = {f"f:tag:x.example,2025:{n}" for n in (1, 2, 3, 4, 5)}
+    second = await ingest.ingest(FEED, newest_first(1, 2, 3, 4), content_type=None, via="push")
+    assert [e["title"] for e in second.new] == ["Post 4"]
+    assert [e["title"] for e in second.parsed.entries] == ["Post 4"]  # the rest never parsed
+    assert second.skipped == 3 and second.entries == 4
+    assert ingest.listed_ids() == ids - {"f:tag:x.example,2025:5"}  # skipped ones still listed
+    assert ingest.stats.duplicates == {"f": 3} and ingest.stats.ingested == {("f", "push"): 4}
+    # The next document finds the skipped entries known still, and only its new one parsed.
+    third = await ingest.ingest(FEED, newest_first(2, 3, 4, 5), content_type=None, via="push")
+    assert [e["title"] for e in third.new] == ["Post 5"] and third.skipped == 3
+    assert ingest.listed_ids() == ids - {"f:tag:x.example,2025:1"}  # what the feed lists now
+    assert ingest.stats.duplicates == {"f": 6} and ingest.stats.ingested == {("f", "push"): 5}
+    # What the log holds is what it would hold without the fast path.
+    assert ingest.log is not None and ingest.log.counts() == {"f": 5}
+
+
+def stored(entry: dict[str, Any]) -> dict[str, Any]:
+    """An entry as appended, without what each log gives it (cursor, time received)."""
+    return {key: value for key, value in entry.items() if key not in ("cursor", "received")}
+
+
+async def test_without_the_fast_path_the_counts_are_the_same(tmp_path: Path) -> None:
+    fast, slow = ingestor(tmp_path / "fast"), ingestor(tmp_path / "slow")
+    documents = [newest_first(1, 2, 3), newest_first(1, 2, 3, 4), newest_first(2, 3, 4, 5)]
+    for body in documents:
+        done = await fast.ingest(FEED, body, content_type=None, via="push")
+        slow._known.clear()  # nothing known: every entry parsed, the log finds the duplicates
+        whole = await slow.ingest(FEED, body, content_type=None, via="push")
+        assert [stored(e) for e in done.new] == [stored(e) for e in whole.new]
+        assert done.entries == whole.entries == len(whole.parsed.entries)
+    assert fast.stats.duplicates == slow.stats.duplicates
+    assert fast.stats.ingested == slow.stats.ingested

@@ -302,15 +302,21 @@ async def test_a_feeds_last_document_skips_the_rules_next_time(tmp_path: Path) -
     assert ingest.stats.rule_matches[("python", "tag")] == 2  # once per entry, not per poll
 
 
-def test_sift_passes_known_entries_through() -> None:
+def test_sift_cuts_known_entries_out_or_passes_them_through() -> None:
     spec = rule_spec(RULES)
     body = atom(("1", "python one"), ("2", "Sponsored post"))
-    sifted = sift(body, A, None, A.url, "poll", None, spec, True, frozenset({"a:urn:1", "a:urn:2"}))
-    assert [e["matched"] for e in sifted.parsed.entries] == [[], []]
+    known = frozenset({"a:urn:1", "a:urn:2"})
+    sifted = sift(body, A, None, A.url, "poll", None, spec, True, known)
+    assert sifted.parsed.entries == [] and sifted.skipped == ("a:urn:1", "a:urn:2")
+    assert sifted.parsed.error is None and sifted.dropped == () and sifted.keys == ()
+    # A document that is not cut (JSON Feed): the known entries pass through untouched.
+    doc = feed_doc({"id": "1", "title": "python one"}, {"id": "2", "title": "Sponsored post"})
+    sifted = sift(doc, A, None, A.url, "poll", None, spec, True, frozenset({"a:1", "a:2"}))
+    assert [e["matched"] for e in sifted.parsed.entries] == [[], []] and sifted.skipped == ()
     assert sifted.dropped == () and sifted.keys == ((None, None), (None, None))
     fresh = sift(body, A, None, A.url, "poll", None, spec, True)
     assert [e["title"] for e in fresh.parsed.entries] == ["python one"]
-    assert [d.id for d in fresh.dropped] == ["a:urn:2"]
+    assert [d.id for d in fresh.dropped] == ["a:urn:2"] and fresh.skipped == ()
 
 
 def test_the_content_text_is_worked_out_once_in_the_worker_for_rules_and_index() -> None:

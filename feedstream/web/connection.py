@@ -74,7 +74,6 @@ import h11
 import trio
 from h11._abnf import field_name, field_value
 from h11._connection import _keep_alive
-from h11._headers import Headers
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol.events import Request, Response, StreamClosed
@@ -84,7 +83,7 @@ from hypercorn.typing import ConnectionState
 from hypercorn.utils import UnexpectedMessageError, build_and_validate_headers
 
 from feedstream.web.asgi import AFTER_ANSWER
-from feedstream.web.requesthead import LastHead, plain_request
+from feedstream.web.requesthead import LastHead, PlainHead, keeps_alive, plain_head, plain_request
 
 logger = logging.getLogger(__name__)
 
@@ -180,17 +179,15 @@ class _Direct:
         "_long",
         "_start",
         "done",
+        "head",
         "inbox",
-        "request",
         "scope",
         "started_at",
     )
 
-    def __init__(
-        self, connection: Connection, request: h11.Request, scope: Any, inbox: _Inbox
-    ) -> None:
+    def __init__(self, connection: Connection, head: bytes, scope: Any, inbox: _Inbox) -> None:
         self._connection = connection
-        self.request = request
+        self.head = head  # the request head's bytes: read again if it goes the long way
         self.scope = scope
         self.inbox = inbox
         self.started_at = time.time()
@@ -266,9 +263,7 @@ class Connection:
         self._protocol: _H11Protocol | None = None
         self._start: tuple[AppSend, Any] | None = None  # a head kept back by _send_from_app
         self._adopting: _Inbox | None = None  # see _go_long
-        self._last_head = LastHead()  # the last plain head's header lines, read
-        # The scope's (name, value) list of those headers, copied for each direct request.
-        self._pairs: tuple[Headers | None, tuple[tuple[bytes, bytes], ...]] = (None, ())
+        self._last_head = LastHead()  # the last plain head, read (see plain_head)
 
     # -- what hypercorn's protocol classes call (WorkerContext and TaskGroup) ------------------
 
@@ -358,13 +353,13 @@ class Connection:
                 return
             requests = self._requests
             between = self._between_requests(protocol)
-            request = plain_request(data, self._last_head) if between else None
-            if request is None:
+            head = plain_head(data, self._last_head) if between else None
+            if head is None:
                 await protocol.handle(RawData(data))
-            elif self._may_serve_directly(protocol, request):
-                await self._serve_directly(protocol, request)
+            elif self._may_serve_directly(protocol, head):
+                await self._serve_directly(protocol, data, head)
             else:
-                await self._take_plain(protocol, request)
+                await self._take_plain(protocol, data)
             if self.kept is not None:  # a whole request that h11 did not pause on: answer it
                 await self.run_kept()
             if not data:
@@ -387,15 +382,17 @@ class Connection:
             and not self.terminated.is_set()
         )
 
-    async def _take_plain(self, protocol: H11Protocol, request: h11.Request) -> None:
-        """Take a plain *request* read the short way
-        (:func:`~feedstream.web.requesthead.plain_request`) as h11 and hypercorn take it.
+    async def _take_plain(self, protocol: H11Protocol, data: bytes) -> None:
+        """Take a plain request head *data*, read the short way
+        (:func:`~feedstream.web.requesthead.plain_request`), as h11 and hypercorn take it.
 
         Every layer moves as in the long way: h11's state with the same ``Request`` (what its
         ``next_event`` does after reading it), hypercorn's protocol as its ``_handle_events``
         does with a request (``Updated``, a new stream, the app's call kept), and that same
         loop reads the request's end from h11 (a body of length 0).
         """
+        request = plain_request(data)
+        assert request is not None  # plain_head read it
         h11_connection = protocol.connection
         assert isinstance(h11_connection, h11.Connection)  # as _between_requests found it
         h11_connection._process_event(h11.CLIENT, request)
@@ -406,21 +403,21 @@ class Connection:
 
     # -- a request served directly -------------------------------------------------------------
 
-    def _may_serve_directly(self, protocol: H11Protocol, request: h11.Request) -> bool:
-        """Whether a plain *request* may be served without h11 and hypercorn (see
+    def _may_serve_directly(self, protocol: H11Protocol, head: PlainHead) -> bool:
+        """Whether a plain request (*head*) may be served without h11 and hypercorn (see
         :meth:`_serve_directly`): it keeps the connection alive, it is not the one that
         reaches ``keep_alive_max_requests`` (whose answer says ``Connection: close``), and no
         ``server_names`` are checked."""
         return (
             protocol.keep_alive_requests + 1 < self.config.keep_alive_max_requests
             and not self.config.server_names
-            and _keep_alive(request)
+            and keeps_alive(head[2])
         )
 
-    async def _serve_directly(self, protocol: H11Protocol, request: h11.Request) -> None:
-        """Serve a plain bodyless *request* with neither h11 nor hypercorn when its answer
-        is whole, the common case: the app gets the scope hypercorn's ``HTTPStream`` would
-        build, and :class:`_Direct` is its ``send``.
+    async def _serve_directly(self, protocol: H11Protocol, data: bytes, head: PlainHead) -> None:
+        """Serve a plain bodyless request (*data*, read as *head*) with neither h11 nor
+        hypercorn when its answer is whole, the common case: the app gets the scope
+        hypercorn's ``HTTPStream`` would build, and :class:`_Direct` is its ``send``.
 
         A whole answer (a head, then one last body that its ``content-length`` matches, on
         HTTP/1.1 keep-alive) goes out as one write with the cached head, as
@@ -438,19 +435,20 @@ class Connection:
         self._busy()
         protocol.keep_alive_requests += 1
         # An ASCII target: h11's grammar for it (request_target) is visible ASCII characters.
-        path, _, query_string = request.target.partition(b"?")
+        method, target, pairs = head
+        path, _, query_string = target.partition(b"?")
         # HTTPStream.handle's scope, to the key (tests/web/test_connection.py compares them).
         scope = {
             "type": "http",
             "http_version": "1.1",
             "asgi": {"spec_version": "2.1", "version": "3.0"},
-            "method": request.method.decode("ascii").upper(),
+            "method": method.decode("ascii").upper(),
             "scheme": "http",
             "path": unquote(path.decode("ascii")),
             "raw_path": path,
             "query_string": query_string,
             "root_path": self.config.root_path,
-            "headers": self._scope_headers(request.headers),
+            "headers": list(pairs),
             "client": protocol.client,
             "server": protocol.server,
             "state": protocol.connection_state.copy(),
@@ -458,17 +456,8 @@ class Connection:
         }
         inbox = _Inbox()
         inbox.put_nowait({"type": "http.request", "body": b"", "more_body": False})
-        direct = _Direct(self, request, scope, inbox)
+        direct = _Direct(self, data, scope, inbox)
         await self._call_app(self.app, scope, inbox.receive, direct)
-
-    def _scope_headers(self, headers: Headers) -> list[tuple[bytes, bytes]]:
-        """A fresh list of *headers*' ``(name, value)`` pairs (names lower-case), made by
-        copying when they are the last request's (a re-poll's headers: see LastHead)."""
-        read, pairs = self._pairs
-        if read is not headers:
-            pairs = tuple((name, value) for _, name, value in headers._full_items)
-            self._pairs = (headers, pairs)
-        return list(pairs)
 
     async def _answer_directly(self, direct: _Direct, start: Any, message: Any) -> bool:
         """Write *direct*'s whole answer (*start* and its last body *message*) if it is plain
@@ -506,13 +495,15 @@ class Connection:
         from the first one that is not plain goes there (through :meth:`_send_from_app`)."""
         protocol = self._protocol
         assert protocol is not None
+        request = plain_request(direct.head)
+        assert request is not None  # plain_head read it
         h11_connection = protocol.connection
         assert isinstance(h11_connection, h11.Connection)
-        h11_connection._process_event(h11.CLIENT, direct.request)
+        h11_connection._process_event(h11.CLIENT, request)
         protocol.keep_alive_requests -= 1  # _create_stream counts the request
         self._adopting = direct.inbox  # what spawn_app hands the stream: the app runs already
         try:
-            await protocol._create_stream(direct.request)
+            await protocol._create_stream(request)
         finally:
             self._adopting = None
         stream = protocol.stream

@@ -20,6 +20,11 @@ else, which then goes to h11 as before:
   ``Transfer-Encoding``, ``Expect``, ``Upgrade``): h11 and hypercorn handle those;
 * at most :data:`PLAIN_HEAD_MAX` bytes.
 
+:func:`plain_head` reads the same heads for the connection's direct way, which needs no
+``Request``: the method, the target and the ``(name, value)`` pairs hypercorn would put in the
+scope, with a connection's repeated header lines read once (:class:`LastHead`);
+:func:`keeps_alive` is h11's keep-alive rule over those pairs.
+
 So a head either goes the short way and yields what h11 would have yielded, or goes h11's way;
 ``tests/web/test_requesthead.py`` holds both readers to that, over hand-picked and generated
 heads. Pure: bytes in, an event out, no I/O.
@@ -31,7 +36,7 @@ import h11
 from h11._headers import Headers
 from h11._readers import request_line_re
 
-__all__ = ["PLAIN_HEAD_MAX", "LastHead", "plain_request"]
+__all__ = ["PLAIN_HEAD_MAX", "LastHead", "PlainHead", "keeps_alive", "plain_head", "plain_request"]
 
 #: Longer heads (big cookies) go to h11: it is the rare case and h11 reads it the same.
 PLAIN_HEAD_MAX = 16384
@@ -43,35 +48,77 @@ _TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqr
 _OWS = b" \t"
 
 
+#: What the direct way needs of a plain head: method, target and the ``(name, value)`` pairs
+#: (names lower-case, values without their blanks), as h11 and hypercorn would give them.
+PlainHead = tuple[bytes, bytes, tuple[tuple[bytes, bytes], ...]]
+
+
 class LastHead:
-    """A connection's last plain head: its header lines (the bytes between the request line
-    and the blank line) and the ``Headers`` they read to.
+    """A connection's last plain head read by :func:`plain_head`: its bytes, where its header
+    lines start, and the pairs they read to.
 
     A client's next request nearly always repeats its header lines byte for byte (a re-poll
-    differs in its target only), and the same bytes read the same: :func:`plain_request`
-    given this then checks the request line alone and hands out the same (immutable)
-    ``Headers``.
+    differs in its target only), and the same bytes read the same: the next head is then
+    checked by its request line alone and gets the same (immutable) pairs. What is kept is
+    what a parked request holds anyway (its head, its headers), once per connection.
     """
 
-    __slots__ = ("block", "headers")
+    __slots__ = ("data", "pairs", "start")
 
     def __init__(self) -> None:
-        self.block = b""
-        self.headers: Headers | None = None
+        self.data = b""
+        self.start = 0
+        self.pairs: tuple[tuple[bytes, bytes], ...] = ()
 
 
-def plain_request(data: bytes, last: LastHead | None = None) -> h11.Request | None:
+def plain_request(data: bytes) -> h11.Request | None:
     """The ``h11.Request`` that h11 reads from *data* when *data* is exactly one plain request
-    head (see the module docstring); None otherwise, when only h11 may read it. With *last*,
-    header lines that repeat the last plain head's are not read again (see :class:`LastHead`),
-    and a new plain head's are remembered there.
-
-    h11's header grammar (``h11._abnf.header_field``) is a token, a colon, optional blanks, a
-    value and optional blanks, where the value is runs of bytes other than NUL and ASCII
-    whitespace (space, tab, CR, LF, VT, FF) separated by spaces and tabs. Checked here with
-    bytes methods rather than a regular expression per line: no NUL, VT or FF anywhere, no CR
-    or LF but the line ends, each name all token bytes, each value stripped of its blanks.
+    head (see the module docstring); None otherwise, when only h11 may read it.
     """
+    line = _request_line(data)
+    if line is None:
+        return None
+    start, method, target, version = line
+    items = _header_items(data[start : -len(_END)])
+    if items is None:
+        return None
+    return _request(method, target, version, Headers(items))
+
+
+def plain_head(data: bytes, last: LastHead) -> PlainHead | None:
+    """What :func:`plain_request` reads from *data*, as a :data:`PlainHead`, or None when it
+    reads nothing. Header lines that repeat *last*'s are not read again; a new plain head is
+    remembered in *last*.
+    """
+    line = _request_line(data)
+    if line is None:
+        return None
+    start, method, target, _ = line
+    known = last.data
+    if len(data) - start == len(known) - last.start and data.endswith(known[last.start :]):
+        pairs = last.pairs
+    else:
+        items = _header_items(data[start : -len(_END)])
+        if items is None:
+            return None
+        pairs = last.pairs = tuple([(name, value) for _, name, value in items])
+    last.data, last.start = data, start
+    return method, target, pairs
+
+
+def keeps_alive(pairs: tuple[tuple[bytes, bytes], ...]) -> bool:
+    """Whether an HTTP/1.1 request with these headers keeps the connection alive: h11's own
+    rule (``_keep_alive`` over ``get_comma_header``): no ``close`` among the comma-separated
+    tokens of its ``Connection`` headers."""
+    for name, value in pairs:
+        if name == b"connection" and b"close" in [t.strip() for t in value.lower().split(b",")]:
+            return False
+    return True
+
+
+def _request_line(data: bytes) -> tuple[int, bytes, bytes, bytes] | None:
+    """Where the header lines start, and the method, target and version, when *data* may be
+    a plain head by its size, its end and its request line."""
     if len(data) > PLAIN_HEAD_MAX or not data.endswith(_END):
         return None
     line_end = data.find(b"\r\n")
@@ -81,9 +128,19 @@ def plain_request(data: bytes, last: LastHead | None = None) -> h11.Request | No
     method, target, version = match.group("method", "target", "http_version")
     if version != b"1.1" or method == b"CONNECT":
         return None
-    block = data[line_end + 2 : -len(_END)]
-    if last is not None and last.headers is not None and block == last.block:
-        return _request(method, target, version, last.headers)
+    return line_end + 2, method, target, version
+
+
+def _header_items(block: bytes) -> list[tuple[bytes, bytes, bytes]] | None:
+    """h11's ``(raw name, name, value)`` triples of a plain head's header lines (*block*,
+    without the blank line), or None when they are not a plain head's.
+
+    h11's header grammar (``h11._abnf.header_field``) is a token, a colon, optional blanks, a
+    value and optional blanks, where the value is runs of bytes other than NUL and ASCII
+    whitespace (space, tab, CR, LF, VT, FF) separated by spaces and tabs. Checked here with
+    bytes methods rather than a regular expression per line: no NUL, VT or FF anywhere, no CR
+    or LF but the line ends, each name all token bytes, each value stripped of its blanks.
+    """
     lines = block.split(b"\r\n")
     if (
         not block
@@ -108,10 +165,7 @@ def plain_request(data: bytes, last: LastHead | None = None) -> h11.Request | No
         items.append((raw_name, name, value.strip(_OWS)))
     if hosts != 1:
         return None
-    headers = Headers(items)
-    if last is not None:
-        last.block, last.headers = block, headers
-    return _request(method, target, version, headers)
+    return items
 
 
 def _request(method: bytes, target: bytes, version: bytes, headers: Headers) -> h11.Request:

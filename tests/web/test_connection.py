@@ -492,7 +492,7 @@ async def test_the_short_ways_are_the_long_ways_to_the_byte(
     monkeypatch.setattr(cls, "_may_serve_directly", lambda self, protocol, request: False)
     plain = await _wire(request_, apps[1])
     assert "direct" not in {*routes.read.values(), *routes.answered.values()}
-    monkeypatch.setattr(connection_module, "plain_request", lambda data, last=None: None)
+    monkeypatch.setattr(connection_module, "plain_head", lambda data, last: None)
     monkeypatch.setattr(cls, "_answer_whole", _never)
     slow = await _wire(request_, apps[2])
     assert direct == plain == slow
@@ -522,7 +522,7 @@ async def test_the_request_that_reaches_keep_alive_max_requests_goes_hypercorns_
     direct = await three()
     assert routes.read == {1: "direct", 2: "direct", 3: "plain"}
     assert direct.lower().count(b"connection: close") == 1 and direct.endswith(b"c")
-    monkeypatch.setattr(connection_module, "plain_request", lambda data, last=None: None)
+    monkeypatch.setattr(connection_module, "plain_head", lambda data, last: None)
     assert await three() == direct
 
 

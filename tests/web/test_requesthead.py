@@ -13,7 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feedstream.web.requesthead import PLAIN_HEAD_MAX, LastHead, plain_request
+from feedstream.web.requesthead import (
+    PLAIN_HEAD_MAX,
+    LastHead,
+    keeps_alive,
+    plain_head,
+    plain_request,
+)
 
 BROWSER = (
     b"GET /api/entries?after=1-5&timeout=30 HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n"
@@ -210,31 +216,64 @@ def test_every_plain_head_goes_the_short_way(fields: list[tuple[bytes, bytes, by
     assert check(data) is not None, data
 
 
+def as_head(
+    request: h11.Request | None,
+) -> tuple[bytes, bytes, tuple[tuple[bytes, bytes], ...]] | None:
+    """What plain_head gives for what plain_request reads."""
+    if request is None:
+        return None
+    return request.method, request.target, tuple((n, v) for _, n, v in request.headers._full_items)
+
+
 def test_a_re_polls_repeated_header_lines_are_read_once() -> None:
-    """With a LastHead, a head whose header lines repeat the last plain head's (a re-poll:
-    another target, the same headers) gets the same Headers without a second read; other
-    lines are read afresh and remembered; a head that is not plain changes nothing."""
+    """plain_head with a connection's LastHead: a head whose header lines repeat the last
+    plain head's (a re-poll: another target, the same headers) gets the same pairs without a
+    second read; other lines are read afresh and remembered; a head that is not plain changes
+    nothing."""
     last = LastHead()
-    first = plain_request(BROWSER, last)
-    assert first is not None and last.headers is first.headers
+    first = plain_head(BROWSER, last)
+    assert first is not None and first == as_head(plain_request(BROWSER))
+    assert last.pairs is first[2]
     again = BROWSER.replace(b"after=1-5", b"after=1-6")
-    second = plain_request(again, last)
-    assert second is not None and second.headers is first.headers
-    assert second.target == b"/api/entries?after=1-6&timeout=30" and second == h11_reads(again)
+    second = plain_head(again, last)
+    assert second is not None and second[2] is first[2]
+    assert second == as_head(h11_reads(again))
     other = BROWSER.replace(b"en-US", b"de-DE")
-    third = plain_request(other, last)
-    assert third is not None and third.headers is not first.headers and third == h11_reads(other)
-    assert plain_request(other.replace(b"HTTP/1.1", b"HTTP/1.0"), last) is None
-    assert plain_request(other.replace(b"GET ", b"CONNECT "), last) is None
-    assert last.headers is third.headers
+    third = plain_head(other, last)
+    assert third is not None and third[2] is not first[2] and third == as_head(h11_reads(other))
+    assert plain_head(other.replace(b"HTTP/1.1", b"HTTP/1.0"), last) is None
+    assert plain_head(other.replace(b"GET ", b"CONNECT "), last) is None
+    assert plain_head(other.replace(b"Host:", b"Host : "), last) is None
+    assert last.pairs is third[2] and last.data is other
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.sampled_from(PLAIN + NOT_PLAIN), max_size=8), st.lists(_FIELDS, max_size=4))
 def test_reading_with_the_last_head_reads_alike(heads_: list[bytes], fields: list[bytes]) -> None:
-    """Any sequence of heads (the same ones again, others, generated ones) read with one
-    LastHead gives what each gives read on its own."""
+    """Any sequence of heads (the same ones again, others, generated ones, targets that
+    differ) read with one LastHead gives what plain_request reads from each on its own."""
     generated = b"GET /y HTTP/1.1\r\nHost: x\r\n" + b"".join(f + b"\r\n" for f in fields)
+    retargeted = [h.replace(b" /", b" /z", 1) for h in heads_]
     last = LastHead()
-    for data in [*heads_, generated + b"\r\n", *heads_]:
-        assert plain_request(data, last) == plain_request(data)
+    for data in [*heads_, generated + b"\r\n", *retargeted, *heads_]:
+        assert plain_head(data, last) == as_head(plain_request(data))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([b"close", b"Close", b" CLOSE ", b"keep-alive", b"upgrade", b"", b"x"]),
+        max_size=4,
+    ),
+    st.booleans(),
+)
+def test_keeps_alive_is_h11s_rule(tokens: list[bytes], split: bool) -> None:
+    """keeps_alive over a plain head's pairs says what h11 says of the same request (after
+    which h11 would close the connection)."""
+    values = [b",".join(tokens)] if not split else tokens
+    head = b"GET / HTTP/1.1\r\nHost: x\r\n"
+    head += b"".join(b"Connection: " + value + b"\r\n" for value in values) + b"\r\n"
+    request = h11_reads(head)
+    pairs = as_head(plain_request(head))
+    assert request is not None and pairs is not None
+    assert keeps_alive(pairs[2]) is h11._connection._keep_alive(request)

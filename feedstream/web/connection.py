@@ -463,16 +463,8 @@ class Connection:
         """Write *direct*'s whole answer (*start* and its last body *message*) if it is plain
         (as :meth:`_answer_whole` has it, and keeping the connection alive); False, having
         done nothing, when it is not."""
-        body = message.get("body", b"")
-        if (
-            message.get("more_body", False)
-            or type(body) is not bytes
-            or not body
-            or self._hold
-            or self._buffer
-            or self.closed
-            or direct.scope["method"] == "HEAD"
-        ):
+        body = self._last_body(message)
+        if body is None or direct.scope["method"] == "HEAD":
             return False
         head = _HEADS.get(start, len(body), self.config)
         if head is None or not _keep_alive(head[0]):
@@ -488,6 +480,22 @@ class Connection:
             self._idle()
         direct.inbox.put_nowait({"type": "http.disconnect"})
         return True
+
+    def _last_body(self, message: Any) -> bytes | None:
+        """The body of *message* when it ends a whole answer that may go out as one write
+        with its head: a last, non-empty ``bytes`` body, with nothing of this connection's
+        held back or gathered, and the connection open."""
+        body = message.get("body", b"")
+        if (
+            message.get("more_body", False)
+            or type(body) is not bytes
+            or not body
+            or self._hold
+            or self._buffer
+            or self.closed
+        ):
+            return None
+        return body
 
     async def _go_long(self, direct: _Direct) -> AppSend:
         """Bring h11 and hypercorn to where the long way would have them with *direct*'s
@@ -640,17 +648,12 @@ class Connection:
         """
         protocol = self._protocol
         stream = getattr(app_send, "__self__", None)
-        body = message.get("body", b"")
+        body = self._last_body(message)
         if (
-            protocol is None
+            body is None
+            or protocol is None
             or type(stream) is not HTTPStream
             or stream.state is not ASGIHTTPState.REQUEST
-            or message.get("more_body", False)
-            or type(body) is not bytes
-            or not body
-            or self._hold
-            or self._buffer
-            or self.closed
             or protocol.keep_alive_requests >= self.config.keep_alive_max_requests
         ):
             return False
